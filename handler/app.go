@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/rs/zerolog"
+
+	"github.com/mxazure/backups/internal/api"
+	"github.com/mxazure/backups/internal/auth"
+	"github.com/mxazure/backups/internal/backup"
+	"github.com/mxazure/backups/internal/blobstore"
+	"github.com/mxazure/backups/internal/bus"
+	"github.com/mxazure/backups/internal/config"
+	"github.com/mxazure/backups/internal/envelope"
+	"github.com/mxazure/backups/internal/tablestore"
+	"github.com/mxazure/backups/internal/triggers"
+)
+
+// app holds the wired service.
+type app struct {
+	log       zerolog.Logger
+	tables    *tablestore.Store
+	blobs     *blobstore.Store
+	publisher backup.Publisher
+	api       *api.Server
+	triggers  *triggers.Dispatcher
+	ready     atomic.Bool // storage initialised (tables and containers exist)
+}
+
+func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, error) {
+	a := &app{log: log}
+	var cred azcore.TokenCredential
+	credential := func() (azcore.TokenCredential, error) {
+		if cred != nil {
+			return cred, nil
+		}
+		var err error
+		if cfg.ManagedIdentityClientID != "" { // a user-assigned managed identity
+			cred, err = azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
+				ID: azidentity.ClientID(cfg.ManagedIdentityClientID)})
+		} else { // system-assigned identity in Azure, developer credentials elsewhere
+			cred, err = azidentity.NewDefaultAzureCredential(nil)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("azure credential: %w", err)
+		}
+		return cred, nil
+	}
+
+	var err error
+	if cfg.StorageConnectionString != "" {
+		if a.tables, err = tablestore.NewFromConnectionString(cfg.StorageConnectionString.Value(), cfg.TablePrefix); err != nil {
+			return nil, err
+		}
+		if a.blobs, err = blobstore.NewFromConnectionString(cfg.StorageConnectionString.Value(), cfg.SnapshotsContainer); err != nil {
+			return nil, err
+		}
+	} else {
+		c, err := credential()
+		if err != nil {
+			return nil, err
+		}
+		if a.tables, err = tablestore.New(cfg.StorageTableURL, c, cfg.TablePrefix); err != nil {
+			return nil, err
+		}
+		if a.blobs, err = blobstore.New(cfg.StorageBlobURL, c, cfg.SnapshotsContainer); err != nil {
+			return nil, err
+		}
+	}
+
+	switch {
+	case cfg.LocalServiceBusURL != "":
+		a.publisher = bus.NewLocal(cfg.LocalServiceBusURL)
+	case cfg.ServiceBusConnectionString != "":
+		if a.publisher, err = bus.NewServiceBusFromConnectionString(cfg.ServiceBusConnectionString.Value()); err != nil {
+			return nil, err
+		}
+	default:
+		c, err := credential()
+		if err != nil {
+			return nil, err
+		}
+		if a.publisher, err = bus.NewServiceBus(cfg.ServiceBusNamespace, c); err != nil {
+			return nil, err
+		}
+	}
+
+	authn, err := auth.NewOIDC(ctx, auth.Config{IssuerURL: cfg.AuthIssuerURL, Audience: cfg.AuthAudience, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("authentication: %w", err)
+	}
+
+	svc := backup.NewService(a.tables.Stores(), a.publisher, time.Now)
+	a.api = api.New(api.Deps{
+		Log: log, Version: cfg.Version, Authenticator: authn, Service: svc,
+		Checks: []api.Check{
+			{Name: "table_storage", Pinger: a.tables},
+			{Name: "blob_storage", Pinger: a.blobs},
+			{Name: "service_bus", Pinger: a.publisher},
+		},
+	})
+
+	a.triggers = triggers.NewDispatcher(log)
+	// Inbound environment and permission events from other services (queue environment-events).
+	a.triggers.Register("EnvironmentEvents", triggers.ServiceBus("msg",
+		func(ctx context.Context, m envelope.ServiceBusMessage, log zerolog.Logger) error {
+			return svc.HandleEnvironmentEvent(ctx, m.MessageID, m.Body, log)
+		}))
+	return a, nil
+}
+
+// initialize creates tables and containers, retrying until it works or ctx ends: the handler must come up
+// even when storage is briefly unreachable, and report it through the health function meanwhile.
+func (a *app) initialize(ctx context.Context) {
+	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		err := a.tables.EnsureTables(ctx)
+		if err == nil {
+			err = a.blobs.EnsureContainers(ctx)
+		}
+		if err == nil {
+			a.ready.Store(true)
+			a.log.Info().Msg("storage ready")
+			return
+		}
+		a.log.Warn().Err(err).Dur("retry_in", delay).Msg("storage not ready")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+// handler is the root mux: the host's readiness probe, the HTTP API and the trigger envelopes.
+func (a *app) handler() http.Handler {
+	mux := http.NewServeMux()
+	// The host polls GET / until any response arrives.
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"listening"}`))
+	})
+	mux.Handle("/api/health", a.api)
+	mux.Handle("/api/", a.whenReady(a.api, func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"type":"about:blank","title":"Temporarily unavailable","status":503,"detail":"the service is starting; storage is not ready yet","code":"TEMPORARILY_UNAVAILABLE"}`))
+	}))
+	// Envelopes of timer and Service Bus functions. Until storage is ready a 503 makes the host
+	// redeliver Service Bus messages.
+	mux.Handle("POST /{function}", a.whenReady(a.triggers, func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write(envelope.Response{Logs: []string{"storage not ready; retry"}}.Marshal())
+	}))
+	return mux
+}
+
+func (a *app) whenReady(h http.Handler, notReady func(http.ResponseWriter)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.ready.Load() {
+			notReady(w)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (a *app) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.publisher.Close(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		a.log.Warn().Err(err).Msg("closing the publisher")
+	}
+}

@@ -1,0 +1,102 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/mxazure/backups/internal/backup"
+)
+
+// environmentJSON is an Environment as the API shows it (spec/api.md).
+type environmentJSON struct {
+	EnvironmentID     string `json:"environment_id"`
+	Namespace         string `json:"namespace"`
+	AppID             string `json:"app_id"`
+	Name              string `json:"name"`
+	State             string `json:"state"`
+	Deployed          bool   `json:"deployed"`
+	DeploymentPackage string `json:"deployment_package"`
+	ModelVersion      string `json:"model_version"`
+	CanCreateBackup   bool   `json:"can_create_backup"`
+	Reason            string `json:"reason,omitempty"`
+}
+
+func (s *Server) listEnvironments(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
+	envs, err := s.svc.ListEnvironments(r.Context(), p, r.PathValue("ns"))
+	if err != nil {
+		return err
+	}
+	out := make([]environmentJSON, len(envs))
+	for i, e := range envs {
+		out[i] = environmentJSON{
+			EnvironmentID: e.ID, Namespace: e.Namespace, AppID: e.AppID, Name: e.Name, State: string(e.State),
+			Deployed: e.Deployed, DeploymentPackage: e.DeploymentPackage, ModelVersion: e.ModelVersion,
+			CanCreateBackup: e.CanCreateBackup, Reason: e.Reason,
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"environments": out})
+	return nil
+}
+
+func (s *Server) getSettings(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
+	set, err := s.svc.Settings(r.Context(), p, r.PathValue("ns"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, set)
+	return nil
+}
+
+func (s *Server) putSettings(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
+	var body struct {
+		BackupsEnabled *bool `json:"backups_enabled"`
+	}
+	if err := decodeJSON(r, &body); err != nil {
+		return err
+	}
+	if body.BackupsEnabled == nil {
+		return backup.Errorf(backup.CodeInvalidParameters, "backups_enabled is required")
+	}
+	set, err := s.svc.UpdateSettings(r.Context(), p, r.PathValue("ns"), *body.BackupsEnabled)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, set)
+	return nil
+}
+
+func (s *Server) listActivity(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
+	_, limit, err := paging(r, 100)
+	if err != nil {
+		return err
+	}
+	entries, err := s.svc.Activity(r.Context(), p, r.PathValue("ns"), r.PathValue("env"), limit)
+	if err != nil {
+		return err
+	}
+	if entries == nil {
+		entries = []backup.ActivityEntry{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": entries})
+	return nil
+}
+
+// maxLimit is the largest page a list call returns.
+const maxLimit = 1000
+
+// paging reads ?offset= and ?limit= (spec/api.md: default 0 and def, limit at most 1000).
+func paging(r *http.Request, def int) (offset, limit int, err error) {
+	q := r.URL.Query()
+	offset, limit = 0, def
+	if v := q.Get("offset"); v != "" {
+		if offset, err = strconv.Atoi(v); err != nil || offset < 0 {
+			return 0, 0, backup.Errorf(backup.CodeInvalidParameters, "offset must be a non-negative integer")
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxLimit {
+			return 0, 0, backup.Errorf(backup.CodeInvalidParameters, "limit must be an integer from 1 to %d", maxLimit)
+		}
+	}
+	return offset, limit, nil
+}

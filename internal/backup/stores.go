@@ -1,0 +1,49 @@
+package backup
+
+import (
+	"context"
+)
+
+// Store contracts. The tablestore package implements them on Azure Table Storage; memstore implements
+// them in memory for unit tests; one conformance suite (internal/storetest) runs against both.
+//
+// Common contract: "not found" is an *Error with CodeNotFound (or CodeEnvironmentNotFound); transient
+// storage failures are *Error with CodeTransient; every call honours ctx.
+
+// UpdateFunc decides an optimistic update: given the current record (and whether it exists), it returns
+// the record to write and write=true, or write=false to leave the store unchanged. It may be called more
+// than once when a concurrent writer wins (the store retries with the fresh record), so it must not have
+// side effects.
+type UpdateFunc[T any] func(current T, exists bool) (next T, write bool, err error)
+
+// EnvironmentStore keeps environments by (namespace, id).
+type EnvironmentStore interface {
+	// GetEnvironment returns CodeEnvironmentNotFound if there is no such environment.
+	GetEnvironment(ctx context.Context, namespace, id string) (Environment, error)
+	// ListEnvironments returns a namespace's environments (Deleted ones included), ordered by name.
+	ListEnvironments(ctx context.Context, namespace string) ([]Environment, error)
+	// UpdateEnvironment applies fn atomically (ETag-guarded read-modify-write) and reports whether it
+	// wrote.
+	UpdateEnvironment(ctx context.Context, namespace, id string, fn UpdateFunc[Environment]) (Environment, bool, error)
+}
+
+// GrantStore keeps permission grants by (namespace, principal).
+type GrantStore interface {
+	// GetGrant returns a grant with no permissions (not an error) when the principal has none.
+	GetGrant(ctx context.Context, namespace, principalID string) (Grant, error)
+	UpdateGrant(ctx context.Context, namespace, principalID string, fn UpdateFunc[Grant]) (Grant, bool, error)
+}
+
+// SettingsStore keeps namespace settings.
+type SettingsStore interface {
+	// GetSettings returns the zero settings (backups disabled) for a namespace never configured.
+	GetSettings(ctx context.Context, namespace string) (Settings, error)
+	PutSettings(ctx context.Context, s Settings) error
+}
+
+// ActivityStore keeps environments' activity logs.
+type ActivityStore interface {
+	AddActivity(ctx context.Context, e ActivityEntry) error
+	// ListActivity returns the newest entries first, at most limit.
+	ListActivity(ctx context.Context, namespace, environmentID string, limit int) ([]ActivityEntry, error)
+}

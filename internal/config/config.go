@@ -1,0 +1,218 @@
+// Package config owns the handler's settings: one struct, read from the environment in one function,
+// validated at start with messages that name the bad setting. Secrets print as **redacted**.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Secret is a string that never prints its value.
+type Secret string
+
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "**redacted**"
+}
+
+// GoString keeps %#v from leaking the value too.
+func (s Secret) GoString() string { return s.String() }
+
+// MarshalText keeps JSON and zerolog from leaking the value.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Value returns the secret itself, for the one place that needs it.
+func (s Secret) Value() string { return string(s) }
+
+// Config is every setting of the handler. Field comments name the environment variable.
+type Config struct {
+	// Port the Functions host told us to listen on (FUNCTIONS_CUSTOMHANDLER_PORT, legacy
+	// FUNCTIONS_HTTPWORKER_PORT).
+	Port int
+	// Version of this build, reported by the health function (set at link time, not from the environment).
+	Version string
+
+	// Storage for status (Table Storage) and archives (Blob Storage): either a connection string
+	// (STORAGE_CONNECTION_STRING, Azurite locally) or account URLs with managed identity
+	// (STORAGE_BLOB_URL, STORAGE_TABLE_URL).
+	StorageConnectionString Secret
+	StorageBlobURL          string
+	StorageTableURL         string
+	// TablePrefix prefixes every table name (TABLE_PREFIX), so several deployments or tests can share an
+	// account.
+	TablePrefix string
+	// SnapshotsContainer holds the snapshot archives (SNAPSHOTS_CONTAINER, default "snapshots").
+	SnapshotsContainer string
+
+	// Service Bus: a connection string (SERVICEBUS_CONNECTION_STRING), or a namespace with managed identity
+	// (SERVICEBUS_NAMESPACE, e.g. "mybus.servicebus.windows.net"), or the local Functions host's broker
+	// (LOCAL_SERVICEBUS_URL, set by the project's local host only).
+	ServiceBusConnectionString Secret
+	ServiceBusNamespace        string
+	LocalServiceBusURL         string
+
+	// ManagedIdentityClientID selects a user-assigned managed identity (AZURE_CLIENT_ID); empty means the
+	// default credential chain.
+	ManagedIdentityClientID string
+
+	// OIDC issuer and audience of the bearer tokens the portal sends (AUTH_ISSUER_URL, AUTH_AUDIENCE).
+	AuthIssuerURL string
+	AuthAudience  string
+
+	// ShutdownTimeout bounds graceful shutdown on SIGTERM (SHUTDOWN_TIMEOUT, default 25s).
+	ShutdownTimeout time.Duration
+	// LogLevel is the zerolog level (LOG_LEVEL, default "info").
+	LogLevel string
+}
+
+// FromEnv reads the configuration through getenv (os.Getenv in production, a map in tests). It does not
+// validate; call Validate.
+func FromEnv(getenv func(string) string) (Config, error) {
+	c := Config{
+		StorageConnectionString:    Secret(getenv("STORAGE_CONNECTION_STRING")),
+		StorageBlobURL:             getenv("STORAGE_BLOB_URL"),
+		StorageTableURL:            getenv("STORAGE_TABLE_URL"),
+		TablePrefix:                orDefault(getenv("TABLE_PREFIX"), ""),
+		SnapshotsContainer:         orDefault(getenv("SNAPSHOTS_CONTAINER"), "snapshots"),
+		ServiceBusConnectionString: Secret(getenv("SERVICEBUS_CONNECTION_STRING")),
+		ServiceBusNamespace:        getenv("SERVICEBUS_NAMESPACE"),
+		LocalServiceBusURL:         getenv("LOCAL_SERVICEBUS_URL"),
+		ManagedIdentityClientID:    getenv("AZURE_CLIENT_ID"),
+		AuthIssuerURL:              getenv("AUTH_ISSUER_URL"),
+		AuthAudience:               getenv("AUTH_AUDIENCE"),
+		LogLevel:                   orDefault(getenv("LOG_LEVEL"), "info"),
+	}
+	var errs []error
+	port := orDefault(getenv("FUNCTIONS_CUSTOMHANDLER_PORT"), getenv("FUNCTIONS_HTTPWORKER_PORT"))
+	if port != "" {
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("FUNCTIONS_CUSTOMHANDLER_PORT: %q is not a number", port))
+		}
+		c.Port = p
+	}
+	var err error
+	if c.ShutdownTimeout, err = duration(getenv, "SHUTDOWN_TIMEOUT", 25*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	return c, errors.Join(errs...)
+}
+
+// Validate reports every bad or missing setting, each naming its environment variable.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.Port <= 0 || c.Port > 65535 {
+		bad("FUNCTIONS_CUSTOMHANDLER_PORT: must be set to a port (1-65535); the Functions host sets it")
+	}
+	switch {
+	case c.StorageConnectionString != "" && (c.StorageBlobURL != "" || c.StorageTableURL != ""):
+		bad("STORAGE_CONNECTION_STRING and STORAGE_BLOB_URL/STORAGE_TABLE_URL: set one or the other, not both")
+	case c.StorageConnectionString != "":
+		if !strings.Contains(c.StorageConnectionString.Value(), "AccountName=") &&
+			!strings.Contains(c.StorageConnectionString.Value(), "SharedAccessSignature=") {
+			bad("STORAGE_CONNECTION_STRING: not an Azure Storage connection string (no AccountName=); " +
+				"UseDevelopmentStorage=true is not accepted by the Go SDKs, use the explicit devstoreaccount1 form")
+		}
+	case c.StorageBlobURL == "" || c.StorageTableURL == "":
+		bad("STORAGE_BLOB_URL and STORAGE_TABLE_URL: both must be set (or STORAGE_CONNECTION_STRING)")
+	default:
+		checkURL(&errs, "STORAGE_BLOB_URL", c.StorageBlobURL)
+		checkURL(&errs, "STORAGE_TABLE_URL", c.StorageTableURL)
+	}
+	if !validTablePrefix(c.TablePrefix) {
+		bad("TABLE_PREFIX: %q must be letters and digits only, starting with a letter, at most 20 characters", c.TablePrefix)
+	}
+	if !validContainerName(c.SnapshotsContainer) {
+		bad("SNAPSHOTS_CONTAINER: %q is not a valid container name (3-63 lowercase letters, digits, dashes)", c.SnapshotsContainer)
+	}
+	busModes := 0
+	for _, set := range []bool{c.ServiceBusConnectionString != "", c.ServiceBusNamespace != "", c.LocalServiceBusURL != ""} {
+		if set {
+			busModes++
+		}
+	}
+	switch {
+	case busModes == 0:
+		bad("SERVICEBUS_NAMESPACE: must be set (or SERVICEBUS_CONNECTION_STRING, or LOCAL_SERVICEBUS_URL when run by the local host)")
+	case busModes > 1:
+		bad("SERVICEBUS_CONNECTION_STRING, SERVICEBUS_NAMESPACE, LOCAL_SERVICEBUS_URL: set exactly one")
+	case c.LocalServiceBusURL != "":
+		checkURL(&errs, "LOCAL_SERVICEBUS_URL", c.LocalServiceBusURL)
+	}
+	if c.AuthIssuerURL == "" {
+		bad("AUTH_ISSUER_URL: must be set to the OIDC issuer of the portal's tokens")
+	} else {
+		checkURL(&errs, "AUTH_ISSUER_URL", c.AuthIssuerURL)
+	}
+	if c.AuthAudience == "" {
+		bad("AUTH_AUDIENCE: must be set to the audience (application ID URI or client id) the tokens are issued for")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("SHUTDOWN_TIMEOUT: must be positive")
+	}
+	switch c.LogLevel {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL: %q is not one of trace, debug, info, warn, error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+func checkURL(errs *[]error, name, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		*errs = append(*errs, fmt.Errorf("%s: %q is not an http(s) URL", name, raw))
+	}
+}
+
+func duration(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
+	raw := getenv(name)
+	if raw == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil {
+		return def, fmt.Errorf("%s: %q is not a duration like 30s or 5m", name, raw)
+	}
+	return d, nil
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func validTablePrefix(p string) bool {
+	if len(p) > 20 {
+		return false
+	}
+	for i, r := range p {
+		isLetter := (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
+		if !(isLetter || (i > 0 && r >= '0' && r <= '9')) {
+			return false
+		}
+	}
+	return true
+}
+
+func validContainerName(n string) bool {
+	if len(n) < 3 || len(n) > 63 || n[0] == '-' || n[len(n)-1] == '-' || strings.Contains(n, "--") {
+		return false
+	}
+	for _, r := range n {
+		if !((r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-') {
+			return false
+		}
+	}
+	return true
+}

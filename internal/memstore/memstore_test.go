@@ -1,0 +1,12 @@
+package memstore
+
+import (
+	"testing"
+
+	"github.com/mxazure/backups/internal/backup"
+	"github.com/mxazure/backups/internal/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(*testing.T) backup.Stores { return New().Stores() })
+}

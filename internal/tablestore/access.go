@@ -1,0 +1,295 @@
+package tablestore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+
+	"github.com/mxazure/backups/internal/backup"
+)
+
+var (
+	_ backup.EnvironmentStore   = (*Store)(nil)
+	_ backup.GrantStore         = (*Store)(nil)
+	_ backup.SettingsStore      = (*Store)(nil)
+	_ backup.ActivityStore      = (*Store)(nil)
+	_ backup.RejectedEventStore = (*Store)(nil)
+)
+
+// Stores returns the store as every domain store.
+func (s *Store) Stores() backup.Stores {
+	return backup.Stores{Environments: s, Grants: s, Settings: s, Activity: s, Rejected: s}
+}
+
+// environmentEntity: PartitionKey = namespace, RowKey = environment id.
+type environmentEntity struct {
+	PartitionKey      string
+	RowKey            string
+	AppID             string
+	Name              string
+	State             string
+	Deployed          bool
+	DeploymentPackage string
+	ModelVersion      string
+	DBHost            string
+	DBPort            int32
+	DBName            string
+	DBRole            string
+	FilesContainer    string
+	FilesPrefix       string
+	EventTime         string
+	EventID           string
+	UpdatedAt         string
+}
+
+func (e *environmentEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
+
+func (e *environmentEntity) toDomain() backup.Environment {
+	return backup.Environment{
+		ID: e.RowKey, Namespace: e.PartitionKey, AppID: e.AppID, Name: e.Name, State: backup.EnvironmentState(e.State),
+		Deployed: e.Deployed, DeploymentPackage: e.DeploymentPackage, ModelVersion: e.ModelVersion,
+		Database:  backup.DatabaseLocation{Host: e.DBHost, Port: int(e.DBPort), Name: e.DBName, Role: e.DBRole},
+		Files:     backup.FileLocation{Container: e.FilesContainer, Prefix: e.FilesPrefix},
+		EventTime: parseTime(e.EventTime), EventID: e.EventID, UpdatedAt: parseTime(e.UpdatedAt),
+	}
+}
+
+func environmentFromDomain(e backup.Environment) *environmentEntity {
+	return &environmentEntity{
+		PartitionKey: e.Namespace, RowKey: e.ID, AppID: e.AppID, Name: e.Name, State: string(e.State),
+		Deployed: e.Deployed, DeploymentPackage: e.DeploymentPackage, ModelVersion: e.ModelVersion,
+		DBHost: e.Database.Host, DBPort: int32(e.Database.Port), DBName: e.Database.Name, DBRole: e.Database.Role,
+		FilesContainer: e.Files.Container, FilesPrefix: e.Files.Prefix,
+		EventTime: formatTime(e.EventTime), EventID: e.EventID, UpdatedAt: formatTime(e.UpdatedAt),
+	}
+}
+
+func (s *Store) GetEnvironment(ctx context.Context, namespace, id string) (backup.Environment, error) {
+	var e environmentEntity
+	_, found, err := get(ctx, s.table(tableEnvironments), namespace, id, &e)
+	if err != nil {
+		return backup.Environment{}, err
+	}
+	if !found {
+		return backup.Environment{}, backup.Errorf(backup.CodeEnvironmentNotFound, "environment %s not found in namespace %s", id, namespace)
+	}
+	return e.toDomain(), nil
+}
+
+func (s *Store) ListEnvironments(ctx context.Context, namespace string) ([]backup.Environment, error) {
+	filter := "PartitionKey eq " + odataString(namespace)
+	pager := s.table(tableEnvironments).NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter})
+	var out []backup.Environment
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, transient(err, "list environments of %s", namespace)
+		}
+		for _, raw := range page.Entities {
+			var e environmentEntity
+			if err := json.Unmarshal(raw, &e); err != nil {
+				return nil, fmt.Errorf("decode environment: %w", err)
+			}
+			out = append(out, e.toDomain())
+		}
+	}
+	sortEnvironments(out)
+	return out, nil
+}
+
+func sortEnvironments(envs []backup.Environment) {
+	for i := 1; i < len(envs); i++ { // insertion sort: namespaces hold tens of environments
+		for j := i; j > 0 && less(envs[j], envs[j-1]); j-- {
+			envs[j], envs[j-1] = envs[j-1], envs[j]
+		}
+	}
+}
+
+func less(a, b backup.Environment) bool {
+	if a.Name != b.Name {
+		return a.Name < b.Name
+	}
+	return a.ID < b.ID
+}
+
+func (s *Store) UpdateEnvironment(ctx context.Context, namespace, id string, fn backup.UpdateFunc[backup.Environment]) (backup.Environment, bool, error) {
+	next, wrote, err := update(ctx, s.table(tableEnvironments), namespace, id,
+		func(cur *environmentEntity, exists bool) (*environmentEntity, bool, error) {
+			d := backup.Environment{}
+			if exists {
+				d = cur.toDomain()
+			}
+			n, write, err := fn(d, exists)
+			if err != nil || !write {
+				return cur, false, err
+			}
+			n.Namespace, n.ID = namespace, id
+			return environmentFromDomain(n), true, nil
+		})
+	if err != nil {
+		return backup.Environment{}, false, err
+	}
+	return next.toDomain(), wrote, nil
+}
+
+// grantEntity: PartitionKey = namespace, RowKey = principal id; Permissions comma-separated.
+type grantEntity struct {
+	PartitionKey string
+	RowKey       string
+	Permissions  string
+	EventTime    string
+	EventID      string
+}
+
+func (g *grantEntity) keys() (string, string) { return g.PartitionKey, g.RowKey }
+
+func (g *grantEntity) toDomain() backup.Grant {
+	out := backup.Grant{Namespace: g.PartitionKey, PrincipalID: g.RowKey, EventTime: parseTime(g.EventTime), EventID: g.EventID}
+	for _, p := range strings.Split(g.Permissions, ",") {
+		if p != "" {
+			out.Permissions = append(out.Permissions, backup.Permission(p))
+		}
+	}
+	return out
+}
+
+func (s *Store) GetGrant(ctx context.Context, namespace, principalID string) (backup.Grant, error) {
+	var g grantEntity
+	_, found, err := get(ctx, s.table(tablePermissions), namespace, principalID, &g)
+	if err != nil {
+		return backup.Grant{}, err
+	}
+	if !found {
+		return backup.Grant{Namespace: namespace, PrincipalID: principalID}, nil
+	}
+	return g.toDomain(), nil
+}
+
+func (s *Store) UpdateGrant(ctx context.Context, namespace, principalID string, fn backup.UpdateFunc[backup.Grant]) (backup.Grant, bool, error) {
+	next, wrote, err := update(ctx, s.table(tablePermissions), namespace, principalID,
+		func(cur *grantEntity, exists bool) (*grantEntity, bool, error) {
+			d := backup.Grant{Namespace: namespace, PrincipalID: principalID}
+			if exists {
+				d = cur.toDomain()
+			}
+			n, write, err := fn(d, exists)
+			if err != nil || !write {
+				return cur, false, err
+			}
+			perms := make([]string, len(n.Permissions))
+			for i, p := range n.Permissions {
+				perms[i] = string(p)
+			}
+			return &grantEntity{PartitionKey: namespace, RowKey: principalID, Permissions: strings.Join(perms, ","),
+				EventTime: formatTime(n.EventTime), EventID: n.EventID}, true, nil
+		})
+	if err != nil {
+		return backup.Grant{}, false, err
+	}
+	return next.toDomain(), wrote, nil
+}
+
+// settingsEntity: PartitionKey = namespace, RowKey = "settings".
+type settingsEntity struct {
+	PartitionKey   string
+	RowKey         string
+	BackupsEnabled bool
+	UpdatedAt      string
+	UpdatedBy      string
+}
+
+func (e *settingsEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
+
+func (s *Store) GetSettings(ctx context.Context, namespace string) (backup.Settings, error) {
+	var e settingsEntity
+	_, found, err := get(ctx, s.table(tableSettings), namespace, "settings", &e)
+	if err != nil || !found {
+		return backup.Settings{Namespace: namespace}, err
+	}
+	return backup.Settings{Namespace: namespace, BackupsEnabled: e.BackupsEnabled, UpdatedAt: parseTime(e.UpdatedAt), UpdatedBy: e.UpdatedBy}, nil
+}
+
+func (s *Store) PutSettings(ctx context.Context, set backup.Settings) error {
+	return upsert(ctx, s.table(tableSettings), &settingsEntity{PartitionKey: set.Namespace, RowKey: "settings",
+		BackupsEnabled: set.BackupsEnabled, UpdatedAt: formatTime(set.UpdatedAt), UpdatedBy: set.UpdatedBy})
+}
+
+// activityEntity: PartitionKey = namespace "|" environment, RowKey = inverted time + random suffix, so a
+// partition query returns the newest first.
+type activityEntity struct {
+	PartitionKey string
+	RowKey       string
+	Time         string
+	Action       string
+	Status       string
+	Actor        string
+	SnapshotID   string
+	RestoreID    string
+	Message      string
+}
+
+func (e *activityEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
+
+func (s *Store) AddActivity(ctx context.Context, a backup.ActivityEntry) error {
+	return insert(ctx, s.table(tableActivity), &activityEntity{
+		PartitionKey: a.Namespace + "|" + a.EnvironmentID, RowKey: invertedTime(a.Time) + "-" + randomSuffix(),
+		Time: formatTime(a.Time), Action: string(a.Action), Status: string(a.Status), Actor: a.Actor,
+		SnapshotID: a.SnapshotID, RestoreID: a.RestoreID, Message: a.Message,
+	})
+}
+
+func (s *Store) ListActivity(ctx context.Context, namespace, environmentID string, limit int) ([]backup.ActivityEntry, error) {
+	filter := "PartitionKey eq " + odataString(namespace+"|"+environmentID)
+	top := int32(min(limit, 1000))
+	pager := s.table(tableActivity).NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter, Top: &top})
+	var out []backup.ActivityEntry
+	for pager.More() && len(out) < limit {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, transient(err, "list activity of %s", environmentID)
+		}
+		for _, raw := range page.Entities {
+			var e activityEntity
+			if err := json.Unmarshal(raw, &e); err != nil {
+				return nil, fmt.Errorf("decode activity: %w", err)
+			}
+			out = append(out, backup.ActivityEntry{Namespace: namespace, EnvironmentID: environmentID,
+				Time: parseTime(e.Time), Action: backup.ActivityAction(e.Action), Status: backup.ActivityStatus(e.Status),
+				Actor: e.Actor, SnapshotID: e.SnapshotID, RestoreID: e.RestoreID, Message: e.Message})
+		}
+	}
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// rejectedEntity: PartitionKey = UTC day, RowKey = inverted time + random suffix.
+type rejectedEntity struct {
+	PartitionKey string
+	RowKey       string
+	Time         string
+	MessageID    string
+	Reason       string
+	Body         string
+}
+
+func (e *rejectedEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
+
+func (s *Store) AddRejectedEvent(ctx context.Context, r backup.RejectedEvent) error {
+	return insert(ctx, s.table(tableRejected), &rejectedEntity{
+		PartitionKey: r.Time.UTC().Format("2006-01-02"), RowKey: invertedTime(r.Time) + "-" + randomSuffix(),
+		Time: formatTime(r.Time), MessageID: r.MessageID, Reason: r.Reason, Body: r.Body,
+	})
+}
+
+func randomSuffix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
