@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"path"
 
 	"github.com/rs/zerolog"
 
@@ -117,6 +118,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("X-Request-Id", id)
 	log := s.log.With().Str("invocation", id).Str("method", r.Method).Str("path", r.URL.Path).Logger()
+	// Refuse dot segments and doubled slashes instead of redirecting: API clients do not follow a
+	// redirect to a path they did not mean.
+	if p := r.URL.EscapedPath(); path.Clean(p) != p {
+		writeProblem(w, log, backup.Errorf(backup.CodeInvalidParameters, "the request path is not canonical (dot segments or empty segments)"))
+		return
+	}
 	s.mux.ServeHTTP(w, r.WithContext(withLogger(r.Context(), log)))
 }
 

@@ -44,7 +44,7 @@ func perms(id string, at time.Time, principal string, p ...string) string {
 func newService(t *testing.T) (*backup.Service, *memstore.Store) {
 	t.Helper()
 	st := memstore.New()
-	return backup.NewService(st.Stores(), nil, func() time.Time { return t0 }), st
+	return backup.NewService(backup.Deps{Stores: st.Stores(), Now: func() time.Time { return t0 }}), st
 }
 
 func apply(t *testing.T, svc *backup.Service, body string) {

@@ -17,6 +17,8 @@ type Stores struct {
 	Settings     SettingsStore
 	Activity     ActivityStore
 	Rejected     RejectedEventStore
+	Snapshots    SnapshotStore
+	Operations   OperationStore
 }
 
 // RejectedEventStore keeps inbound events that could not be applied, for operators to inspect.
@@ -37,17 +39,34 @@ const maxRejectedBody = 16 << 10
 
 // Service is the domain's entry point: the HTTP API and the trigger functions call it.
 type Service struct {
-	stores    Stores
-	publisher Publisher
-	now       func() time.Time
+	stores      Stores
+	publisher   Publisher
+	snapshotter Snapshotter
+	archives    ArchiveBlobs
+	layout      Layout
+	now         func() time.Time
+	log         zerolog.Logger
 }
 
-// NewService builds the service. now is time.Now in production, a fixed clock in tests.
-func NewService(stores Stores, publisher Publisher, now func() time.Time) *Service {
+// Deps are the service's dependencies. Now is time.Now in production, a fixed clock in tests.
+type Deps struct {
+	Stores      Stores
+	Publisher   Publisher
+	Snapshotter Snapshotter
+	Archives    ArchiveBlobs
+	Layout      Layout
+	Now         func() time.Time
+	Log         zerolog.Logger
+}
+
+// NewService builds the service.
+func NewService(d Deps) *Service {
+	now := d.Now
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{stores: stores, publisher: publisher, now: func() time.Time { return now().UTC() }}
+	return &Service{stores: d.Stores, publisher: d.Publisher, snapshotter: d.Snapshotter, archives: d.Archives,
+		layout: d.Layout, log: d.Log, now: func() time.Time { return now().UTC() }}
 }
 
 // Principal is an authenticated caller.

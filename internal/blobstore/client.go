@@ -5,6 +5,7 @@ package blobstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -54,4 +55,13 @@ func (s *Store) Ping(ctx context.Context) error {
 		return fmt.Errorf("blob storage: %w", err)
 	}
 	return nil
+}
+
+// statusOf returns the HTTP status of an Azure response error, or 0 for errors without a response.
+func statusOf(err error) int {
+	var re *azcore.ResponseError
+	if errors.As(err, &re) {
+		return re.StatusCode
+	}
+	return 0
 }

@@ -20,6 +20,9 @@ type Store struct {
 	settings     map[string]backup.Settings
 	activity     map[string][]backup.ActivityEntry
 	rejected     []backup.RejectedEvent
+	snapshots    map[string]backup.Snapshot
+	operations   map[string]backup.Operation
+	locks        map[string]backup.Lock
 }
 
 var (
@@ -37,12 +40,15 @@ func New() *Store {
 		grants:       map[string]backup.Grant{},
 		settings:     map[string]backup.Settings{},
 		activity:     map[string][]backup.ActivityEntry{},
+		snapshots:    map[string]backup.Snapshot{},
+		operations:   map[string]backup.Operation{},
+		locks:        map[string]backup.Lock{},
 	}
 }
 
 // Stores returns the store as every domain store.
 func (s *Store) Stores() backup.Stores {
-	return backup.Stores{Environments: s, Grants: s, Settings: s, Activity: s, Rejected: s}
+	return backup.Stores{Environments: s, Grants: s, Settings: s, Activity: s, Rejected: s, Snapshots: s, Operations: s}
 }
 
 func key(a, b string) string { return a + "\x00" + b }

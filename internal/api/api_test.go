@@ -1,0 +1,328 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mxazure/backups/internal/auth"
+	"github.com/mxazure/backups/internal/backup"
+	"github.com/mxazure/backups/internal/memstore"
+)
+
+// tokenAuth is a fake authenticator: "Bearer <principal>" authenticates as that principal. The real
+// OIDC authenticator is tested in internal/auth and end to end.
+type tokenAuth struct{}
+
+func (tokenAuth) Authenticate(_ context.Context, header string) (auth.Principal, error) {
+	tok, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || tok == "" {
+		return auth.Principal{}, backup.Errorf(backup.CodeUnauthenticated, "missing bearer token")
+	}
+	return auth.Principal{ID: tok}, nil
+}
+
+const (
+	nsA     = "ns-a"
+	envA    = "0d3e301f-5551-46f8-ad44-8de2be084c95"
+	manager = "manager"  // ManageAppsBackups
+	full    = "operator" // ManageAppsBackups + StopApps
+	nobody  = "nobody"
+)
+
+type fixture struct {
+	srv   *Server
+	store *memstore.Store
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	st := memstore.New()
+	now := time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
+	svc := backup.NewService(backup.Deps{Stores: st.Stores(), Now: func() time.Time { return now }})
+	ctx := context.Background()
+	events := []string{
+		`{"type":"namespace.permissions","event_id":"p1","occurred_at":"2026-11-20T07:00:00Z","namespace":"ns-a","principal_id":"manager","permissions":["ManageAppsBackups"]}`,
+		`{"type":"namespace.permissions","event_id":"p2","occurred_at":"2026-11-20T07:00:00Z","namespace":"ns-a","principal_id":"operator","permissions":["ManageAppsBackups","StopApps"]}`,
+		`{"type":"environment.updated","event_id":"e1","occurred_at":"2026-11-20T07:00:00Z","namespace":"ns-a","environment_id":"` + envA + `","app_id":"app","name":"acceptance","state":"Stopped","deployed":true,"deployment_package":"p.mda","model_version":"1.0.0.1","database":{"host":"h","port":5432,"name":"db","role":"r"},"files":{"container":"files-a","prefix":""}}`,
+	}
+	for _, ev := range events {
+		if err := svc.HandleEnvironmentEvent(ctx, "m", []byte(ev), zerolog.Nop()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := New(Deps{Log: zerolog.Nop(), Version: "test", Authenticator: tokenAuth{}, Service: svc})
+	return &fixture{srv: srv, store: st}
+}
+
+func (f *fixture) do(t *testing.T, principal, method, path, body string) (*http.Response, map[string]any) {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if principal != "" {
+		req.Header.Set("Authorization", "Bearer "+principal)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	rec := httptest.NewRecorder()
+	f.srv.ServeHTTP(rec, req)
+	resp := rec.Result()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	return resp, out
+}
+
+func wantProblem(t *testing.T, resp *http.Response, body map[string]any, status int, code backup.Code) {
+	t.Helper()
+	if resp.StatusCode != status || body["code"] != string(code) {
+		t.Fatalf("got %d %v, want %d %s", resp.StatusCode, body, status, code)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Errorf("Content-Type = %q, want application/problem+json", ct)
+	}
+	for _, k := range []string{"type", "title", "status", "detail", "code"} {
+		if _, ok := body[k]; !ok {
+			t.Errorf("problem lacks %q: %v", k, body)
+		}
+	}
+}
+
+// endpoints lists every authenticated route with a valid request and the permissions it needs.
+func endpoints() []struct {
+	method, path, body string
+	need               []string
+} {
+	return []struct {
+		method, path, body string
+		need               []string
+	}{
+		{"GET", "/api/v1/namespaces/ns-a/environments", "", []string{"ManageAppsBackups"}},
+		{"GET", "/api/v1/namespaces/ns-a/settings", "", []string{"ManageAppsBackups"}},
+		{"PUT", "/api/v1/namespaces/ns-a/settings", `{"backups_enabled":true}`, []string{"ManageAppsBackups"}},
+		{"GET", "/api/v1/namespaces/ns-a/environments/" + envA + "/activity", "", []string{"ManageAppsBackups"}},
+	}
+}
+
+func TestEveryEndpointNeedsAToken(t *testing.T) {
+	f := newFixture(t)
+	for _, ep := range endpoints() {
+		resp, body := f.do(t, "", ep.method, ep.path, ep.body)
+		wantProblem(t, resp, body, 401, backup.CodeUnauthenticated)
+		if resp.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s %s: no WWW-Authenticate header on 401", ep.method, ep.path)
+		}
+	}
+}
+
+func TestEveryEndpointChecksPermissions(t *testing.T) {
+	f := newFixture(t)
+	for _, ep := range endpoints() {
+		t.Run(ep.method+" "+ep.path, func(t *testing.T) {
+			resp, body := f.do(t, nobody, ep.method, ep.path, ep.body)
+			wantProblem(t, resp, body, 403, backup.CodeNoAccess)
+			// The manager in another namespace has nothing there.
+			other := strings.Replace(ep.path, "/ns-a/", "/ns-b/", 1)
+			resp, body = f.do(t, manager, ep.method, other, ep.body)
+			wantProblem(t, resp, body, 403, backup.CodeNoAccess)
+			resp, _ = f.do(t, full, ep.method, ep.path, ep.body)
+			if resp.StatusCode/100 != 2 {
+				t.Errorf("with every permission: got %d, want 2xx", resp.StatusCode)
+			}
+		})
+	}
+}
+
+func TestHostileIDsOnEveryPathParameter(t *testing.T) {
+	f := newFixture(t)
+	hostile := []string{
+		"ns' or PartitionKey ne '", `a"b`, "..", "%2F..%2Fetc", "a%2Fb", "Robert'); DROP TABLE x;--",
+		strings.Repeat("a", 5000), "%00", "ns%0Aa", "UPPER", "-ns",
+	}
+	for _, ep := range endpoints() {
+		segments := strings.Split(ep.path, "/")
+		for i, seg := range segments {
+			if seg != "ns-a" && seg != envA {
+				continue
+			}
+			for _, h := range hostile {
+				parts := slices.Clone(segments)
+				if strings.Contains(h, "%") {
+					parts[i] = h // already percent-encoded
+				} else {
+					parts[i] = url.PathEscape(h)
+				}
+				path := strings.Join(parts, "/")
+				if _, err := url.ParseRequestURI(path); err != nil {
+					continue
+				}
+				resp, body := f.do(t, full, ep.method, path, ep.body)
+				if resp.StatusCode != 400 && resp.StatusCode != 404 {
+					t.Errorf("%s %s: got %d %v, want 400 or 404", ep.method, path, resp.StatusCode, body)
+				}
+				if resp.StatusCode == 400 && body["code"] != string(backup.CodeInvalidParameters) {
+					t.Errorf("%s %s: got code %v, want INVALID_PARAMETERS", ep.method, path, body["code"])
+				}
+			}
+		}
+	}
+}
+
+func TestUnknownEnvironment(t *testing.T) {
+	f := newFixture(t)
+	resp, body := f.do(t, manager, "GET", "/api/v1/namespaces/ns-a/environments/11111111-2222-3333-4444-555555555555/activity", "")
+	wantProblem(t, resp, body, 404, backup.CodeEnvironmentNotFound)
+}
+
+func TestSettingsBodies(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name, body string
+		status     int
+		code       backup.Code
+	}{
+		{"malformed", `{"backups_enabled":`, 400, backup.CodeInvalidParameters},
+		{"unknown field", `{"backups_enabled":true,"admin":true}`, 400, backup.CodeInvalidParameters},
+		{"wrong type", `{"backups_enabled":"yes"}`, 400, backup.CodeInvalidParameters},
+		{"missing field", `{}`, 400, backup.CodeInvalidParameters},
+		{"two objects", `{"backups_enabled":true}{}`, 400, backup.CodeInvalidParameters},
+		{"array", `[true]`, 400, backup.CodeInvalidParameters},
+		{"too large", `{"backups_enabled":true,"x":"` + strings.Repeat("a", 70<<10) + `"}`, 413, backup.CodePayloadTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := f.do(t, manager, "PUT", "/api/v1/namespaces/ns-a/settings", tt.body)
+			wantProblem(t, resp, body, tt.status, tt.code)
+		})
+	}
+	// Nothing was stored by the failures.
+	if set, _ := f.store.GetSettings(context.Background(), nsA); set.BackupsEnabled {
+		t.Error("a rejected request changed the settings")
+	}
+	resp, body := f.do(t, manager, "PUT", "/api/v1/namespaces/ns-a/settings", `{"backups_enabled":true}`)
+	if resp.StatusCode != 200 || body["backups_enabled"] != true || body["updated_by"] != manager {
+		t.Fatalf("got %d %v", resp.StatusCode, body)
+	}
+	_, body = f.do(t, manager, "GET", "/api/v1/namespaces/ns-a/settings", "")
+	if body["backups_enabled"] != true {
+		t.Errorf("GET after PUT: %v", body)
+	}
+}
+
+func TestWrongContentType(t *testing.T) {
+	f := newFixture(t)
+	req := httptest.NewRequest("PUT", "/api/v1/namespaces/ns-a/settings", strings.NewReader(`backups_enabled=true`))
+	req.Header.Set("Authorization", "Bearer "+manager)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := httptest.NewRecorder()
+	f.srv.ServeHTTP(rec, req)
+	if rec.Code != 415 {
+		t.Errorf("got %d, want 415", rec.Code)
+	}
+}
+
+func TestListEnvironmentsShape(t *testing.T) {
+	f := newFixture(t)
+	resp, body := f.do(t, manager, "GET", "/api/v1/namespaces/ns-a/environments", "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("got %d %v", resp.StatusCode, body)
+	}
+	envs := body["environments"].([]any)
+	if len(envs) != 1 {
+		t.Fatalf("got %d environments, want 1", len(envs))
+	}
+	e := envs[0].(map[string]any)
+	for _, k := range []string{"environment_id", "namespace", "app_id", "name", "state", "deployed", "deployment_package", "model_version", "can_create_backup", "reason"} {
+		if _, ok := e[k]; !ok {
+			t.Errorf("environment lacks %q: %v", k, e)
+		}
+	}
+	if _, leaked := e["database"]; leaked {
+		t.Error("environment exposes its database location")
+	}
+}
+
+func TestActivityLimit(t *testing.T) {
+	f := newFixture(t)
+	for _, q := range []string{"?limit=0", "?limit=1001", "?limit=x", "?offset=-1"} {
+		resp, body := f.do(t, manager, "GET", "/api/v1/namespaces/ns-a/environments/"+envA+"/activity"+q, "")
+		wantProblem(t, resp, body, 400, backup.CodeInvalidParameters)
+	}
+	resp, body := f.do(t, manager, "GET", "/api/v1/namespaces/ns-a/environments/"+envA+"/activity?limit=5", "")
+	if resp.StatusCode != 200 || body["entries"] == nil {
+		t.Fatalf("got %d %v", resp.StatusCode, body)
+	}
+}
+
+func TestUnknownRouteIsProblem(t *testing.T) {
+	f := newFixture(t)
+	resp, body := f.do(t, manager, "GET", "/api/v1/nothing-here", "")
+	wantProblem(t, resp, body, 404, backup.CodeNotFound)
+}
+
+// TestOpenAPIMatchesRoutes keeps the OpenAPI document true: every served route is documented with the
+// same method, and every documented operation is served.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPIDocument, &doc); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	if doc.OpenAPI != "3.1.0" {
+		t.Errorf("openapi = %q, want 3.1.0", doc.OpenAPI)
+	}
+	documented := map[string]bool{}
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			if method == "parameters" {
+				continue
+			}
+			documented[strings.ToUpper(method)+" "+path] = true
+		}
+	}
+	served := map[string]bool{}
+	f := newFixture(t)
+	for _, rt := range f.srv.routes() {
+		served[rt.method+" "+rt.pattern] = true
+	}
+	for k := range served {
+		if !documented[k] {
+			t.Errorf("route %s is served but not in openapi.json", k)
+		}
+	}
+	for k := range documented {
+		if !served[k] {
+			t.Errorf("openapi.json documents %s, which is not served", k)
+		}
+	}
+	// Path parameters in the document are declared.
+	param := regexp.MustCompile(`\{(\w+)\}`)
+	for path := range doc.Paths {
+		for _, m := range param.FindAllStringSubmatch(path, -1) {
+			if !strings.Contains(string(mustJSON(doc.Paths[path])), `#/components/parameters/`+m[1]) {
+				t.Errorf("%s: parameter %s not declared", path, m[1])
+			}
+		}
+	}
+	resp, _ := f.do(t, "", "GET", "/api/v1/openapi.json", "")
+	if resp.StatusCode != 200 {
+		t.Errorf("GET openapi.json: %d", resp.StatusCode)
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}

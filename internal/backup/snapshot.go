@@ -1,0 +1,148 @@
+package backup
+
+import (
+	"context"
+	"time"
+)
+
+// SnapshotStatus is what users see of a snapshot's life.
+type SnapshotStatus string
+
+const (
+	SnapshotProcessing SnapshotStatus = "Processing" // being made (or an upload being checked)
+	SnapshotFailed     SnapshotStatus = "Failed"     // could not be made; StatusMessage says why; no archive
+	SnapshotFinished   SnapshotStatus = "Finished"   // archive committed and verified
+)
+
+// SnapshotKind says why a snapshot exists; it decides retention.
+type SnapshotKind string
+
+const (
+	KindManual   SnapshotKind = "manual"
+	KindNightly  SnapshotKind = "nightly"
+	KindWeekly   SnapshotKind = "weekly"
+	KindMonthly  SnapshotKind = "monthly"
+	KindUploaded SnapshotKind = "uploaded"
+)
+
+// ExpiresAt is the end of retention for a snapshot of kind k created at t (spec/schedule.md rule 4:
+// calendar arithmetic, exact to the instant).
+func (k SnapshotKind) ExpiresAt(t time.Time) time.Time {
+	switch k {
+	case KindWeekly:
+		return t.AddDate(0, 3, 0)
+	case KindMonthly:
+		return t.AddDate(1, 0, 0)
+	default: // manual, nightly, uploaded
+		return t.AddDate(0, 0, 14)
+	}
+}
+
+// Progress of a running snapshot, throttled to a write every few seconds.
+type Progress struct {
+	Phase      string `json:"phase"` // queued, dumping, verifying, finishing
+	BytesDone  int64  `json:"bytes_done"`
+	FilesDone  int    `json:"files_done"`
+	FilesTotal int    `json:"files_total"`
+}
+
+// Snapshot is one backup of an environment: its database and file documents in one archive.
+type Snapshot struct {
+	ID                string
+	Namespace         string
+	EnvironmentID     string
+	Status            SnapshotStatus
+	Kind              SnapshotKind
+	Comment           string
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	FinishedAt        time.Time
+	ExpiresAt         time.Time
+	CreatedBy         string
+	DeploymentPackage string
+	ModelVersion      string
+	SizeBytes         int64 // archive blob
+	DatabaseSizeBytes int64 // live database (pg_database_size)
+	DumpSizeBytes     int64 // db/db.backup
+	FilesBytes        int64
+	FilesCount        int
+	SHA256            string
+	StatusMessage     string
+	Warnings          []string
+	Progress          *Progress
+	OperationID       string
+	// BlobPath is the committed archive, set when Finished; internal, never shown.
+	BlobPath string
+}
+
+// Operation phases. Every long action is an operation record plus a Service Bus message carrying its id.
+type OperationPhase string
+
+const (
+	OpQueued    OperationPhase = "Queued"    // record written, message sent (or about to be)
+	OpRunning   OperationPhase = "Running"   // claimed by a worker holding a lease
+	OpSucceeded OperationPhase = "Succeeded" // done; the snapshot is Finished
+	OpFailed    OperationPhase = "Failed"    // done; StatusMessage says why
+)
+
+// Done reports whether the phase is final.
+func (p OperationPhase) Done() bool { return p == OpSucceeded || p == OpFailed }
+
+// OperationKind is the work an operation does.
+type OperationKind string
+
+const OpBackup OperationKind = "backup"
+
+// Operation is the durable state of one job.
+type Operation struct {
+	ID            string
+	Namespace     string
+	EnvironmentID string
+	Kind          OperationKind
+	SnapshotID    string
+	Phase         OperationPhase
+	Actor         string
+	// Attempt counts claims by workers; each attempt writes its own archive blob.
+	Attempt       int
+	LeaseUntil    time.Time // a Running operation whose lease passed has lost its worker
+	Worker        string    // invocation that holds the lease
+	StatusMessage string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	StartedAt     time.Time
+	FinishedAt    time.Time
+}
+
+// Lock is an environment's lock: at most one operation (backup or restore) works on an environment.
+type Lock struct {
+	OperationID string // "" when free
+	Kind        OperationKind
+	Since       time.Time
+}
+
+// SnapshotStore keeps snapshots by (namespace, environment, id).
+type SnapshotStore interface {
+	// GetSnapshot returns CodeNotFound when there is no such snapshot.
+	GetSnapshot(ctx context.Context, namespace, envID, id string) (Snapshot, error)
+	// ListSnapshots returns a page of an environment's snapshots, newest first, and the total count.
+	ListSnapshots(ctx context.Context, namespace, envID string, offset, limit int) ([]Snapshot, int, error)
+	// CreateSnapshot inserts s; CodeConflict if it exists.
+	CreateSnapshot(ctx context.Context, s Snapshot) error
+	UpdateSnapshot(ctx context.Context, namespace, envID, id string, fn UpdateFunc[Snapshot]) (Snapshot, bool, error)
+	// DeleteSnapshot removes the record; deleting a missing record is not an error.
+	DeleteSnapshot(ctx context.Context, namespace, envID, id string) error
+}
+
+// OperationStore keeps operations and environment locks.
+type OperationStore interface {
+	// GetOperation returns CodeNotFound when there is no such operation.
+	GetOperation(ctx context.Context, namespace, envID, id string) (Operation, error)
+	// CreateOperation inserts op; CodeConflict if it exists.
+	CreateOperation(ctx context.Context, op Operation) error
+	UpdateOperation(ctx context.Context, namespace, envID, id string, fn UpdateFunc[Operation]) (Operation, bool, error)
+	// ListActiveOperations returns every Queued or Running operation (for recovery).
+	ListActiveOperations(ctx context.Context) ([]Operation, error)
+	// GetLock returns the environment's lock (free when never taken).
+	GetLock(ctx context.Context, namespace, envID string) (Lock, error)
+	UpdateLock(ctx context.Context, namespace, envID string, fn UpdateFunc[Lock]) (Lock, bool, error)
+}

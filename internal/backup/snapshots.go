@@ -1,0 +1,273 @@
+package backup
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// Snapshotter makes the archive of one environment (pg_dump + file documents → one blob) and reads it
+// back to verify it. Implemented by internal/snapshotter; a fake in unit tests.
+type Snapshotter interface {
+	// Create writes the archive of env to blobPath and returns what it wrote. It commits the blob only
+	// when everything succeeded; on error no blob exists at blobPath. Errors are *Error: CodeTransient
+	// when a retry may succeed.
+	Create(ctx context.Context, req SnapshotRequest) (SnapshotResult, error)
+}
+
+// SnapshotRequest is the input of one archive build.
+type SnapshotRequest struct {
+	Environment Environment
+	BlobPath    string
+	Progress    func(Progress) // called often; the caller throttles
+}
+
+// SnapshotResult describes a committed and verified archive.
+type SnapshotResult struct {
+	SizeBytes         int64
+	SHA256            string
+	DatabaseSizeBytes int64
+	DumpSizeBytes     int64
+	FilesBytes        int64
+	FilesCount        int
+	Warnings          []string
+}
+
+// ArchiveBlobs deletes archive blobs.
+type ArchiveBlobs interface {
+	// DeleteSnapshotBlobs removes every blob of the snapshot (all attempts); missing blobs are fine.
+	DeleteSnapshotBlobs(ctx context.Context, namespace, envID, snapshotID string) error
+}
+
+// Layout decides blob paths; only it knows them (implemented by blobstore.Layout).
+type Layout interface {
+	SnapshotArchive(namespace, envID, snapshotID string, attempt int) string
+}
+
+// jobMessage is the body of a backup-jobs message.
+type jobMessage struct {
+	OperationID   string `json:"operation_id"`
+	Namespace     string `json:"namespace"`
+	EnvironmentID string `json:"environment_id"`
+}
+
+// maxCommentLength is the longest comment a snapshot may carry (spec/api.md).
+const maxCommentLength = 1000
+
+func validateComment(c string) error {
+	if !utf8.ValidString(c) {
+		return Errorf(CodeInvalidParameters, "comment is not valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(c); n > maxCommentLength {
+		return Errorf(CodeInvalidParameters, "comment has %d characters; at most %d are allowed", n, maxCommentLength)
+	}
+	return nil
+}
+
+// CreateSnapshot starts a manual snapshot of an environment: it takes the environment lock, writes the
+// operation and the Processing snapshot, and queues the job. It answers before the work starts.
+func (s *Service) CreateSnapshot(ctx context.Context, p Principal, namespace, envID, comment string) (Snapshot, error) {
+	env, err := s.Environment(ctx, p, namespace, envID)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	if err := validateComment(comment); err != nil {
+		return Snapshot{}, err
+	}
+	if err := s.requireBackupsEnabled(ctx, namespace); err != nil {
+		return Snapshot{}, err
+	}
+	if reason := env.BackupBlocker(); reason != "" {
+		return Snapshot{}, Errorf(CodeInvalidState, "a snapshot cannot be created now: %s", reason)
+	}
+	return s.startBackup(ctx, env, KindManual, p.ID, comment)
+}
+
+// startBackup is the common start of manual and automatic backups.
+func (s *Service) startBackup(ctx context.Context, env Environment, kind SnapshotKind, actor, comment string) (Snapshot, error) {
+	now := s.now()
+	opID, snapID := newID(), newID()
+	if err := s.acquireLock(ctx, env.Namespace, env.ID, opID, OpBackup); err != nil {
+		return Snapshot{}, err
+	}
+	op := Operation{ID: opID, Namespace: env.Namespace, EnvironmentID: env.ID, Kind: OpBackup, SnapshotID: snapID,
+		Phase: OpQueued, Actor: actor, CreatedAt: now, UpdatedAt: now}
+	snap := Snapshot{ID: snapID, Namespace: env.Namespace, EnvironmentID: env.ID, Status: SnapshotProcessing, Kind: kind,
+		Comment: comment, CreatedAt: now, UpdatedAt: now, ExpiresAt: kind.ExpiresAt(now), CreatedBy: actor,
+		DeploymentPackage: env.DeploymentPackage, ModelVersion: env.ModelVersion, OperationID: opID,
+		Progress: &Progress{Phase: "queued"}}
+	undo := func(cause error) error {
+		// Leave nothing half-made: no lock held, no Processing record without a job.
+		c := context.WithoutCancel(ctx)
+		_ = s.stores.Snapshots.DeleteSnapshot(c, env.Namespace, env.ID, snapID)
+		_, _, _ = s.stores.Operations.UpdateOperation(c, env.Namespace, env.ID, opID, func(o Operation, ok bool) (Operation, bool, error) {
+			if !ok {
+				return o, false, nil
+			}
+			o.Phase, o.StatusMessage, o.FinishedAt, o.UpdatedAt = OpFailed, "could not be queued: "+cause.Error(), s.now(), s.now()
+			return o, true, nil
+		})
+		s.releaseLock(c, env.Namespace, env.ID, opID)
+		return cause
+	}
+	if err := s.stores.Operations.CreateOperation(ctx, op); err != nil {
+		return Snapshot{}, undo(err)
+	}
+	if err := s.stores.Snapshots.CreateSnapshot(ctx, snap); err != nil {
+		return Snapshot{}, undo(err)
+	}
+	if err := s.enqueue(ctx, op, op.ID); err != nil {
+		return Snapshot{}, undo(Wrap(CodeTransient, err, "the backup could not be queued; try again"))
+	}
+	s.activity(ctx, ActivityEntry{Namespace: env.Namespace, EnvironmentID: env.ID, Time: now, Action: ActionBackup,
+		Status: ActivityStarted, Actor: actor, SnapshotID: snapID, Message: string(kind) + " snapshot started"})
+	return snap, nil
+}
+
+// enqueue sends the job message. messageID is the operation id for the first send (duplicate detection
+// drops a repeat); recovery sends with a distinct id so its message is not dropped as a duplicate.
+func (s *Service) enqueue(ctx context.Context, op Operation, messageID string) error {
+	body, _ := json.Marshal(jobMessage{OperationID: op.ID, Namespace: op.Namespace, EnvironmentID: op.EnvironmentID})
+	return s.publisher.Publish(ctx, QueueJobs, Message{ID: messageID, SessionID: op.EnvironmentID, Body: body, ContentType: "application/json"})
+}
+
+// acquireLock takes the environment lock for opID. A lock held by an operation that is finished or does
+// not exist (a crash between taking the lock and writing the operation) is stale and taken over.
+func (s *Service) acquireLock(ctx context.Context, namespace, envID, opID string, kind OperationKind) error {
+	for attempt := 0; attempt < 5; attempt++ {
+		cur, err := s.stores.Operations.GetLock(ctx, namespace, envID)
+		if err != nil {
+			return err
+		}
+		if cur.OperationID != "" && cur.OperationID != opID {
+			holder, err := s.stores.Operations.GetOperation(ctx, namespace, envID, cur.OperationID)
+			switch {
+			case err == nil && !holder.Phase.Done():
+				return Errorf(CodeEnvironmentBusy, "another %s is running on this environment (since %s)", holder.Kind, cur.Since.Format(time.RFC3339))
+			case err != nil && !IsNotFound(err):
+				return err
+			case err != nil && s.now().Sub(cur.Since) < time.Minute:
+				// The holder's record may be about to be written: a young lock is respected.
+				return Errorf(CodeEnvironmentBusy, "another operation is starting on this environment")
+			}
+		}
+		seen := cur.OperationID
+		_, wrote, err := s.stores.Operations.UpdateLock(ctx, namespace, envID, func(l Lock, _ bool) (Lock, bool, error) {
+			if l.OperationID != seen {
+				return l, false, nil // changed since we looked: look again
+			}
+			return Lock{OperationID: opID, Kind: kind, Since: s.now()}, true, nil
+		})
+		if err != nil {
+			return err
+		}
+		if wrote {
+			return nil
+		}
+	}
+	return Errorf(CodeEnvironmentBusy, "the environment is busy")
+}
+
+// releaseLock frees the lock if opID holds it. Failures are left to the stale-lock rule.
+func (s *Service) releaseLock(ctx context.Context, namespace, envID, opID string) {
+	_, _, err := s.stores.Operations.UpdateLock(ctx, namespace, envID, func(l Lock, _ bool) (Lock, bool, error) {
+		if l.OperationID != opID {
+			return l, false, nil
+		}
+		return Lock{}, true, nil
+	})
+	if err != nil {
+		s.log.Warn().Err(err).Str("operation", opID).Msg("could not release the environment lock; it will be taken over as stale")
+	}
+}
+
+// activity records an activity entry; a failure to record is logged, never fails the action.
+func (s *Service) activity(ctx context.Context, e ActivityEntry) {
+	if err := s.stores.Activity.AddActivity(context.WithoutCancel(ctx), e); err != nil {
+		s.log.Warn().Err(err).Str("environment", e.EnvironmentID).Msg("could not record activity")
+	}
+}
+
+// ListSnapshots returns a page of an environment's snapshots, newest first.
+func (s *Service) ListSnapshots(ctx context.Context, p Principal, namespace, envID string, offset, limit int) ([]Snapshot, int, error) {
+	env, err := s.Environment(ctx, p, namespace, envID)
+	if err != nil {
+		return nil, 0, err
+	}
+	return s.stores.Snapshots.ListSnapshots(ctx, namespace, env.ID, offset, limit)
+}
+
+// Snapshot returns one snapshot.
+func (s *Service) Snapshot(ctx context.Context, p Principal, namespace, envID, id string) (Snapshot, error) {
+	env, err := s.Environment(ctx, p, namespace, envID)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	if id, err = ValidateUUID("snapshot id", id); err != nil {
+		return Snapshot{}, err
+	}
+	return s.stores.Snapshots.GetSnapshot(ctx, namespace, env.ID, id)
+}
+
+// UpdateComment changes only a snapshot's comment.
+func (s *Service) UpdateComment(ctx context.Context, p Principal, namespace, envID, id, comment string) (Snapshot, error) {
+	snap, err := s.Snapshot(ctx, p, namespace, envID, id)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	if err := validateComment(comment); err != nil {
+		return Snapshot{}, err
+	}
+	out, _, err := s.stores.Snapshots.UpdateSnapshot(ctx, namespace, snap.EnvironmentID, snap.ID, func(cur Snapshot, ok bool) (Snapshot, bool, error) {
+		if !ok {
+			return cur, false, Errorf(CodeNotFound, "snapshot %s not found", id)
+		}
+		cur.Comment, cur.UpdatedAt = comment, s.now()
+		return cur, true, nil
+	})
+	return out, err
+}
+
+// DeleteSnapshot deletes a snapshot: its blobs first, then its record, so a failure half-way leaves a
+// record that can be deleted again rather than a blob nobody knows. A snapshot being made cannot be
+// deleted (it would be recreated by its job).
+func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, namespace, envID, id string) error {
+	snap, err := s.Snapshot(ctx, p, namespace, envID, id)
+	if err != nil {
+		return err
+	}
+	if snap.Status == SnapshotProcessing {
+		return Errorf(CodeSnapshotNotReady, "snapshot %s is still being made; delete it when it has finished or failed", snap.ID)
+	}
+	if err := s.archives.DeleteSnapshotBlobs(ctx, namespace, snap.EnvironmentID, snap.ID); err != nil {
+		return err
+	}
+	if err := s.stores.Snapshots.DeleteSnapshot(ctx, namespace, snap.EnvironmentID, snap.ID); err != nil {
+		return err
+	}
+	s.activity(ctx, ActivityEntry{Namespace: namespace, EnvironmentID: snap.EnvironmentID, Time: s.now(), Action: ActionDelete,
+		Status: ActivityFinished, Actor: p.ID, SnapshotID: snap.ID, Message: "snapshot deleted"})
+	return nil
+}
+
+// newID returns a time-ordered UUID (v7), so ids sort by creation.
+func newID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}
+
+// truncate shortens a status message for storage and display.
+func truncate(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}

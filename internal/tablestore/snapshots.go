@@ -1,0 +1,300 @@
+package tablestore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+
+	"github.com/mxazure/backups/internal/backup"
+)
+
+var (
+	_ backup.SnapshotStore  = (*Store)(nil)
+	_ backup.OperationStore = (*Store)(nil)
+)
+
+// snapshotEntity: PartitionKey = namespace "|" environment, RowKey = snapshot id. An environment holds
+// tens of snapshots (retention bounds them), so listing reads the partition and pages in memory.
+type snapshotEntity struct {
+	PartitionKey      string
+	RowKey            string
+	Status            string
+	Kind              string
+	Comment           string
+	CreatedAt         string
+	UpdatedAt         string
+	FinishedAt        string
+	ExpiresAt         string
+	CreatedBy         string
+	DeploymentPackage string
+	ModelVersion      string
+	SizeBytes         int64
+	DatabaseSizeBytes int64
+	DumpSizeBytes     int64
+	FilesBytes        int64
+	FilesCount        int64
+	SHA256            string
+	StatusMessage     string
+	Warnings          string // JSON array
+	Progress          string // JSON object or ""
+	OperationID       string
+	BlobPath          string
+}
+
+func (e *snapshotEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
+
+func envPartition(namespace, envID string) string { return namespace + "|" + envID }
+
+func (e *snapshotEntity) toDomain() backup.Snapshot {
+	ns, env := splitPartition(e.PartitionKey)
+	out := backup.Snapshot{ID: e.RowKey, Namespace: ns, EnvironmentID: env, Status: backup.SnapshotStatus(e.Status),
+		Kind: backup.SnapshotKind(e.Kind), Comment: e.Comment, CreatedAt: parseTime(e.CreatedAt), UpdatedAt: parseTime(e.UpdatedAt),
+		FinishedAt: parseTime(e.FinishedAt), ExpiresAt: parseTime(e.ExpiresAt), CreatedBy: e.CreatedBy,
+		DeploymentPackage: e.DeploymentPackage, ModelVersion: e.ModelVersion, SizeBytes: e.SizeBytes,
+		DatabaseSizeBytes: e.DatabaseSizeBytes, DumpSizeBytes: e.DumpSizeBytes, FilesBytes: e.FilesBytes,
+		FilesCount: int(e.FilesCount), SHA256: e.SHA256, StatusMessage: e.StatusMessage, OperationID: e.OperationID, BlobPath: e.BlobPath}
+	if e.Warnings != "" {
+		_ = json.Unmarshal([]byte(e.Warnings), &out.Warnings) // written by snapshotFromDomain
+	}
+	if e.Progress != "" {
+		var p backup.Progress
+		if json.Unmarshal([]byte(e.Progress), &p) == nil {
+			out.Progress = &p
+		}
+	}
+	return out
+}
+
+func snapshotFromDomain(s backup.Snapshot) *snapshotEntity {
+	e := &snapshotEntity{PartitionKey: envPartition(s.Namespace, s.EnvironmentID), RowKey: s.ID, Status: string(s.Status),
+		Kind: string(s.Kind), Comment: s.Comment, CreatedAt: formatTime(s.CreatedAt), UpdatedAt: formatTime(s.UpdatedAt),
+		FinishedAt: formatTime(s.FinishedAt), ExpiresAt: formatTime(s.ExpiresAt), CreatedBy: s.CreatedBy,
+		DeploymentPackage: s.DeploymentPackage, ModelVersion: s.ModelVersion, SizeBytes: s.SizeBytes,
+		DatabaseSizeBytes: s.DatabaseSizeBytes, DumpSizeBytes: s.DumpSizeBytes, FilesBytes: s.FilesBytes,
+		FilesCount: int64(s.FilesCount), SHA256: s.SHA256, StatusMessage: s.StatusMessage, OperationID: s.OperationID, BlobPath: s.BlobPath}
+	if len(s.Warnings) > 0 {
+		b, _ := json.Marshal(s.Warnings)
+		e.Warnings = string(b)
+	}
+	if s.Progress != nil {
+		b, _ := json.Marshal(s.Progress)
+		e.Progress = string(b)
+	}
+	return e
+}
+
+func splitPartition(pk string) (string, string) {
+	for i := 0; i < len(pk); i++ {
+		if pk[i] == '|' {
+			return pk[:i], pk[i+1:]
+		}
+	}
+	return pk, ""
+}
+
+func (s *Store) GetSnapshot(ctx context.Context, namespace, envID, id string) (backup.Snapshot, error) {
+	var e snapshotEntity
+	_, found, err := get(ctx, s.table(tableSnapshots), envPartition(namespace, envID), id, &e)
+	if err != nil {
+		return backup.Snapshot{}, err
+	}
+	if !found {
+		return backup.Snapshot{}, backup.Errorf(backup.CodeNotFound, "snapshot %s not found", id)
+	}
+	return e.toDomain(), nil
+}
+
+func (s *Store) ListSnapshots(ctx context.Context, namespace, envID string, offset, limit int) ([]backup.Snapshot, int, error) {
+	filter := "PartitionKey eq " + odataString(envPartition(namespace, envID))
+	pager := s.table(tableSnapshots).NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter})
+	var all []backup.Snapshot
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, 0, transient(err, "list snapshots of %s", envID)
+		}
+		for _, raw := range page.Entities {
+			var e snapshotEntity
+			if err := json.Unmarshal(raw, &e); err != nil {
+				return nil, 0, fmt.Errorf("decode snapshot: %w", err)
+			}
+			all = append(all, e.toDomain())
+		}
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if !all[i].CreatedAt.Equal(all[j].CreatedAt) {
+			return all[i].CreatedAt.After(all[j].CreatedAt)
+		}
+		return all[i].ID > all[j].ID
+	})
+	total := len(all)
+	if offset >= total {
+		return []backup.Snapshot{}, total, nil
+	}
+	return all[offset:min(total, offset+limit)], total, nil
+}
+
+func (s *Store) CreateSnapshot(ctx context.Context, sn backup.Snapshot) error {
+	return insert(ctx, s.table(tableSnapshots), snapshotFromDomain(sn))
+}
+
+func (s *Store) UpdateSnapshot(ctx context.Context, namespace, envID, id string, fn backup.UpdateFunc[backup.Snapshot]) (backup.Snapshot, bool, error) {
+	next, wrote, err := update(ctx, s.table(tableSnapshots), envPartition(namespace, envID), id,
+		func(cur *snapshotEntity, exists bool) (*snapshotEntity, bool, error) {
+			d := backup.Snapshot{}
+			if exists {
+				d = cur.toDomain()
+			}
+			n, write, err := fn(d, exists)
+			if err != nil || !write {
+				return cur, false, err
+			}
+			n.Namespace, n.EnvironmentID, n.ID = namespace, envID, id
+			return snapshotFromDomain(n), true, nil
+		})
+	if err != nil {
+		return backup.Snapshot{}, false, err
+	}
+	return next.toDomain(), wrote, nil
+}
+
+func (s *Store) DeleteSnapshot(ctx context.Context, namespace, envID, id string) error {
+	_, err := s.table(tableSnapshots).DeleteEntity(ctx, envPartition(namespace, envID), id, nil)
+	if err != nil && !isNotFound(err) {
+		return transient(err, "delete snapshot %s", id)
+	}
+	return nil
+}
+
+// operationEntity: PartitionKey = namespace "|" environment, RowKey = operation id. The environment's
+// lock lives in the same partition under RowKey lockRowKey.
+type operationEntity struct {
+	PartitionKey  string
+	RowKey        string
+	Kind          string
+	SnapshotID    string
+	Phase         string
+	Actor         string
+	Attempt       int64
+	LeaseUntil    string
+	Worker        string
+	StatusMessage string
+	CreatedAt     string
+	UpdatedAt     string
+	StartedAt     string
+	FinishedAt    string
+}
+
+func (e *operationEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
+
+func (e *operationEntity) toDomain() backup.Operation {
+	ns, env := splitPartition(e.PartitionKey)
+	return backup.Operation{ID: e.RowKey, Namespace: ns, EnvironmentID: env, Kind: backup.OperationKind(e.Kind),
+		SnapshotID: e.SnapshotID, Phase: backup.OperationPhase(e.Phase), Actor: e.Actor, Attempt: int(e.Attempt),
+		LeaseUntil: parseTime(e.LeaseUntil), Worker: e.Worker, StatusMessage: e.StatusMessage, CreatedAt: parseTime(e.CreatedAt),
+		UpdatedAt: parseTime(e.UpdatedAt), StartedAt: parseTime(e.StartedAt), FinishedAt: parseTime(e.FinishedAt)}
+}
+
+func operationFromDomain(o backup.Operation) *operationEntity {
+	return &operationEntity{PartitionKey: envPartition(o.Namespace, o.EnvironmentID), RowKey: o.ID, Kind: string(o.Kind),
+		SnapshotID: o.SnapshotID, Phase: string(o.Phase), Actor: o.Actor, Attempt: int64(o.Attempt),
+		LeaseUntil: formatTime(o.LeaseUntil), Worker: o.Worker, StatusMessage: o.StatusMessage, CreatedAt: formatTime(o.CreatedAt),
+		UpdatedAt: formatTime(o.UpdatedAt), StartedAt: formatTime(o.StartedAt), FinishedAt: formatTime(o.FinishedAt)}
+}
+
+const lockRowKey = "~lock"
+
+type lockEntity struct {
+	PartitionKey string
+	RowKey       string
+	OperationID  string
+	Kind         string
+	Since        string
+}
+
+func (e *lockEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
+
+func (s *Store) GetOperation(ctx context.Context, namespace, envID, id string) (backup.Operation, error) {
+	var e operationEntity
+	_, found, err := get(ctx, s.table(tableOperations), envPartition(namespace, envID), id, &e)
+	if err != nil {
+		return backup.Operation{}, err
+	}
+	if !found || id == lockRowKey {
+		return backup.Operation{}, backup.Errorf(backup.CodeNotFound, "operation %s not found", id)
+	}
+	return e.toDomain(), nil
+}
+
+func (s *Store) CreateOperation(ctx context.Context, op backup.Operation) error {
+	return insert(ctx, s.table(tableOperations), operationFromDomain(op))
+}
+
+func (s *Store) UpdateOperation(ctx context.Context, namespace, envID, id string, fn backup.UpdateFunc[backup.Operation]) (backup.Operation, bool, error) {
+	next, wrote, err := update(ctx, s.table(tableOperations), envPartition(namespace, envID), id,
+		func(cur *operationEntity, exists bool) (*operationEntity, bool, error) {
+			d := backup.Operation{}
+			if exists {
+				d = cur.toDomain()
+			}
+			n, write, err := fn(d, exists)
+			if err != nil || !write {
+				return cur, false, err
+			}
+			n.Namespace, n.EnvironmentID, n.ID = namespace, envID, id
+			return operationFromDomain(n), true, nil
+		})
+	if err != nil {
+		return backup.Operation{}, false, err
+	}
+	return next.toDomain(), wrote, nil
+}
+
+func (s *Store) ListActiveOperations(ctx context.Context) ([]backup.Operation, error) {
+	filter := "Phase eq 'Queued' or Phase eq 'Running'"
+	pager := s.table(tableOperations).NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter})
+	var out []backup.Operation
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, transient(err, "list active operations")
+		}
+		for _, raw := range page.Entities {
+			var e operationEntity
+			if err := json.Unmarshal(raw, &e); err != nil {
+				return nil, fmt.Errorf("decode operation: %w", err)
+			}
+			out = append(out, e.toDomain())
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) GetLock(ctx context.Context, namespace, envID string) (backup.Lock, error) {
+	var e lockEntity
+	_, _, err := get(ctx, s.table(tableOperations), envPartition(namespace, envID), lockRowKey, &e)
+	if err != nil {
+		return backup.Lock{}, err
+	}
+	return backup.Lock{OperationID: e.OperationID, Kind: backup.OperationKind(e.Kind), Since: parseTime(e.Since)}, nil
+}
+
+func (s *Store) UpdateLock(ctx context.Context, namespace, envID string, fn backup.UpdateFunc[backup.Lock]) (backup.Lock, bool, error) {
+	pk := envPartition(namespace, envID)
+	next, wrote, err := update(ctx, s.table(tableOperations), pk, lockRowKey,
+		func(cur *lockEntity, exists bool) (*lockEntity, bool, error) {
+			d := backup.Lock{OperationID: cur.OperationID, Kind: backup.OperationKind(cur.Kind), Since: parseTime(cur.Since)}
+			n, write, err := fn(d, exists)
+			if err != nil || !write {
+				return cur, false, err
+			}
+			return &lockEntity{PartitionKey: pk, RowKey: lockRowKey, OperationID: n.OperationID, Kind: string(n.Kind), Since: formatTime(n.Since)}, true, nil
+		})
+	if err != nil {
+		return backup.Lock{}, false, err
+	}
+	return backup.Lock{OperationID: next.OperationID, Kind: backup.OperationKind(next.Kind), Since: parseTime(next.Since)}, wrote, nil
+}
