@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,8 @@ import (
 	"github.com/mxazure/backups/internal/bus"
 	"github.com/mxazure/backups/internal/config"
 	"github.com/mxazure/backups/internal/envelope"
+	"github.com/mxazure/backups/internal/pg"
+	"github.com/mxazure/backups/internal/snapshotter"
 	"github.com/mxazure/backups/internal/tablestore"
 	"github.com/mxazure/backups/internal/triggers"
 )
@@ -97,7 +100,14 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 		return nil, fmt.Errorf("authentication: %w", err)
 	}
 
-	svc := backup.NewService(a.tables.Stores(), a.publisher, time.Now)
+	snap := &snapshotter.Snapshotter{
+		Dumper: &pg.Dumper{BinDir: cfg.PGBinDir, LockWaitTimeout: cfg.PGLockWaitTimeout, Logger: log},
+		Blobs:  a.blobs,
+		Conn:   databaseConn(cfg, credential),
+		Log:    log,
+	}
+	svc := backup.NewService(backup.Deps{Stores: a.tables.Stores(), Publisher: a.publisher, Snapshotter: snap,
+		Archives: a.blobs, Layout: blobstore.Layout{}, Now: time.Now, Log: log})
 	a.api = api.New(api.Deps{
 		Log: log, Version: cfg.Version, Authenticator: authn, Service: svc,
 		Checks: []api.Check{
@@ -112,6 +122,16 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 	a.triggers.Register("EnvironmentEvents", triggers.ServiceBus("msg",
 		func(ctx context.Context, m envelope.ServiceBusMessage, log zerolog.Logger) error {
 			return svc.HandleEnvironmentEvent(ctx, m.MessageID, m.Body, log)
+		}))
+	// Backup jobs (queue backup-jobs, sessions by environment): one message per operation.
+	a.triggers.Register("BackupJobs", triggers.ServiceBus("msg",
+		func(ctx context.Context, m envelope.ServiceBusMessage, log zerolog.Logger) error {
+			return svc.HandleBackupJob(ctx, m.Body, m.MessageID+"/"+strconv.FormatInt(m.DeliveryCount, 10)+"/"+m.Sys.RandGuid, log)
+		}))
+	// Every 5 minutes: re-enqueue or fail operations whose message was lost or whose worker died.
+	a.triggers.Register("RecoverOperations", triggers.Timer("timer",
+		func(ctx context.Context, _ envelope.Timer, log zerolog.Logger) error {
+			return svc.RecoverOperations(ctx, log)
 		}))
 	return a, nil
 }

@@ -78,6 +78,12 @@ func (s *Server) routes() []route {
 		{method: "PUT", pattern: "/api/v1/namespaces/{ns}/settings", handler: h(s.putSettings)},
 		// Portal: an environment's activity log.
 		{method: "GET", pattern: env + "/activity", handler: h(s.listActivity)},
+		// Portal: snapshots of an environment: list (newest first), create on demand, details, comment, delete.
+		{method: "GET", pattern: env + "/snapshots", handler: h(s.listSnapshots)},
+		{method: "POST", pattern: env + "/snapshots", handler: h(s.createSnapshot)},
+		{method: "GET", pattern: env + "/snapshots/{id}", handler: h(s.getSnapshot)},
+		{method: "PATCH", pattern: env + "/snapshots/{id}", handler: h(s.patchSnapshot)},
+		{method: "DELETE", pattern: env + "/snapshots/{id}", handler: h(s.deleteSnapshot)},
 	}
 }
 

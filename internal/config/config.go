@@ -65,6 +65,16 @@ type Config struct {
 	AuthIssuerURL string
 	AuthAudience  string
 
+	// Environments' databases: the service's own role (PG_USER; in Azure the managed identity's Entra
+	// role name), its password (PG_PASSWORD; empty in Azure, where an Entra token is used instead), the
+	// TLS mode (PG_SSLMODE, default "require") and where pg_dump/pg_restore 15 are (PG_BIN_DIR).
+	PGUser     string
+	PGPassword Secret
+	PGSSLMode  string
+	PGBinDir   string
+	// PGLockWaitTimeout bounds how long pg_dump waits for a table lock (PG_LOCK_WAIT_TIMEOUT, default 2m).
+	PGLockWaitTimeout time.Duration
+
 	// ShutdownTimeout bounds graceful shutdown on SIGTERM (SHUTDOWN_TIMEOUT, default 25s).
 	ShutdownTimeout time.Duration
 	// LogLevel is the zerolog level (LOG_LEVEL, default "info").
@@ -87,6 +97,10 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		AuthIssuerURL:              getenv("AUTH_ISSUER_URL"),
 		AuthAudience:               getenv("AUTH_AUDIENCE"),
 		LogLevel:                   orDefault(getenv("LOG_LEVEL"), "info"),
+		PGUser:                     getenv("PG_USER"),
+		PGPassword:                 Secret(getenv("PG_PASSWORD")),
+		PGSSLMode:                  orDefault(getenv("PG_SSLMODE"), "require"),
+		PGBinDir:                   orDefault(getenv("PG_BIN_DIR"), "/usr/lib/postgresql/15/bin"),
 	}
 	var errs []error
 	port := orDefault(getenv("FUNCTIONS_CUSTOMHANDLER_PORT"), getenv("FUNCTIONS_HTTPWORKER_PORT"))
@@ -99,6 +113,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	var err error
 	if c.ShutdownTimeout, err = duration(getenv, "SHUTDOWN_TIMEOUT", 25*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	if c.PGLockWaitTimeout, err = duration(getenv, "PG_LOCK_WAIT_TIMEOUT", 2*time.Minute); err != nil {
 		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
@@ -154,6 +171,17 @@ func (c Config) Validate() error {
 	}
 	if c.AuthAudience == "" {
 		bad("AUTH_AUDIENCE: must be set to the audience (application ID URI or client id) the tokens are issued for")
+	}
+	if c.PGUser == "" {
+		bad("PG_USER: must be set to the role the service uses on the environments' PostgreSQL servers")
+	}
+	switch c.PGSSLMode {
+	case "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
+	default:
+		bad("PG_SSLMODE: %q is not a libpq sslmode", c.PGSSLMode)
+	}
+	if c.PGLockWaitTimeout <= 0 {
+		bad("PG_LOCK_WAIT_TIMEOUT: must be positive")
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("SHUTDOWN_TIMEOUT: must be positive")

@@ -18,6 +18,7 @@ func validEnv() map[string]string {
 		"LOCAL_SERVICEBUS_URL":         "http://127.0.0.1:7071",
 		"AUTH_ISSUER_URL":              "http://127.0.0.1:7072",
 		"AUTH_AUDIENCE":                "api://backups",
+		"PG_USER":                      "backups",
 	}
 }
 
@@ -73,6 +74,9 @@ func TestInvalidSettingsNameTheVariable(t *testing.T) {
 		{"bad container", func(e map[string]string) { e["SNAPSHOTS_CONTAINER"] = "Snap_Shots" }, "SNAPSHOTS_CONTAINER"},
 		{"bad table prefix", func(e map[string]string) { e["TABLE_PREFIX"] = "a-b" }, "TABLE_PREFIX"},
 		{"bad duration", func(e map[string]string) { e["SHUTDOWN_TIMEOUT"] = "soon" }, "SHUTDOWN_TIMEOUT"},
+		{"no pg user", func(e map[string]string) { delete(e, "PG_USER") }, "PG_USER"},
+		{"bad sslmode", func(e map[string]string) { e["PG_SSLMODE"] = "sometimes" }, "PG_SSLMODE"},
+		{"bad lock wait", func(e map[string]string) { e["PG_LOCK_WAIT_TIMEOUT"] = "-1s" }, "PG_LOCK_WAIT_TIMEOUT"},
 		{"bad log level", func(e map[string]string) { e["LOG_LEVEL"] = "loud" }, "LOG_LEVEL"},
 	}
 	for _, tt := range tests {
@@ -93,13 +97,14 @@ func TestInvalidSettingsNameTheVariable(t *testing.T) {
 func TestSecretsNeverPrint(t *testing.T) {
 	env := validEnv()
 	env["SERVICEBUS_CONNECTION_STRING"] = "Endpoint=sb://x/;SharedAccessKey=topsecret"
+	env["PG_PASSWORD"] = "pgtopsecret"
 	c, _ := FromEnv(func(k string) string { return env[k] })
 	var sb strings.Builder
 	log := zerolog.New(&sb)
 	log.Info().Interface("config", c).Msg("start")
 	js, _ := json.Marshal(c)
 	for _, out := range []string{fmt.Sprintf("%v", c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), sb.String(), string(js)} {
-		if strings.Contains(out, "s3cr3tkey") || strings.Contains(out, "topsecret") {
+		if strings.Contains(out, "s3cr3tkey") || strings.Contains(out, "topsecret") || strings.Contains(out, "pgtopsecret") {
 			t.Errorf("secret leaked in %q", out)
 		}
 	}

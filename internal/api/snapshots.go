@@ -1,0 +1,121 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/mxazure/backups/internal/backup"
+)
+
+// snapshotJSON is a Snapshot as the API shows it (spec/api.md; field names follow Mendix Cloud's
+// Backups API v2 where the concept is the same).
+type snapshotJSON struct {
+	SnapshotID        string           `json:"snapshot_id"`
+	Namespace         string           `json:"namespace"`
+	EnvironmentID     string           `json:"environment_id"`
+	Status            string           `json:"status"`
+	Kind              string           `json:"kind"`
+	Comment           string           `json:"comment"`
+	CreatedAt         time.Time        `json:"created_at"`
+	UpdatedAt         time.Time        `json:"updated_at"`
+	FinishedAt        *time.Time       `json:"finished_at"`
+	ExpiresAt         time.Time        `json:"expires_at"`
+	DeploymentPackage string           `json:"deployment_package"`
+	ModelVersion      string           `json:"model_version"`
+	SizeBytes         int64            `json:"size_bytes"`
+	DatabaseSizeBytes int64            `json:"database_size_bytes"`
+	FilesCount        int              `json:"files_count"`
+	SHA256            string           `json:"sha256,omitempty"`
+	StatusMessage     string           `json:"status_message"`
+	Warnings          []string         `json:"warnings"`
+	Progress          *backup.Progress `json:"progress,omitempty"`
+}
+
+func toSnapshotJSON(s backup.Snapshot) snapshotJSON {
+	out := snapshotJSON{
+		SnapshotID: s.ID, Namespace: s.Namespace, EnvironmentID: s.EnvironmentID, Status: string(s.Status), Kind: string(s.Kind),
+		Comment: s.Comment, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, ExpiresAt: s.ExpiresAt,
+		DeploymentPackage: s.DeploymentPackage, ModelVersion: s.ModelVersion, SizeBytes: s.SizeBytes,
+		DatabaseSizeBytes: s.DatabaseSizeBytes, FilesCount: s.FilesCount, SHA256: s.SHA256, StatusMessage: s.StatusMessage,
+		Warnings: s.Warnings,
+	}
+	if !s.FinishedAt.IsZero() {
+		t := s.FinishedAt
+		out.FinishedAt = &t
+	}
+	if out.Warnings == nil {
+		out.Warnings = []string{}
+	}
+	if s.Status == backup.SnapshotProcessing {
+		out.Progress = s.Progress
+	}
+	return out
+}
+
+func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
+	offset, limit, err := paging(r, 100)
+	if err != nil {
+		return err
+	}
+	snaps, total, err := s.svc.ListSnapshots(r.Context(), p, r.PathValue("ns"), r.PathValue("env"), offset, limit)
+	if err != nil {
+		return err
+	}
+	out := make([]snapshotJSON, len(snaps))
+	for i, sn := range snaps {
+		out[i] = toSnapshotJSON(sn)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"snapshots": out, "total": total, "offset": offset, "limit": limit})
+	return nil
+}
+
+func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
+	var body struct {
+		Comment string `json:"comment"`
+	}
+	if err := decodeJSON(r, &body); err != nil {
+		return err
+	}
+	snap, err := s.svc.CreateSnapshot(r.Context(), p, r.PathValue("ns"), r.PathValue("env"), body.Comment)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/api/v1/namespaces/"+snap.Namespace+"/environments/"+snap.EnvironmentID+"/snapshots/"+snap.ID)
+	writeJSON(w, http.StatusAccepted, toSnapshotJSON(snap))
+	return nil
+}
+
+func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
+	snap, err := s.svc.Snapshot(r.Context(), p, r.PathValue("ns"), r.PathValue("env"), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toSnapshotJSON(snap))
+	return nil
+}
+
+func (s *Server) patchSnapshot(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
+	var body struct {
+		Comment *string `json:"comment"`
+	}
+	if err := decodeJSON(r, &body); err != nil {
+		return err
+	}
+	if body.Comment == nil {
+		return backup.Errorf(backup.CodeInvalidParameters, "comment is required (only the comment can be changed)")
+	}
+	snap, err := s.svc.UpdateComment(r.Context(), p, r.PathValue("ns"), r.PathValue("env"), r.PathValue("id"), *body.Comment)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toSnapshotJSON(snap))
+	return nil
+}
+
+func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
+	if err := s.svc.DeleteSnapshot(r.Context(), p, r.PathValue("ns"), r.PathValue("env"), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,396 @@
+package backup_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mxazure/backups/internal/backup"
+	"github.com/mxazure/backups/internal/memstore"
+)
+
+// fakeSnapshotter records calls and returns scripted results.
+type fakeSnapshotter struct {
+	mu    sync.Mutex
+	calls []backup.SnapshotRequest
+	errs  []error // returned by successive calls; nil = success
+	blobs *fakeBlobs
+}
+
+func (f *fakeSnapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (backup.SnapshotResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, req)
+	var err error
+	if len(f.errs) > 0 {
+		err, f.errs = f.errs[0], f.errs[1:]
+	}
+	if err != nil {
+		return backup.SnapshotResult{}, err
+	}
+	req.Progress(backup.Progress{Phase: "dumping", BytesDone: 10})
+	f.blobs.put(req.BlobPath)
+	return backup.SnapshotResult{SizeBytes: 1234, SHA256: "abc", FilesCount: 3, Warnings: []string{"w1"}}, nil
+}
+
+type fakeBlobs struct {
+	mu    sync.Mutex
+	paths map[string]bool
+}
+
+func (b *fakeBlobs) put(p string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.paths[p] = true
+}
+
+func (b *fakeBlobs) DeleteSnapshotBlobs(_ context.Context, ns, env, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for p := range b.paths {
+		if strings.HasPrefix(p, ns+"/"+env+"/"+id+"/") {
+			delete(b.paths, p)
+		}
+	}
+	return nil
+}
+
+func (b *fakeBlobs) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.paths)
+}
+
+type layout struct{}
+
+func (layout) SnapshotArchive(ns, env, id string, attempt int) string {
+	return ns + "/" + env + "/" + id + "/attempt-" + string(rune('0'+attempt))
+}
+
+// fakePublisher keeps what was published.
+type fakePublisher struct {
+	mu   sync.Mutex
+	msgs map[string][]backup.Message
+	fail error
+}
+
+func (p *fakePublisher) Publish(_ context.Context, entity string, msgs ...backup.Message) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fail != nil {
+		return p.fail
+	}
+	p.msgs[entity] = append(p.msgs[entity], msgs...)
+	return nil
+}
+func (p *fakePublisher) Ping(context.Context) error  { return nil }
+func (p *fakePublisher) Close(context.Context) error { return nil }
+
+func (p *fakePublisher) take(entity string) []backup.Message {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.msgs[entity]
+	p.msgs[entity] = nil
+	return out
+}
+
+type jobFixture struct {
+	svc   *backup.Service
+	st    *memstore.Store
+	snap  *fakeSnapshotter
+	blobs *fakeBlobs
+	pub   *fakePublisher
+	now   time.Time
+	user  backup.Principal
+}
+
+func newJobFixture(t *testing.T) *jobFixture {
+	t.Helper()
+	f := &jobFixture{st: memstore.New(), blobs: &fakeBlobs{paths: map[string]bool{}}, pub: &fakePublisher{msgs: map[string][]backup.Message{}},
+		now: t0, user: backup.Principal{ID: "user-1"}}
+	f.snap = &fakeSnapshotter{blobs: f.blobs}
+	f.svc = backup.NewService(backup.Deps{Stores: f.st.Stores(), Publisher: f.pub, Snapshotter: f.snap, Archives: f.blobs,
+		Layout: layout{}, Now: func() time.Time { return f.now }, Log: zerolog.Nop()})
+	apply(t, f.svc, perms("p1", t0, "user-1", "ManageAppsBackups"))
+	apply(t, f.svc, updated("e1", t0, backup.StateRunning, "v1.mda"))
+	if _, err := f.svc.UpdateSettings(context.Background(), f.user, "ns-a", true); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *jobFixture) create(t *testing.T) backup.Snapshot {
+	t.Helper()
+	snap, err := f.svc.CreateSnapshot(context.Background(), f.user, "ns-a", envID, "before upgrade")
+	if err != nil {
+		t.Fatalf("CreateSnapshot: %v", err)
+	}
+	return snap
+}
+
+// deliver runs the queued job messages like the Functions host: DeliveryCount grows on non-nil results
+// that are retryable.
+func (f *jobFixture) deliver(t *testing.T) []error {
+	t.Helper()
+	var errs []error
+	for _, m := range f.pub.take(backup.QueueJobs) {
+		for delivery := 1; delivery <= 10; delivery++ {
+			err := f.svc.HandleBackupJob(context.Background(), m.Body, m.ID+"/"+string(rune('0'+delivery)), zerolog.Nop())
+			errs = append(errs, err)
+			if err == nil || !backup.IsRetryable(err) {
+				break
+			}
+		}
+	}
+	return errs
+}
+
+func (f *jobFixture) snapshot(t *testing.T, id string) backup.Snapshot {
+	t.Helper()
+	s, err := f.st.GetSnapshot(context.Background(), "ns-a", envID, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestManualSnapshotLifecycle(t *testing.T) {
+	f := newJobFixture(t)
+	snap := f.create(t)
+	if snap.Status != backup.SnapshotProcessing || snap.Kind != backup.KindManual || snap.Comment != "before upgrade" {
+		t.Fatalf("created: %+v", snap)
+	}
+	if want := t0.AddDate(0, 0, 14); !snap.ExpiresAt.Equal(want) {
+		t.Errorf("expires_at = %v, want %v", snap.ExpiresAt, want)
+	}
+	msgs := f.pub.msgs[backup.QueueJobs]
+	if len(msgs) != 1 || msgs[0].ID != snap.OperationID || msgs[0].SessionID != envID {
+		t.Fatalf("job message: %+v, want MessageId = operation id and SessionId = environment", msgs)
+	}
+	for _, err := range f.deliver(t) {
+		if err != nil {
+			t.Fatalf("job: %v", err)
+		}
+	}
+	got := f.snapshot(t, snap.ID)
+	if got.Status != backup.SnapshotFinished || got.SizeBytes != 1234 || got.SHA256 != "abc" || got.FilesCount != 3 || got.BlobPath == "" || got.FinishedAt.IsZero() {
+		t.Fatalf("finished snapshot: %+v", got)
+	}
+	if lock, _ := f.st.GetLock(context.Background(), "ns-a", envID); lock.OperationID != "" {
+		t.Errorf("lock still held by %s", lock.OperationID)
+	}
+	events := f.pub.take(backup.TopicBackupEvents)
+	if len(events) != 1 || !strings.Contains(string(events[0].Body), `"snapshot.finished"`) {
+		t.Errorf("events: %+v", events)
+	}
+	acts, _ := f.st.ListActivity(context.Background(), "ns-a", envID, 10)
+	if len(acts) != 2 || acts[0].Status != backup.ActivityFinished || acts[1].Status != backup.ActivityStarted {
+		t.Errorf("activity: %+v", acts)
+	}
+}
+
+func TestDuplicateDeliveryDoesNothing(t *testing.T) {
+	f := newJobFixture(t)
+	snap := f.create(t)
+	msgs := f.pub.msgs[backup.QueueJobs]
+	f.deliver(t)
+	// The same message again, after the job finished.
+	if err := f.svc.HandleBackupJob(context.Background(), msgs[0].Body, "again", zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.snap.calls) != 1 {
+		t.Errorf("snapshotter called %d times, want 1", len(f.snap.calls))
+	}
+	if got := f.snapshot(t, snap.ID); got.Status != backup.SnapshotFinished {
+		t.Errorf("status %s", got.Status)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	f := newJobFixture(t)
+	ctx := context.Background()
+	f.create(t)
+	if _, err := f.svc.CreateSnapshot(ctx, f.user, "ns-a", envID, ""); backup.CodeOf(err) != backup.CodeEnvironmentBusy {
+		t.Errorf("second snapshot while one runs: got %v, want ENVIRONMENT_BUSY", err)
+	}
+	f.deliver(t)
+	for i, st := range []backup.EnvironmentState{backup.StateCreating, backup.StateCreationFailed, backup.StateDeploying, backup.StateTransitioning} {
+		apply(t, f.svc, updated("s"+string(rune('a'+i)), t0.Add(time.Duration(i+1)*time.Minute), st, "v1.mda"))
+		if _, err := f.svc.CreateSnapshot(ctx, f.user, "ns-a", envID, ""); backup.CodeOf(err) != backup.CodeInvalidState {
+			t.Errorf("%s: got %v, want INVALID_STATE", st, err)
+		}
+	}
+	apply(t, f.svc, updated("z", t0.Add(time.Hour), backup.StateStopped, "v1.mda"))
+	if _, err := f.svc.UpdateSettings(ctx, f.user, "ns-a", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.CreateSnapshot(ctx, f.user, "ns-a", envID, ""); backup.CodeOf(err) != backup.CodeBackupsNotEnabled {
+		t.Errorf("backups disabled: got %v, want BACKUPS_NOT_ENABLED", err)
+	}
+	if _, err := f.svc.UpdateSettings(ctx, f.user, "ns-a", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.CreateSnapshot(ctx, f.user, "ns-a", envID, strings.Repeat("é", 1001)); backup.CodeOf(err) != backup.CodeInvalidParameters {
+		t.Errorf("long comment: got %v, want INVALID_PARAMETERS", err)
+	}
+	if _, err := f.svc.CreateSnapshot(ctx, backup.Principal{ID: "stranger"}, "ns-a", envID, ""); backup.CodeOf(err) != backup.CodeNoAccess {
+		t.Errorf("stranger: got %v, want NO_ACCESS", err)
+	}
+	// Nothing was left behind by the refusals.
+	snaps, total, _ := f.st.ListSnapshots(ctx, "ns-a", envID, 0, 100)
+	if total != 1 || len(snaps) != 1 {
+		t.Errorf("refusals created snapshots: %d", total)
+	}
+}
+
+func TestTransientFailureIsRetriedThenSucceeds(t *testing.T) {
+	f := newJobFixture(t)
+	f.snap.errs = []error{backup.Errorf(backup.CodeTransient, "pg_dump could not lock table x")}
+	snap := f.create(t)
+	errs := f.deliver(t)
+	if len(errs) != 2 || !backup.IsRetryable(errs[0]) || errs[1] != nil {
+		t.Fatalf("deliveries: %v, want a retryable error then success", errs)
+	}
+	got := f.snapshot(t, snap.ID)
+	if got.Status != backup.SnapshotFinished || !strings.HasSuffix(got.BlobPath, "attempt-2") {
+		t.Errorf("got %s at %s, want Finished by attempt 2", got.Status, got.BlobPath)
+	}
+}
+
+func TestPermanentFailureLeavesNothing(t *testing.T) {
+	f := newJobFixture(t)
+	f.snap.errs = []error{errors.New("pg_dump: database \"x\" does not exist")}
+	snap := f.create(t)
+	errs := f.deliver(t)
+	if len(errs) != 1 || errs[0] != nil {
+		t.Fatalf("a permanent failure must be acknowledged: %v", errs)
+	}
+	got := f.snapshot(t, snap.ID)
+	if got.Status != backup.SnapshotFailed || !strings.Contains(got.StatusMessage, "does not exist") || got.BlobPath != "" {
+		t.Errorf("failed snapshot: %+v", got)
+	}
+	if f.blobs.count() != 0 {
+		t.Errorf("%d blobs left behind", f.blobs.count())
+	}
+	if lock, _ := f.st.GetLock(context.Background(), "ns-a", envID); lock.OperationID != "" {
+		t.Error("lock not released")
+	}
+	if ev := f.pub.take(backup.TopicBackupEvents); len(ev) != 1 || !strings.Contains(string(ev[0].Body), "snapshot.failed") {
+		t.Errorf("events: %+v", ev)
+	}
+	// A failed snapshot can be deleted; the environment can be backed up again.
+	if err := f.svc.DeleteSnapshot(context.Background(), f.user, "ns-a", envID, snap.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.create(t)
+}
+
+func TestTransientFailuresExhaustAttempts(t *testing.T) {
+	f := newJobFixture(t)
+	tr := backup.Errorf(backup.CodeTransient, "storage unavailable")
+	f.snap.errs = []error{tr, tr, tr}
+	snap := f.create(t)
+	f.deliver(t)
+	if got := f.snapshot(t, snap.ID); got.Status != backup.SnapshotFailed || len(f.snap.calls) != 3 {
+		t.Errorf("got %s after %d attempts, want Failed after 3", got.Status, len(f.snap.calls))
+	}
+}
+
+func TestRecoveryOfLostMessageAndDeadWorker(t *testing.T) {
+	f := newJobFixture(t)
+	ctx := context.Background()
+	snap := f.create(t)
+	f.pub.take(backup.QueueJobs) // the message is lost
+	if err := f.svc.RecoverOperations(ctx, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.pub.msgs[backup.QueueJobs]); n != 0 {
+		t.Fatalf("a young queued operation was re-sent (%d messages)", n)
+	}
+	f.now = f.now.Add(10 * time.Minute)
+	if err := f.svc.RecoverOperations(ctx, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	msgs := f.pub.take(backup.QueueJobs)
+	if len(msgs) != 1 || msgs[0].ID == snap.OperationID {
+		t.Fatalf("recovery messages: %+v, want one with a fresh MessageId", msgs)
+	}
+	// A worker claims it and dies: the operation stays Running with a lease that runs out.
+	var body jobMessage
+	_ = json.Unmarshal(msgs[0].Body, &body)
+	_, _, _ = f.st.UpdateOperation(ctx, "ns-a", envID, body.OperationID, func(o backup.Operation, ok bool) (backup.Operation, bool, error) {
+		o.Phase, o.Attempt, o.LeaseUntil = backup.OpRunning, 3, f.now.Add(time.Minute)
+		return o, true, nil
+	})
+	f.now = f.now.Add(5 * time.Minute)
+	if err := f.svc.RecoverOperations(ctx, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	got := f.snapshot(t, snap.ID)
+	if got.Status != backup.SnapshotFailed || !strings.Contains(got.StatusMessage, "stopped responding") {
+		t.Errorf("after the last attempt's worker died: %+v", got)
+	}
+	if lock, _ := f.st.GetLock(ctx, "ns-a", envID); lock.OperationID != "" {
+		t.Error("lock not released")
+	}
+}
+
+type jobMessage struct {
+	OperationID string `json:"operation_id"`
+}
+
+func TestStaleLockIsTakenOver(t *testing.T) {
+	f := newJobFixture(t)
+	ctx := context.Background()
+	// A crash right after taking the lock: the lock names an operation that was never written.
+	_, _, _ = f.st.UpdateLock(ctx, "ns-a", envID, func(backup.Lock, bool) (backup.Lock, bool, error) {
+		return backup.Lock{OperationID: "ghost", Kind: backup.OpBackup, Since: f.now}, true, nil
+	})
+	if _, err := f.svc.CreateSnapshot(ctx, f.user, "ns-a", envID, ""); backup.CodeOf(err) != backup.CodeEnvironmentBusy {
+		t.Fatalf("young orphan lock: got %v, want ENVIRONMENT_BUSY", err)
+	}
+	f.now = f.now.Add(2 * time.Minute)
+	f.create(t)
+}
+
+func TestQueueFailureLeavesNothing(t *testing.T) {
+	f := newJobFixture(t)
+	f.pub.fail = errors.New("service bus down")
+	_, err := f.svc.CreateSnapshot(context.Background(), f.user, "ns-a", envID, "")
+	if backup.CodeOf(err) != backup.CodeTransient {
+		t.Fatalf("got %v, want TEMPORARILY_UNAVAILABLE", err)
+	}
+	if _, total, _ := f.st.ListSnapshots(context.Background(), "ns-a", envID, 0, 10); total != 0 {
+		t.Errorf("a snapshot record was left behind")
+	}
+	if lock, _ := f.st.GetLock(context.Background(), "ns-a", envID); lock.OperationID != "" {
+		t.Error("lock left held")
+	}
+	f.pub.fail = nil
+	f.create(t)
+}
+
+func TestExpiryByKind(t *testing.T) {
+	at := time.Date(2026, 12, 3, 3, 18, 0, 0, time.UTC)
+	tests := []struct {
+		kind backup.SnapshotKind
+		want time.Time
+	}{
+		{backup.KindManual, time.Date(2026, 12, 17, 3, 18, 0, 0, time.UTC)},
+		{backup.KindNightly, time.Date(2026, 12, 17, 3, 18, 0, 0, time.UTC)},
+		{backup.KindWeekly, time.Date(2027, 3, 3, 3, 18, 0, 0, time.UTC)},
+		{backup.KindMonthly, time.Date(2027, 12, 3, 3, 18, 0, 0, time.UTC)},
+		{backup.KindUploaded, time.Date(2026, 12, 17, 3, 18, 0, 0, time.UTC)},
+	}
+	for _, tt := range tests {
+		if got := tt.kind.ExpiresAt(at); !got.Equal(tt.want) {
+			t.Errorf("%s: got %v, want %v", tt.kind, got, tt.want)
+		}
+	}
+}

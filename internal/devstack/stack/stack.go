@@ -1,0 +1,155 @@
+// Package stack starts the whole service locally, the way `make run` and the end-to-end tests need it:
+// Azurite, a throw-away PostgreSQL cluster, a local OIDC issuer and the project's local Functions host
+// running the real handler binary from an app folder laid out as Azure deploys it. Demo seeding (demo.go)
+// goes through the same events and API calls a real deployment uses.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mxazure/backups/internal/auth/localissuer"
+	"github.com/mxazure/backups/internal/devstack/azurite"
+	"github.com/mxazure/backups/internal/devstack/pgcluster"
+	"github.com/mxazure/backups/internal/funchost"
+)
+
+// Audience is the token audience the local service accepts.
+const Audience = "api://mendix-backups"
+
+// Service role on the PostgreSQL cluster: what the handler connects as (PG_USER).
+const (
+	serviceRole     = "backups_service"
+	serviceRolePass = "local-dev-only"
+)
+
+// Options configure Start.
+type Options struct {
+	// AppDir holds host.json, the function folders and the handler binary (make package's dist/).
+	AppDir string
+	// Listen is the local host's address ("127.0.0.1:7071"; "127.0.0.1:0" in tests).
+	Listen string
+	// StateDir keeps the issuer key and the run's description (for `make token`); default a temp dir.
+	StateDir string
+	// Env is added to the handler's settings (overrides).
+	Env    map[string]string
+	Logger zerolog.Logger
+	// HandlerLogger receives the local host's and the handler's logs (default Logger).
+	HandlerLogger *zerolog.Logger
+}
+
+// Stack is a running local service.
+type Stack struct {
+	Azurite  *azurite.Azurite
+	Postgres *pgcluster.Cluster
+	Issuer   *localissuer.Issuer
+	Host     *funchost.Host
+
+	IssuerURL string
+	URL       string // the local Functions host: http://127.0.0.1:7071
+	StateDir  string
+
+	cancel context.CancelFunc
+}
+
+// Start brings everything up. On error, whatever started is stopped again.
+func Start(ctx context.Context, opts Options) (st *Stack, err error) {
+	st = &Stack{}
+	defer func() {
+		if err != nil {
+			_ = st.Stop(context.WithoutCancel(ctx))
+			st = nil
+		}
+	}()
+	if opts.StateDir == "" {
+		if opts.StateDir, err = os.MkdirTemp("", "backups-state-"); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	st.StateDir = opts.StateDir
+	log := opts.Logger
+
+	log.Info().Msg("starting Azurite")
+	if st.Azurite, err = azurite.Start(ctx, azurite.Options{Logger: log}); err != nil {
+		return nil, fmt.Errorf("azurite: %w", err)
+	}
+	log.Info().Msg("starting a throw-away PostgreSQL 15 cluster")
+	if st.Postgres, err = pgcluster.Start(ctx, pgcluster.Options{Logger: log}); err != nil {
+		return nil, fmt.Errorf("postgresql: %w", err)
+	}
+	if err := st.Postgres.Exec(ctx, "postgres", fmt.Sprintf(
+		`CREATE ROLE %s LOGIN SUPERUSER PASSWORD '%s'`, serviceRole, serviceRolePass)); err != nil {
+		return nil, fmt.Errorf("create the service role: %w", err)
+	}
+
+	if st.Issuer, err = localissuer.New(localissuer.Options{KeyFile: filepath.Join(opts.StateDir, "issuer-key.pem")}); err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	issuerCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	st.cancel = cancel
+	if st.IssuerURL, err = st.Issuer.Serve(issuerCtx, "127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+
+	env := map[string]string{
+		"STORAGE_CONNECTION_STRING": st.Azurite.ConnectionString(),
+		"AUTH_ISSUER_URL":           st.IssuerURL,
+		"AUTH_AUDIENCE":             Audience,
+		"PG_USER":                   serviceRole,
+		"PG_PASSWORD":               serviceRolePass,
+		"PG_SSLMODE":                "disable",
+		"PG_BIN_DIR":                st.Postgres.BinDir,
+	}
+	for k, v := range opts.Env {
+		env[k] = v
+	}
+	hostLog := log
+	if opts.HandlerLogger != nil {
+		hostLog = *opts.HandlerLogger
+	}
+	listen := opts.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	if st.Host, err = funchost.New(funchost.Options{AppRoot: opts.AppDir, Listen: listen, Env: env, Logger: hostLog}); err != nil {
+		return nil, fmt.Errorf("local functions host: %w", err)
+	}
+	log.Info().Str("app", opts.AppDir).Msg("starting the local Functions host and the handler")
+	if err := st.Host.Start(ctx); err != nil {
+		st.Host = nil
+		return nil, fmt.Errorf("local functions host: %w", err)
+	}
+	st.URL = st.Host.URL()
+	return st, nil
+}
+
+// Token mints a bearer token for principal (its oid) with the given name.
+func (st *Stack) Token(principal, name string) (string, error) {
+	return st.Issuer.Token(localissuer.TokenRequest{Subject: principal, ObjectID: principal, Name: name, Audience: Audience})
+}
+
+// Stop stops everything that was started, in reverse order.
+func (st *Stack) Stop(ctx context.Context) error {
+	var errs []error
+	if st.Host != nil {
+		errs = append(errs, st.Host.Stop(ctx))
+	}
+	if st.cancel != nil {
+		st.cancel()
+	}
+	if st.Postgres != nil {
+		errs = append(errs, st.Postgres.Stop(ctx))
+	}
+	if st.Azurite != nil {
+		errs = append(errs, st.Azurite.Stop(ctx))
+	}
+	return errors.Join(errs...)
+}

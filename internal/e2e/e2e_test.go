@@ -1,0 +1,217 @@
+// Package e2e runs the service end to end: the real handler binary, built from this tree, under the
+// project's local Functions host, against real Azurite and a real PostgreSQL 15 cluster, driven through
+// its HTTP API and Service Bus queues like the portal and other services drive it.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mxazure/backups/internal/devstack/stack"
+	"github.com/mxazure/backups/internal/funchost"
+)
+
+// env is the running stack shared by the tests of this package (starting it takes seconds).
+var (
+	env  *stack.Stack
+	demo *stack.Demo
+	tok  string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	app, err := buildApp()
+	if err != nil {
+		println("e2e: build the app:", err.Error())
+		return 1
+	}
+	defer os.RemoveAll(app)
+	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stdout, NoColor: true}).Level(zerolog.WarnLevel)
+	if os.Getenv("E2E_VERBOSE") != "" {
+		log = log.Level(zerolog.DebugLevel)
+	}
+	st, err := stack.Start(ctx, stack.Options{AppDir: app, Listen: "127.0.0.1:0", Logger: log})
+	if err != nil {
+		println("e2e: start the stack:", err.Error())
+		return 1
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = st.Stop(stopCtx)
+	}()
+	env = st
+	if demo, err = st.SeedDemo(ctx); err != nil {
+		println("e2e: seed:", err.Error())
+		return 1
+	}
+	if tok, err = st.Token(stack.DemoUserID, stack.DemoUserName); err != nil {
+		println("e2e: token:", err.Error())
+		return 1
+	}
+	return m.Run()
+}
+
+// buildApp lays out an app folder as `make package` does: host.json, one folder per function and the
+// handler binary built from this tree.
+func buildApp() (string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	dir, err := os.MkdirTemp("", "backups-app-")
+	if err != nil {
+		return "", err
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "handler"), "./handler")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", &buildError{string(out), err}
+	}
+	if err := exec.Command("cp", filepath.Join(root, "host.json"), dir).Run(); err != nil {
+		return "", err
+	}
+	fns, _ := filepath.Glob(filepath.Join(root, "functions", "*"))
+	for _, fn := range fns {
+		if err := exec.Command("cp", "-r", fn, dir).Run(); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+type buildError struct {
+	out string
+	err error
+}
+
+func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
+
+// call makes an API call and decodes a JSON answer.
+func call(t *testing.T, token, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	status, raw, err := env.Call(context.Background(), token, method, path, body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	var out map[string]any
+	if raw != "" {
+		_ = json.Unmarshal([]byte(raw), &out)
+	}
+	return status, out
+}
+
+// waitInvocation waits until function has an invocation with the given status after since.
+func waitInvocation(t *testing.T, function, status string, since time.Time) funchost.Invocation {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		for _, inv := range env.Host.Invocations(function) {
+			if inv.Status == status && !inv.StartedAt.Before(since) {
+				return inv
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no %s invocation of %s since %s; got %+v", status, function, since, env.Host.Invocations(function))
+	return funchost.Invocation{}
+}
+
+func TestHealth(t *testing.T) {
+	status, body := call(t, "", "GET", "/api/health", "")
+	if status != http.StatusOK || body["status"] != "ok" {
+		t.Fatalf("health: %d %v", status, body)
+	}
+	checks, _ := body["checks"].(map[string]any)
+	for _, name := range []string{"table_storage", "blob_storage", "service_bus"} {
+		c, _ := checks[name].(map[string]any)
+		if c["status"] != "ok" {
+			t.Errorf("check %s: %v", name, c)
+		}
+	}
+	if body["version"] == "" {
+		t.Error("health has no version")
+	}
+}
+
+func TestTimerFiredOnDemand(t *testing.T) {
+	since := time.Now()
+	resp, err := http.Post(env.URL+"/admin/functions/RecoverOperations", "application/json", strings.NewReader(`{"input":""}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("admin fire: %d, want 202", resp.StatusCode)
+	}
+	inv := waitInvocation(t, "RecoverOperations", "Succeeded", since)
+	if inv.Trigger != "timerTrigger" && inv.Trigger != "timer" {
+		t.Logf("trigger recorded as %q", inv.Trigger)
+	}
+}
+
+func TestEnvironmentEventDelivered(t *testing.T) {
+	// The seed's events went through the queue to the EnvironmentEvents function: the API lists it.
+	status, body := call(t, tok, "GET", "/api/v1/namespaces/demo/environments", "")
+	if status != http.StatusOK {
+		t.Fatalf("list environments: %d %v", status, body)
+	}
+	envs, _ := body["environments"].([]any)
+	if len(envs) != 1 {
+		t.Fatalf("got %d environments, want 1: %v", len(envs), body)
+	}
+	e := envs[0].(map[string]any)
+	if e["environment_id"] != stack.DemoEnvironmentID || e["state"] != "Stopped" || e["can_create_backup"] != true {
+		t.Errorf("environment: %v", e)
+	}
+	found := false
+	for _, inv := range env.Host.Invocations("EnvironmentEvents") {
+		found = found || inv.Status == "Succeeded"
+	}
+	if !found {
+		t.Error("no successful EnvironmentEvents invocation recorded by the host")
+	}
+}
+
+func TestAuthenticationEndToEnd(t *testing.T) {
+	tests := []struct {
+		name   string
+		token  string
+		status int
+	}{
+		{"no token", "", 401},
+		{"garbage", "not-a-jwt", 401},
+		{"another user without permissions", mustToken(t, "11111111-1111-4111-8111-111111111111"), 403},
+		{"demo user", tok, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := call(t, tt.token, "GET", "/api/v1/namespaces/demo/environments", "")
+			if status != tt.status {
+				t.Errorf("got %d %v, want %d", status, body, tt.status)
+			}
+		})
+	}
+}
+
+func mustToken(t *testing.T, principal string) string {
+	t.Helper()
+	tk, err := env.Token(principal, "someone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
