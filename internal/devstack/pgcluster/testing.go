@@ -1,0 +1,30 @@
+package pgcluster
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// ForTest starts a cluster for the test (lifecycle events in the test log, server log at debug level
+// left out) and stops it, removing its directory, when the test and its subtests finish.
+func ForTest(t testing.TB) *Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	c, err := Start(ctx, Options{Logger: log})
+	if err != nil {
+		t.Fatalf("start postgres cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), time.Minute)
+		defer cancel()
+		if err := c.Stop(ctx); err != nil {
+			t.Errorf("stop postgres cluster: %v", err)
+		}
+	})
+	return c
+}
