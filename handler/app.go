@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/rs/zerolog"
 
@@ -197,5 +198,28 @@ func (a *app) close() {
 	defer cancel()
 	if err := a.publisher.Close(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		a.log.Warn().Err(err).Msg("closing the publisher")
+	}
+}
+
+// entraDatabaseScope is the token audience of Azure Database for PostgreSQL (Entra authentication).
+const entraDatabaseScope = "https://ossrdbms-aad.database.windows.net/.default"
+
+// databaseConn tells the snapshotter how to reach an environment's database: the service's own role
+// (PG_USER), with a configured password locally or an Entra access token of the managed identity in Azure.
+func databaseConn(cfg config.Config, credential func() (azcore.TokenCredential, error)) func(backup.Environment) pg.Conn {
+	return func(env backup.Environment) pg.Conn {
+		c := pg.Conn{Host: env.Database.Host, Port: env.Database.Port, Database: env.Database.Name,
+			User: cfg.PGUser, SSLMode: cfg.PGSSLMode, Password: cfg.PGPassword.Value()}
+		if c.Password == "" {
+			c.PasswordFunc = func(ctx context.Context) (string, error) {
+				cred, err := credential()
+				if err != nil {
+					return "", err
+				}
+				tok, err := cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{entraDatabaseScope}})
+				return tok.Token, err
+			}
+		}
+		return c
 	}
 }

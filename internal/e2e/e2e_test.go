@@ -6,6 +6,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,16 +18,20 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/mxazure/backups/internal/devstack/pgcluster"
 	"github.com/mxazure/backups/internal/devstack/stack"
 	"github.com/mxazure/backups/internal/funchost"
 )
 
 // env is the running stack shared by the tests of this package (starting it takes seconds).
 var (
-	env  *stack.Stack
-	demo *stack.Demo
-	tok  string
+	env         *stack.Stack
+	demo        *stack.Demo
+	tok         string
+	dumpControl string // control file of the pg_dump wrapper (pgwrapper_test.go)
 )
+
+var sprintf = fmt.Sprintf
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -45,7 +50,20 @@ func runMain(m *testing.M) int {
 	if os.Getenv("E2E_VERBOSE") != "" {
 		log = log.Level(zerolog.DebugLevel)
 	}
-	st, err := stack.Start(ctx, stack.Options{AppDir: app, Listen: "127.0.0.1:0", Logger: log})
+	realBin, err := pgcluster.DefaultBinDir()
+	if err != nil {
+		println("e2e: postgresql binaries:", err.Error())
+		return 1
+	}
+	wrapDir, control, err := pgWrapper(realBin)
+	if err != nil {
+		println("e2e: pg_dump wrapper:", err.Error())
+		return 1
+	}
+	defer os.RemoveAll(wrapDir)
+	dumpControl = control
+	st, err := stack.Start(ctx, stack.Options{AppDir: app, Listen: "127.0.0.1:0", Logger: log,
+		Env: map[string]string{"PG_BIN_DIR": wrapDir, "PG_LOCK_WAIT_TIMEOUT": "5s"}})
 	if err != nil {
 		println("e2e: start the stack:", err.Error())
 		return 1

@@ -200,3 +200,10 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// DefaultBinDir returns the PostgreSQL 15 binaries Start would use by default, for tools that must run
+// the same pg_dump and pg_restore.
+func DefaultBinDir() (string, error) {
+	dir, _, err := resolveBinDir(context.Background(), "")
+	return dir, err
+}
