@@ -90,4 +90,3 @@ func run() int {
 	log.Info().Msg("stopped")
 	return 0
 }
-

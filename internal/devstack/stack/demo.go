@@ -111,8 +111,8 @@ INSERT INTO "mendixsystem$version" VALUES ('1.0.0.40', now());`, demoRole, strin
 		"occurred_at": now, "namespace": DemoNamespace, "environment_id": DemoEnvironmentID, "app_id": "demo-app",
 		"name": "acceptance", "state": "Stopped", "deployed": true, "deployment_package": "DemoApp_1.0.0.40.mda",
 		"model_version": "1.0.0.40",
-		"database": map[string]any{"host": st.Postgres.Host, "port": st.Postgres.Port, "name": demoDatabase, "role": demoRole},
-		"files":    map[string]any{"container": demoContainer, "prefix": ""}})
+		"database":      map[string]any{"host": st.Postgres.Host, "port": st.Postgres.Port, "name": demoDatabase, "role": demoRole},
+		"files":         map[string]any{"container": demoContainer, "prefix": ""}})
 	if _, err := st.Host.Publish("environment-events", []funchost.PublishMessage{
 		{Body: string(permissions), MessageID: "demo-permissions-1", ContentType: "application/json"},
 		{Body: string(environment), MessageID: "demo-environment-1", ContentType: "application/json"},
