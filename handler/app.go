@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mxazure/backups/internal/api"
+	"github.com/mxazure/backups/internal/archive"
 	"github.com/mxazure/backups/internal/auth"
 	"github.com/mxazure/backups/internal/backup"
 	"github.com/mxazure/backups/internal/blobstore"
@@ -102,10 +103,12 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 	}
 
 	snap := &snapshotter.Snapshotter{
-		Dumper: &pg.Dumper{BinDir: cfg.PGBinDir, LockWaitTimeout: cfg.PGLockWaitTimeout, Logger: log},
-		Blobs:  a.blobs,
-		Conn:   databaseConn(cfg, credential),
-		Log:    log,
+		Dumper:      &pg.Dumper{BinDir: cfg.PGBinDir, LockWaitTimeout: cfg.PGLockWaitTimeout, Logger: log},
+		Blobs:       a.blobs,
+		Conn:        databaseConn(cfg, credential),
+		FileWorkers: cfg.FileWorkers,
+		Archive:     archive.Options{Level: cfg.ArchiveCompressionLevel},
+		Log:         log,
 	}
 	svc := backup.NewService(backup.Deps{Stores: a.tables.Stores(), Publisher: a.publisher, Snapshotter: snap,
 		Archives: a.blobs, Layout: blobstore.Layout{}, Now: time.Now, Log: log})

@@ -75,6 +75,12 @@ type Config struct {
 	// PGLockWaitTimeout bounds how long pg_dump waits for a table lock (PG_LOCK_WAIT_TIMEOUT, default 2m).
 	PGLockWaitTimeout time.Duration
 
+	// ArchiveCompressionLevel is the gzip level of archives, 1 (fastest) to 9 (smallest)
+	// (ARCHIVE_COMPRESSION_LEVEL, default 6). FileWorkers is how many file blobs a backup reads at once
+	// (BACKUP_FILE_WORKERS, default 16).
+	ArchiveCompressionLevel int
+	FileWorkers             int
+
 	// ShutdownTimeout bounds graceful shutdown on SIGTERM (SHUTDOWN_TIMEOUT, default 25s).
 	ShutdownTimeout time.Duration
 	// LogLevel is the zerolog level (LOG_LEVEL, default "info").
@@ -116,6 +122,12 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		errs = append(errs, err)
 	}
 	if c.PGLockWaitTimeout, err = duration(getenv, "PG_LOCK_WAIT_TIMEOUT", 2*time.Minute); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ArchiveCompressionLevel, err = integer(getenv, "ARCHIVE_COMPRESSION_LEVEL", 6); err != nil {
+		errs = append(errs, err)
+	}
+	if c.FileWorkers, err = integer(getenv, "BACKUP_FILE_WORKERS", 16); err != nil {
 		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
@@ -183,6 +195,12 @@ func (c Config) Validate() error {
 	if c.PGLockWaitTimeout <= 0 {
 		bad("PG_LOCK_WAIT_TIMEOUT: must be positive")
 	}
+	if c.ArchiveCompressionLevel < 1 || c.ArchiveCompressionLevel > 9 {
+		bad("ARCHIVE_COMPRESSION_LEVEL: %d is not a gzip level from 1 to 9", c.ArchiveCompressionLevel)
+	}
+	if c.FileWorkers < 1 || c.FileWorkers > 256 {
+		bad("BACKUP_FILE_WORKERS: %d must be from 1 to 256", c.FileWorkers)
+	}
 	if c.ShutdownTimeout <= 0 {
 		bad("SHUTDOWN_TIMEOUT: must be positive")
 	}
@@ -211,6 +229,18 @@ func duration(getenv func(string) string, name string, def time.Duration) (time.
 		return def, fmt.Errorf("%s: %q is not a duration like 30s or 5m", name, raw)
 	}
 	return d, nil
+}
+
+func integer(getenv func(string) string, name string, def int) (int, error) {
+	raw := getenv(name)
+	if raw == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil {
+		return def, fmt.Errorf("%s: %q is not a whole number", name, raw)
+	}
+	return n, nil
 }
 
 func orDefault(v, def string) string {

@@ -77,6 +77,9 @@ func TestInvalidSettingsNameTheVariable(t *testing.T) {
 		{"no pg user", func(e map[string]string) { delete(e, "PG_USER") }, "PG_USER"},
 		{"bad sslmode", func(e map[string]string) { e["PG_SSLMODE"] = "sometimes" }, "PG_SSLMODE"},
 		{"bad lock wait", func(e map[string]string) { e["PG_LOCK_WAIT_TIMEOUT"] = "-1s" }, "PG_LOCK_WAIT_TIMEOUT"},
+		{"bad compression level", func(e map[string]string) { e["ARCHIVE_COMPRESSION_LEVEL"] = "12" }, "ARCHIVE_COMPRESSION_LEVEL"},
+		{"compression level not a number", func(e map[string]string) { e["ARCHIVE_COMPRESSION_LEVEL"] = "best" }, "ARCHIVE_COMPRESSION_LEVEL"},
+		{"bad file workers", func(e map[string]string) { e["BACKUP_FILE_WORKERS"] = "0" }, "BACKUP_FILE_WORKERS"},
 		{"bad log level", func(e map[string]string) { e["LOG_LEVEL"] = "loud" }, "LOG_LEVEL"},
 	}
 	for _, tt := range tests {
