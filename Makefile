@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all build test test-short run package lint bench token clean deps
+.PHONY: all build test run package lint bench token clean deps
 
 all: build
 
@@ -26,10 +26,6 @@ build:
 # running the real handler binary).
 test: deps
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
-
-# Unit tests only (no PostgreSQL, Azurite or host): seconds.
-test-short:
-	$(GO) test -short -count=1 ./...
 
 # What Azure deploys: host.json, one folder per function and the handler binary side by side
 # (`func start` works in dist/ too).

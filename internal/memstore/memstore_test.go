@@ -10,3 +10,7 @@ import (
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(*testing.T) backup.Stores { return New().Stores() })
 }
+
+func TestSnapshotConformance(t *testing.T) {
+	storetest.RunSnapshots(t, func(*testing.T) backup.Stores { return New().Stores() })
+}
