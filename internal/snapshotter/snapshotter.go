@@ -27,6 +27,8 @@ import (
 type Snapshotter struct {
 	Dumper *pg.Dumper
 	Blobs  *blobstore.Store
+	// Files reads file-document blobs; default Blobs. Tests wrap it to inject failures.
+	Files FileSource
 	// Conn returns how to reach an environment's database (credentials come from configuration: managed
 	// identity tokens in Azure, a password locally).
 	Conn func(env backup.Environment) pg.Conn
@@ -39,6 +41,18 @@ type Snapshotter struct {
 }
 
 var _ backup.Snapshotter = (*Snapshotter)(nil)
+
+// FileSource opens an environment's file-document blob; found is false when it does not exist.
+type FileSource interface {
+	OpenFile(ctx context.Context, container, name string) (r io.ReadCloser, size int64, found bool, err error)
+}
+
+func (s *Snapshotter) files() FileSource {
+	if s.Files != nil {
+		return s.Files
+	}
+	return s.Blobs
+}
 
 // Create writes and verifies the archive of req.Environment at req.BlobPath.
 func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (backup.SnapshotResult, error) {
@@ -143,7 +157,7 @@ func (s *Snapshotter) copyFiles(ctx context.Context, env backup.Environment, fil
 }
 
 func (s *Snapshotter) copyFile(ctx context.Context, env backup.Environment, f pg.File, b *archive.Builder, warn func(string)) error {
-	r, size, found, err := s.Blobs.OpenFile(ctx, env.Files.Container, env.Files.Prefix+f.UUID)
+	r, size, found, err := s.files().OpenFile(ctx, env.Files.Container, env.Files.Prefix+f.UUID)
 	if err != nil {
 		return err
 	}
