@@ -1,0 +1,382 @@
+package pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mxazure/backups/internal/backup"
+)
+
+func TestArchiveVersion(t *testing.T) {
+	tests := []struct {
+		name              string
+		header            []byte
+		major, minor, rev byte
+		ok                bool
+	}{
+		{"pg_dump 15", []byte("PGDMP\x01\x0e\x00\x04\x08"), 1, 14, 0, true},
+		{"pg_dump 16", []byte("PGDMP\x01\x0f\x00"), 1, 15, 0, true},
+		{"exactly 8 bytes", []byte("PGDMP\x01\x0e\x02"), 1, 14, 2, true},
+		{"too short", []byte("PGDMP\x01\x0e"), 0, 0, 0, false},
+		{"empty", nil, 0, 0, 0, false},
+		{"plain SQL", []byte("--\n-- PostgreSQL database dump"), 0, 0, 0, false},
+		{"gzip", []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0}, 0, 0, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			major, minor, rev, ok := ArchiveVersion(tt.header)
+			if got, want := fmt.Sprint(major, minor, rev, ok), fmt.Sprint(tt.major, tt.minor, tt.rev, tt.ok); got != want {
+				t.Errorf("got %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func TestConninfoQuotesEveryValue(t *testing.T) {
+	tests := []struct {
+		name string
+		conn Conn
+	}{
+		{"plain", Conn{Host: "db.example.com", Port: 6543, Database: "app_db", User: "backup", SSLMode: "require"}},
+		{"default port and sslmode", Conn{Host: "10.0.0.4", Database: "d", User: "u"}},
+		{"quotes and backslashes", Conn{Host: "h", Database: `it's a \ db`, User: `o'brien\`, SSLMode: "disable"}},
+		{"keyword injection attempt", Conn{Host: "h", Database: "x' host='evil", User: "u sslmode=disable"}},
+		{"entra user name", Conn{Host: "srv.postgres.database.azure.com", Database: "d", User: "mendix-backups-identity@tenant"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := pgx.ParseConfig(tt.conn.conninfo())
+			if err != nil {
+				t.Fatalf("parse %s: %v", tt.conn.conninfo(), err)
+			}
+			wantSSL := tt.conn.SSLMode
+			if wantSSL == "" {
+				wantSSL = "prefer"
+			}
+			got := fmt.Sprintf("%s|%d|%s|%s|%s|%s", cfg.Host, cfg.Port, cfg.Database, cfg.User,
+				cfg.RuntimeParams["application_name"], tlsMode(cfg))
+			want := fmt.Sprintf("%s|%d|%s|%s|%s|%s", tt.conn.Host, tt.conn.port(), tt.conn.Database, tt.conn.User,
+				ApplicationName, wantSSL)
+			if got != want {
+				t.Errorf("got %s, want %s", got, want)
+			}
+			if cfg.ConnectTimeout != connectTimeout {
+				t.Errorf("got connect timeout %s, want %s", cfg.ConnectTimeout, connectTimeout)
+			}
+		})
+	}
+}
+
+// tlsMode says how pgx will use TLS, in sslmode words for the modes the test uses.
+func tlsMode(cfg *pgx.ConnConfig) string {
+	switch {
+	case cfg.TLSConfig == nil:
+		return "disable"
+	case len(cfg.Fallbacks) > 0 && cfg.Fallbacks[0].TLSConfig == nil:
+		return "prefer"
+	default:
+		return "require"
+	}
+}
+
+func TestConnValidate(t *testing.T) {
+	ok := Conn{Host: "h", Database: "d", User: "u"}
+	tests := []struct {
+		name    string
+		change  func(*Conn)
+		wantErr string
+	}{
+		{"valid", func(*Conn) {}, ""},
+		{"no host", func(c *Conn) { c.Host = "" }, "host is empty"},
+		{"host list", func(c *Conn) { c.Host = "a,b" }, "not a single host"},
+		{"bad port", func(c *Conn) { c.Port = 70000 }, "out of range"},
+		{"no database", func(c *Conn) { c.Database = "" }, "database name is empty"},
+		{"no user", func(c *Conn) { c.User = "" }, "user is empty"},
+		{"bad sslmode", func(c *Conn) { c.SSLMode = "on" }, "sslmode"},
+		{"nul byte", func(c *Conn) { c.Password = "a\x00b" }, "NUL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ok
+			tt.change(&c)
+			err := c.validate()
+			if got := errString(err); tt.wantErr == "" && err != nil || !strings.Contains(got, tt.wantErr) {
+				t.Errorf("got error %q, want one containing %q", got, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestConnStringHidesPassword(t *testing.T) {
+	c := Conn{Host: "h", Port: 5433, Database: "d", User: "u", Password: "s3cret-token"}
+	for _, got := range []string{c.String(), fmt.Sprintf("%v", c), fmt.Sprintf("%+v", c)} {
+		if strings.Contains(got, "s3cret") {
+			t.Errorf("got %q, want no password in it", got)
+		}
+	}
+	if got, want := c.String(), "u@h:5433/d"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestPasswordFunc(t *testing.T) {
+	ctx := t.Context()
+	c := Conn{Password: "static"}
+	if got, err := c.password(ctx); got != "static" || err != nil {
+		t.Errorf("static: got %q, %v; want %q, nil", got, err, "static")
+	}
+	c.PasswordFunc = func(context.Context) (string, error) { return "token", nil }
+	if got, err := c.password(ctx); got != "token" || err != nil {
+		t.Errorf("func: got %q, %v; want %q, nil", got, err, "token")
+	}
+	c.PasswordFunc = func(context.Context) (string, error) { return "", errors.New("imds unreachable") }
+	_, err := c.password(ctx)
+	if got := backup.CodeOf(err); got != backup.CodeTransient {
+		t.Errorf("failing func: got code %s, want %s (error %v)", got, backup.CodeTransient, err)
+	}
+	if !strings.Contains(errString(err), "imds unreachable") {
+		t.Errorf("failing func: got %q, want the cause in it", errString(err))
+	}
+}
+
+func TestPgDumpEnv(t *testing.T) {
+	t.Setenv("PGHOST", "elsewhere")
+	t.Setenv("PGSERVICE", "evil")
+	t.Setenv("PG_PASSWORD", "service-config-secret")
+	t.Setenv("LC_ALL", "de_DE.UTF-8")
+	t.Setenv("HOME", "/home/worker")
+	env := strings.Join(pgDumpEnv("pw"), "\n") + "\n"
+	for _, want := range []string{"PGPASSWORD=pw\n", "PGAPPNAME=mendix-backups\n", "LC_MESSAGES=C\n", "HOME=/home/worker\n"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("got no %q in the environment", strings.TrimSpace(want))
+		}
+	}
+	for _, unwanted := range []string{"PGHOST=", "PGSERVICE=", "PG_PASSWORD=", "LC_ALL="} {
+		if strings.Contains(env, unwanted) {
+			t.Errorf("got %q in the environment, want it removed", unwanted)
+		}
+	}
+	if strings.Contains(strings.Join(pgDumpEnv(""), "\n"), "PGPASSWORD") {
+		t.Error("got PGPASSWORD for an empty password, want none")
+	}
+}
+
+func TestVersion(t *testing.T) {
+	ctx := t.Context()
+	tests := []struct {
+		name        string
+		script      string // body of a fake pg_dump; "" uses the real PostgreSQL 15 one
+		wantVersion string
+		wantErr     string
+	}{
+		{"real pg_dump 15", "", "15.", ""},
+		{"pg_dump 12", `echo "pg_dump (PostgreSQL) 12.19"`, "12.19", ""},
+		{"debian suffix", `echo "pg_dump (PostgreSQL) 14.3 (Debian 14.3-1.pgdg110+1)"`, "14.3", ""},
+		{"pg_dump 16", `echo "pg_dump (PostgreSQL) 16.2"`, "16.2", "need pg_dump 12 to 15"},
+		{"pg_dump 17 beta", `echo "pg_dump (PostgreSQL) 17beta1"`, "17beta1", "need pg_dump 12 to 15"},
+		{"pg_dump 11", `echo "pg_dump (PostgreSQL) 11.22"`, "11.22", "need pg_dump 12 to 15"},
+		{"not pg_dump", `echo "hello"`, "", "not a PostgreSQL version"},
+		{"fails", `echo "boom" >&2; exit 3`, "", "boom"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &Dumper{BinDir: realBinDir}
+			if tt.script != "" {
+				d.BinDir = fakePgDump(t, tt.script)
+			}
+			got, err := d.Version(ctx)
+			if !strings.HasPrefix(got, tt.wantVersion) {
+				t.Errorf("got version %q, want prefix %q", got, tt.wantVersion)
+			}
+			checkErr(t, err, tt.wantErr, backup.CodeInternal)
+		})
+	}
+	t.Run("missing binary", func(t *testing.T) {
+		d := &Dumper{BinDir: t.TempDir()}
+		_, err := d.Version(ctx)
+		checkErr(t, err, "pg_dump", backup.CodeInternal)
+	})
+	t.Run("refused at Start", func(t *testing.T) {
+		d := &Dumper{BinDir: fakePgDump(t, `echo "pg_dump (PostgreSQL) 16.2"`)}
+		_, err := d.Start(ctx, Conn{Host: "127.0.0.1", Port: 1, Database: "d", User: "u"})
+		checkErr(t, err, "need pg_dump 12 to 15", backup.CodeInternal)
+	})
+}
+
+func TestCheckServerVersion(t *testing.T) {
+	c := Conn{Host: "h", Database: "d", User: "u"}
+	tests := []struct {
+		server, pgDump string
+		wantErr        bool
+	}{
+		{"15.4", "15.18", false},
+		{"12.20 (Ubuntu)", "15.18", false},
+		{"16.1", "15.18", true},
+		{"17devel", "15.18", true},
+		{"", "15.18", false}, // unknown: let pg_dump decide
+	}
+	for _, tt := range tests {
+		t.Run(tt.server, func(t *testing.T) {
+			err := checkServerVersion(tt.server, c, tt.pgDump)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("got error %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil && backup.CodeOf(err) != backup.CodeInvalidState {
+				t.Errorf("got code %s, want %s", backup.CodeOf(err), backup.CodeInvalidState)
+			}
+		})
+	}
+}
+
+func TestClassifyDumpFailure(t *testing.T) {
+	c := Conn{Host: "h", Database: "appdb", User: "u"}
+	exit1 := errors.New("exit status 1")
+	tests := []struct {
+		name     string
+		stderr   string
+		wantCode backup.Code
+		wantMsg  string
+	}{
+		{"lock timeout, one table",
+			"pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout\n" +
+				"pg_dump: detail: Query was: LOCK TABLE public.\"shop$order\" IN ACCESS SHARE MODE",
+			backup.CodeTransient, `pg_dump could not lock table public."shop$order" within 2m0s: the app holds a conflicting lock; retry when the app is idle`},
+		{"lock timeout, batch",
+			"pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout\n" +
+				"pg_dump: detail: Query was: LOCK TABLE public.a, public.b IN ACCESS SHARE MODE",
+			backup.CodeTransient, "could not lock one of the tables public.a, public.b within 2m0s"},
+		{"password",
+			`pg_dump: error: connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  password authentication failed for user "u"`,
+			backup.CodeInvalidState, "could not log in to u@h:5432/appdb"},
+		{"hba",
+			`pg_dump: error: connection to server at "h", port 5432 failed: FATAL:  no pg_hba.conf entry for host "10.0.0.9", user "u", database "appdb", no encryption`,
+			backup.CodeInvalidState, "could not log in"},
+		{"database gone",
+			`pg_dump: error: connection to server at "h", port 5432 failed: FATAL:  database "appdb" does not exist`,
+			backup.CodeInvalidState, "does not exist"},
+		{"permission",
+			"pg_dump: error: query failed: ERROR:  permission denied for table secret\npg_dump: detail: Query was: LOCK TABLE public.secret IN ACCESS SHARE MODE",
+			backup.CodeInvalidState, "refused access"},
+		{"version mismatch",
+			"pg_dump: error: aborting because of server version mismatch\npg_dump: detail: server version: 16.1; pg_dump version: 15.18",
+			backup.CodeInvalidState, "newer than this service's pg_dump"},
+		{"connection lost",
+			"pg_dump: error: Dumping the contents of table \"x\" failed: PQgetResult() failed.\npg_dump: detail: Error message from server: server closed the connection unexpectedly",
+			backup.CodeTransient, "pg_dump of u@h:5432/appdb failed"},
+		{"no stderr", "", backup.CodeTransient, "pg_dump of u@h:5432/appdb failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := classifyDumpFailure(c, 2*time.Minute, exit1, tt.stderr)
+			var be *backup.Error
+			if !errors.As(err, &be) {
+				t.Fatalf("got %T %v, want a *backup.Error", err, err)
+			}
+			if be.Code != tt.wantCode {
+				t.Errorf("got code %s, want %s", be.Code, tt.wantCode)
+			}
+			if !strings.Contains(be.Message, tt.wantMsg) {
+				t.Errorf("got message %q, want it to contain %q", be.Message, tt.wantMsg)
+			}
+			if !strings.Contains(err.Error(), tt.stderr) || !errors.Is(err, exit1) {
+				t.Errorf("got %q, want the stderr and the exit status in it", err.Error())
+			}
+		})
+	}
+}
+
+func TestTailBuffer(t *testing.T) {
+	tests := []struct {
+		name   string
+		writes []string
+		want   string
+	}{
+		{"fits", []string{"a\n", "b\n"}, "a\nb"},
+		{"drops old lines", []string{"line one\n", "line two\n", "three\n"}, "…line two\nthree"},
+		{"one huge write", []string{strings.Repeat("x", 30) + "\nlast\n"}, "…last"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := &tailBuffer{max: 16}
+			for _, w := range tt.writes {
+				if n, err := b.Write([]byte(w)); n != len(w) || err != nil {
+					t.Fatalf("write: got %d, %v; want %d, nil", n, err, len(w))
+				}
+			}
+			if got := b.String(); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+			if len(b.buf) > b.max {
+				t.Errorf("got %d bytes kept, want at most %d", len(b.buf), b.max)
+			}
+		})
+	}
+}
+
+func TestValidUUID(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"0d3e301f-5551-46f8-ad44-8de2be084c95", true},
+		{"0D3E301F-5551-46F8-AD44-8DE2BE084C95", true},
+		{"0d3e301f555146f8ad448de2be084c95", false},
+		{"{0d3e301f-5551-46f8-ad44-8de2be084c95}", false},
+		{"0d3e301f-5551-46f8-ad44-8de2be084c9g", false},
+		{"0d3e301f-5551-46f8-ad44_8de2be084c95", false},
+		{"../../../../../../../../etc/passwd/xx", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := validUUID(tt.in); got != tt.want {
+			t.Errorf("validUUID(%q): got %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+// --- helpers shared by the tests ---
+
+const realBinDir = "/usr/lib/postgresql/15/bin"
+
+// fakePgDump writes a pg_dump shell script with body into a new directory and returns the directory.
+func fakePgDump(t *testing.T, body string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pg_dump"), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// checkErr fails unless err is nil and wantErr empty, or err contains wantErr and has code.
+func checkErr(t *testing.T, err error, wantErr string, code backup.Code) {
+	t.Helper()
+	if wantErr == "" {
+		if err != nil {
+			t.Errorf("got error %v, want none", err)
+		}
+		return
+	}
+	if err == nil || !strings.Contains(err.Error(), wantErr) {
+		t.Errorf("got error %v, want one containing %q", err, wantErr)
+		return
+	}
+	if got := backup.CodeOf(err); got != code {
+		t.Errorf("got code %s, want %s (error %v)", got, code, err)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
