@@ -39,11 +39,12 @@ package:
 # The service locally: Azurite, a throw-away PostgreSQL (unless DEV_DATABASE_URL is set), a local OIDC
 # issuer, a seeded demo environment and the local Functions host on http://127.0.0.1:7071. Ctrl-C stops all.
 run: deps package
-	$(GO) run ./internal/cmd/devrun run -app dist
+	$(GO) build -o bin/devrun ./internal/cmd/devrun
+	bin/devrun run -app dist
 
 # A bearer token for the demo user of `make run`.
 token:
-	@$(GO) run ./internal/cmd/devrun token
+	@$(GO) build -o bin/devrun ./internal/cmd/devrun && bin/devrun token
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
