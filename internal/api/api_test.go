@@ -35,6 +35,7 @@ func (tokenAuth) Authenticate(_ context.Context, header string) (auth.Principal,
 const (
 	nsA     = "ns-a"
 	envA    = "0d3e301f-5551-46f8-ad44-8de2be084c95"
+	snapA   = "9b2f64e1-7c1d-4f4e-8a9b-3f0c2d1e5a77"
 	manager = "manager"  // ManageAppsBackups
 	full    = "operator" // ManageAppsBackups + StopApps
 	nobody  = "nobody"
@@ -49,7 +50,8 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	st := memstore.New()
 	now := time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
-	svc := backup.NewService(backup.Deps{Stores: st.Stores(), Now: func() time.Time { return now }})
+	svc := backup.NewService(backup.Deps{Stores: st.Stores(), Now: func() time.Time { return now },
+		Publisher: nopPublisher{}, Archives: nopArchives{}})
 	ctx := context.Background()
 	events := []string{
 		`{"type":"namespace.permissions","event_id":"p1","occurred_at":"2026-11-20T07:00:00Z","namespace":"ns-a","principal_id":"manager","permissions":["ManageAppsBackups"]}`,
@@ -60,6 +62,13 @@ func newFixture(t *testing.T) *fixture {
 		if err := svc.HandleEnvironmentEvent(ctx, "m", []byte(ev), zerolog.Nop()); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := st.PutSettings(ctx, backup.Settings{Namespace: nsA, BackupsEnabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateSnapshot(ctx, backup.Snapshot{ID: snapA, Namespace: nsA, EnvironmentID: envA, Status: backup.SnapshotFinished,
+		Kind: backup.KindManual, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.AddDate(0, 0, 14)}); err != nil {
+		t.Fatal(err)
 	}
 	srv := New(Deps{Log: zerolog.Nop(), Version: "test", Authenticator: tokenAuth{}, Service: svc})
 	return &fixture{srv: srv, store: st}
@@ -111,8 +120,23 @@ func endpoints() []struct {
 		{"GET", "/api/v1/namespaces/ns-a/settings", "", []string{"ManageAppsBackups"}},
 		{"PUT", "/api/v1/namespaces/ns-a/settings", `{"backups_enabled":true}`, []string{"ManageAppsBackups"}},
 		{"GET", "/api/v1/namespaces/ns-a/environments/" + envA + "/activity", "", []string{"ManageAppsBackups"}},
+		{"GET", "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots", "", []string{"ManageAppsBackups"}},
+		{"GET", "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots/" + snapA, "", []string{"ManageAppsBackups"}},
+		{"PATCH", "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots/" + snapA, `{"comment":"new"}`, []string{"ManageAppsBackups"}},
+		{"POST", "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots", `{"comment":"x"}`, []string{"ManageAppsBackups"}},
+		{"DELETE", "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots/" + snapA, "", []string{"ManageAppsBackups"}},
 	}
 }
+
+type nopPublisher struct{}
+
+func (nopPublisher) Publish(context.Context, string, ...backup.Message) error { return nil }
+func (nopPublisher) Ping(context.Context) error                               { return nil }
+func (nopPublisher) Close(context.Context) error                              { return nil }
+
+type nopArchives struct{}
+
+func (nopArchives) DeleteSnapshotBlobs(context.Context, string, string, string) error { return nil }
 
 func TestEveryEndpointNeedsAToken(t *testing.T) {
 	f := newFixture(t)
@@ -152,7 +176,7 @@ func TestHostileIDsOnEveryPathParameter(t *testing.T) {
 	for _, ep := range endpoints() {
 		segments := strings.Split(ep.path, "/")
 		for i, seg := range segments {
-			if seg != "ns-a" && seg != envA {
+			if seg != "ns-a" && seg != envA && seg != snapA {
 				continue
 			}
 			for _, h := range hostile {
@@ -186,6 +210,9 @@ func TestUnknownEnvironment(t *testing.T) {
 
 func TestSettingsBodies(t *testing.T) {
 	f := newFixture(t)
+	if resp, body := f.do(t, manager, "PUT", "/api/v1/namespaces/ns-a/settings", `{"backups_enabled":false}`); resp.StatusCode != 200 {
+		t.Fatalf("disable: %d %v", resp.StatusCode, body)
+	}
 	tests := []struct {
 		name, body string
 		status     int
@@ -325,4 +352,38 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 func mustJSON(v any) []byte {
 	b, _ := json.Marshal(v)
 	return b
+}
+
+func TestSnapshotRequests(t *testing.T) {
+	f := newFixture(t)
+	base := "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots"
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+		code                     backup.Code
+	}{
+		{"comment too long", "POST", base, `{"comment":"` + strings.Repeat("x", 1001) + `"}`, 400, backup.CodeInvalidParameters},
+		{"unknown field", "POST", base, `{"comment":"x","kind":"monthly"}`, 400, backup.CodeInvalidParameters},
+		{"patch without comment", "PATCH", base + "/" + snapA, `{}`, 400, backup.CodeInvalidParameters},
+		{"patch another field", "PATCH", base + "/" + snapA, `{"comment":"x","status":"Failed"}`, 400, backup.CodeInvalidParameters},
+		{"unknown snapshot", "GET", base + "/11111111-2222-3333-4444-555555555555", "", 404, backup.CodeNotFound},
+		{"snapshot id not a uuid", "GET", base + "/latest", "", 400, backup.CodeInvalidParameters},
+		{"bad paging", "GET", base + "?limit=5000", "", 400, backup.CodeInvalidParameters},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := f.do(t, manager, tt.method, tt.path, tt.body)
+			wantProblem(t, resp, body, tt.status, tt.code)
+		})
+	}
+	resp, body := f.do(t, manager, "POST", base, `{"comment":"first"}`)
+	if resp.StatusCode != 202 || resp.Header.Get("Location") == "" || body["status"] != "Processing" {
+		t.Fatalf("create: %d %v", resp.StatusCode, body)
+	}
+	resp, body = f.do(t, manager, "POST", base, `{}`)
+	wantProblem(t, resp, body, 409, backup.CodeEnvironmentBusy)
+	resp, body = f.do(t, manager, "GET", base+"?limit=1", "")
+	if resp.StatusCode != 200 || body["total"] != float64(2) || len(body["snapshots"].([]any)) != 1 {
+		t.Errorf("list: %d %v", resp.StatusCode, body)
+	}
 }

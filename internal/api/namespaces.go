@@ -18,7 +18,7 @@ type environmentJSON struct {
 	DeploymentPackage string `json:"deployment_package"`
 	ModelVersion      string `json:"model_version"`
 	CanCreateBackup   bool   `json:"can_create_backup"`
-	Reason            string `json:"reason,omitempty"`
+	Reason            string `json:"reason"`
 }
 
 func (s *Server) listEnvironments(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
