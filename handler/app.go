@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -36,11 +35,11 @@ type app struct {
 	publisher backup.Publisher
 	api       *api.Server
 	triggers  *triggers.Dispatcher
-	ready     atomic.Bool // storage initialised (tables and containers exist)
+	ready     chan struct{} // closed once storage is initialised (tables and containers exist)
 }
 
 func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, error) {
-	a := &app{log: log}
+	a := &app{log: log, ready: make(chan struct{})}
 	var cred azcore.TokenCredential
 	credential := func() (azcore.TokenCredential, error) {
 		if cred != nil {
@@ -149,7 +148,7 @@ func (a *app) initialize(ctx context.Context) {
 			err = a.blobs.EnsureContainers(ctx)
 		}
 		if err == nil {
-			a.ready.Store(true)
+			close(a.ready)
 			a.log.Info().Msg("storage ready")
 			return
 		}
@@ -171,14 +170,15 @@ func (a *app) handler() http.Handler {
 		_, _ = w.Write([]byte(`{"status":"listening"}`))
 	})
 	mux.Handle("/api/health", a.api)
-	mux.Handle("/api/", a.whenReady(a.api, func(w http.ResponseWriter) {
+	mux.Handle("/api/", a.whenReady(a.api, apiReadyWait, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "application/problem+json")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte(`{"type":"about:blank","title":"Temporarily unavailable","status":503,"detail":"the service is starting; storage is not ready yet","code":"TEMPORARILY_UNAVAILABLE"}`))
 	}))
-	// Envelopes of timer and Service Bus functions. Until storage is ready a 503 makes the host
-	// redeliver Service Bus messages.
-	mux.Handle("POST /{function}", a.whenReady(a.triggers, func(w http.ResponseWriter) {
+	// Envelopes of timer and Service Bus functions. The host redelivers a refused message at once, so
+	// refusing while storage initialises would burn deliveries until the message is dead-lettered:
+	// invocations wait for readiness instead, and get a 503 only if it does not come.
+	mux.Handle("POST /{function}", a.whenReady(a.triggers, triggerReadyWait, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write(envelope.Response{Logs: []string{"storage not ready; retry"}}.Marshal())
@@ -186,13 +186,24 @@ func (a *app) handler() http.Handler {
 	return mux
 }
 
-func (a *app) whenReady(h http.Handler, notReady func(http.ResponseWriter)) http.Handler {
+// How long a request waits for storage initialisation before it is refused.
+const (
+	apiReadyWait     = 10 * time.Second
+	triggerReadyWait = 2 * time.Minute
+)
+
+func (a *app) whenReady(h http.Handler, wait time.Duration, notReady func(http.ResponseWriter)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !a.ready.Load() {
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		select {
+		case <-a.ready:
+			h.ServeHTTP(w, r)
+		case <-timer.C:
 			notReady(w)
-			return
+		case <-r.Context().Done():
+			notReady(w)
 		}
-		h.ServeHTTP(w, r)
 	})
 }
 

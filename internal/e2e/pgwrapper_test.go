@@ -21,7 +21,7 @@ case "$mode" in
     exit 1;;
   stall-once)
     echo normal > "$control"
-    "$real/pg_dump" "$@" | { head -c 30000; sleep 120; }
+    "$real/pg_dump" "$@" | { head -c 30000; sleep 60; }
     exit 1;;
   *)
     exec "$real/pg_dump" "$@";;

@@ -160,7 +160,9 @@ func (dump *Dump) startPgDump(bin, pw string) error {
 	cmd.Stdout = w
 	dump.stderr = &tailBuffer{max: stderrTailBytes}
 	cmd.Stderr = dump.stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: if the handler dies (crash, host restart), pg_dump must not live on holding ACCESS
+	// SHARE locks that make the app's next start time out.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		w.Close()
