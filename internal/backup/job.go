@@ -22,6 +22,10 @@ const (
 	queuedGrace = 5 * time.Minute
 )
 
+// dumpingMessage tells users why starting the app during a backup can be slow: pg_dump's locks.
+const dumpingMessage = "dumping: pg_dump holds shared (ACCESS SHARE) locks on the app's tables until it ends, so an app " +
+	"starting now may wait for them; the dump's own lock waits are bounded and a timed-out attempt is retried"
+
 // HandleBackupJob runs the job named by a backup-jobs message. It is idempotent: a message for a
 // finished operation does nothing. It returns a retryable error only when a redelivery can help; any
 // other failure is recorded on the snapshot and acknowledged.
@@ -56,6 +60,7 @@ func (s *Service) HandleBackupJob(ctx context.Context, body []byte, invocation s
 		return err
 	}
 	log.Info().Msg("backup started")
+	s.updateSnapshot(ctx, *op, func(sn *Snapshot) { sn.StatusMessage = dumpingMessage })
 	progress := s.newProgressWriter(*op, invocation, log)
 	blobPath := s.layout.SnapshotArchive(op.Namespace, op.EnvironmentID, op.SnapshotID, op.Attempt)
 	res, err := s.snapshotter.Create(ctx, SnapshotRequest{Environment: env, BlobPath: blobPath, Progress: progress.report})

@@ -17,6 +17,10 @@ import (
 
 // fakeSnapshotter records calls and returns scripted results.
 type fakeSnapshotter struct {
+	// readStatus lets a test look at the snapshot record while the dump runs.
+	readStatus         func(backup.SnapshotRequest) string
+	statusWhileDumping string
+
 	mu    sync.Mutex
 	calls []backup.SnapshotRequest
 	errs  []error // returned by successive calls; nil = success
@@ -35,6 +39,7 @@ func (f *fakeSnapshotter) Create(ctx context.Context, req backup.SnapshotRequest
 		return backup.SnapshotResult{}, err
 	}
 	req.Progress(backup.Progress{Phase: "dumping", BytesDone: 10})
+	f.statusWhileDumping = f.readStatus(req)
 	f.blobs.put(req.BlobPath)
 	return backup.SnapshotResult{SizeBytes: 1234, SHA256: "abc", FilesCount: 3, Warnings: []string{"w1"}}, nil
 }
@@ -114,7 +119,15 @@ func newJobFixture(t *testing.T) *jobFixture {
 	t.Helper()
 	f := &jobFixture{st: memstore.New(), blobs: &fakeBlobs{paths: map[string]bool{}}, pub: &fakePublisher{msgs: map[string][]backup.Message{}},
 		now: t0, user: backup.Principal{ID: "user-1"}}
-	f.snap = &fakeSnapshotter{blobs: f.blobs}
+	f.snap = &fakeSnapshotter{blobs: f.blobs, readStatus: func(req backup.SnapshotRequest) string {
+		all, _, _ := f.st.ListSnapshots(context.Background(), "ns-a", envID, 0, 100)
+		for _, sn := range all {
+			if strings.Contains(req.BlobPath, sn.ID) {
+				return sn.StatusMessage
+			}
+		}
+		return ""
+	}}
 	f.svc = backup.NewService(backup.Deps{Stores: f.st.Stores(), Publisher: f.pub, Snapshotter: f.snap, Archives: f.blobs,
 		Layout: layout{}, Now: func() time.Time { return f.now }, Log: zerolog.Nop()})
 	apply(t, f.svc, perms("p1", t0, "user-1", "ManageAppsBackups"))
@@ -178,8 +191,11 @@ func TestManualSnapshotLifecycle(t *testing.T) {
 			t.Fatalf("job: %v", err)
 		}
 	}
+	if !strings.Contains(f.snap.statusWhileDumping, "ACCESS SHARE") {
+		t.Errorf("status while dumping = %q, want it to explain pg_dump's locks", f.snap.statusWhileDumping)
+	}
 	got := f.snapshot(t, snap.ID)
-	if got.Status != backup.SnapshotFinished || got.SizeBytes != 1234 || got.SHA256 != "abc" || got.FilesCount != 3 || got.BlobPath == "" || got.FinishedAt.IsZero() {
+	if got.Status != backup.SnapshotFinished || got.StatusMessage != "" || got.SizeBytes != 1234 || got.SHA256 != "abc" || got.FilesCount != 3 || got.BlobPath == "" || got.FinishedAt.IsZero() {
 		t.Fatalf("finished snapshot: %+v", got)
 	}
 	if lock, _ := f.st.GetLock(context.Background(), "ns-a", envID); lock.OperationID != "" {
