@@ -46,7 +46,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(app)
-	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stdout, NoColor: true}).Level(zerolog.WarnLevel)
+	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stdout, NoColor: true, TimeFormat: time.TimeOnly}).With().Timestamp().Logger().Level(zerolog.WarnLevel)
 	if os.Getenv("E2E_VERBOSE") != "" {
 		log = log.Level(zerolog.DebugLevel)
 	}
