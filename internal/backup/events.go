@@ -128,7 +128,7 @@ func validateEnvironmentFields(ev *InboundEvent, bad func(string, ...any)) {
 	if f := ev.Files; f == nil {
 		bad("files is missing")
 	} else {
-		if !validContainer(f.Container) {
+		if !ValidContainerName(f.Container) {
 			bad("files.container %q is not a valid blob container name", f.Container)
 		}
 		if len(f.Prefix) > 200 || strings.Contains(f.Prefix, "..") || strings.HasPrefix(f.Prefix, "/") {
@@ -152,7 +152,9 @@ func validSQLName(s string) bool {
 	return true
 }
 
-func validContainer(n string) bool {
+// ValidContainerName reports whether n is a valid Azure Blob container name: 3-63 lowercase letters,
+// digits and single dashes, starting and ending with a letter or digit.
+func ValidContainerName(n string) bool {
 	if len(n) < 3 || len(n) > 63 || n[0] == '-' || n[len(n)-1] == '-' || strings.Contains(n, "--") {
 		return false
 	}

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"sort"
 	"time"
 )
 
@@ -145,4 +146,20 @@ type OperationStore interface {
 	// GetLock returns the environment's lock (free when never taken).
 	GetLock(ctx context.Context, namespace, envID string) (Lock, error)
 	UpdateLock(ctx context.Context, namespace, envID string, fn UpdateFunc[Lock]) (Lock, bool, error)
+}
+
+// PageNewestFirst orders snapshots newest first (ties by id, so the order is stable) and returns the
+// page [offset, offset+limit) and the total count. Stores use it so that every store pages alike.
+func PageNewestFirst(all []Snapshot, offset, limit int) ([]Snapshot, int) {
+	sort.Slice(all, func(i, j int) bool {
+		if !all[i].CreatedAt.Equal(all[j].CreatedAt) {
+			return all[i].CreatedAt.After(all[j].CreatedAt)
+		}
+		return all[i].ID > all[j].ID
+	})
+	total := len(all)
+	if offset >= total {
+		return []Snapshot{}, total
+	}
+	return all[offset:min(total, offset+limit)], total
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mxazure/backups/internal/backup"
 )
 
 // Secret is a string that never prints its value.
@@ -159,7 +161,7 @@ func (c Config) Validate() error {
 	if !validTablePrefix(c.TablePrefix) {
 		bad("TABLE_PREFIX: %q must be letters and digits only, starting with a letter, at most 20 characters", c.TablePrefix)
 	}
-	if !validContainerName(c.SnapshotsContainer) {
+	if !backup.ValidContainerName(c.SnapshotsContainer) {
 		bad("SNAPSHOTS_CONTAINER: %q is not a valid container name (3-63 lowercase letters, digits, dashes)", c.SnapshotsContainer)
 	}
 	busModes := 0
@@ -257,18 +259,6 @@ func validTablePrefix(p string) bool {
 	for i, r := range p {
 		isLetter := (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
 		if !(isLetter || (i > 0 && r >= '0' && r <= '9')) {
-			return false
-		}
-	}
-	return true
-}
-
-func validContainerName(n string) bool {
-	if len(n) < 3 || len(n) > 63 || n[0] == '-' || n[len(n)-1] == '-' || strings.Contains(n, "--") {
-		return false
-	}
-	for _, r := range n {
-		if !((r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-') {
 			return false
 		}
 	}

@@ -38,17 +38,8 @@ func (s *Store) ListSnapshots(ctx context.Context, namespace, envID string, offs
 			all = append(all, cloneSnapshot(sn))
 		}
 	}
-	sort.Slice(all, func(i, j int) bool {
-		if !all[i].CreatedAt.Equal(all[j].CreatedAt) {
-			return all[i].CreatedAt.After(all[j].CreatedAt)
-		}
-		return all[i].ID > all[j].ID
-	})
-	total := len(all)
-	if offset >= total {
-		return []backup.Snapshot{}, total, nil
-	}
-	return all[offset:min(total, offset+limit)], total, nil
+	page, total := backup.PageNewestFirst(all, offset, limit)
+	return page, total, nil
 }
 
 func (s *Store) CreateSnapshot(ctx context.Context, sn backup.Snapshot) error {

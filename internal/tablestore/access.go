@@ -4,11 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
-	"fmt"
 	"strings"
-
-	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
 	"github.com/mxazure/backups/internal/backup"
 )
@@ -82,21 +78,13 @@ func (s *Store) GetEnvironment(ctx context.Context, namespace, id string) (backu
 }
 
 func (s *Store) ListEnvironments(ctx context.Context, namespace string) ([]backup.Environment, error) {
-	filter := "PartitionKey eq " + odataString(namespace)
-	pager := s.table(tableEnvironments).NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter})
-	var out []backup.Environment
-	for pager.More() {
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			return nil, transient(err, "list environments of %s", namespace)
-		}
-		for _, raw := range page.Entities {
-			var e environmentEntity
-			if err := json.Unmarshal(raw, &e); err != nil {
-				return nil, fmt.Errorf("decode environment: %w", err)
-			}
-			out = append(out, e.toDomain())
-		}
+	entities, err := query[environmentEntity](ctx, s.table(tableEnvironments), "PartitionKey eq "+odataString(namespace), 0, "environments of "+namespace)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]backup.Environment, len(entities))
+	for i := range entities {
+		out[i] = entities[i].toDomain()
 	}
 	sortEnvironments(out)
 	return out, nil
@@ -244,27 +232,15 @@ func (s *Store) AddActivity(ctx context.Context, a backup.ActivityEntry) error {
 }
 
 func (s *Store) ListActivity(ctx context.Context, namespace, environmentID string, limit int) ([]backup.ActivityEntry, error) {
-	filter := "PartitionKey eq " + odataString(namespace+"|"+environmentID)
-	top := int32(min(limit, 1000))
-	pager := s.table(tableActivity).NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter, Top: &top})
-	var out []backup.ActivityEntry
-	for pager.More() && len(out) < limit {
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			return nil, transient(err, "list activity of %s", environmentID)
-		}
-		for _, raw := range page.Entities {
-			var e activityEntity
-			if err := json.Unmarshal(raw, &e); err != nil {
-				return nil, fmt.Errorf("decode activity: %w", err)
-			}
-			out = append(out, backup.ActivityEntry{Namespace: namespace, EnvironmentID: environmentID,
-				Time: parseTime(e.Time), Action: backup.ActivityAction(e.Action), Status: backup.ActivityStatus(e.Status),
-				Actor: e.Actor, SnapshotID: e.SnapshotID, RestoreID: e.RestoreID, Message: e.Message})
-		}
+	entities, err := query[activityEntity](ctx, s.table(tableActivity), "PartitionKey eq "+odataString(namespace+"|"+environmentID), limit, "activity of "+environmentID)
+	if err != nil {
+		return nil, err
 	}
-	if len(out) > limit {
-		out = out[:limit]
+	out := make([]backup.ActivityEntry, len(entities))
+	for i, e := range entities {
+		out[i] = backup.ActivityEntry{Namespace: namespace, EnvironmentID: environmentID,
+			Time: parseTime(e.Time), Action: backup.ActivityAction(e.Action), Status: backup.ActivityStatus(e.Status),
+			Actor: e.Actor, SnapshotID: e.SnapshotID, RestoreID: e.RestoreID, Message: e.Message}
 	}
 	return out, nil
 }

@@ -117,6 +117,34 @@ func update[E any, PE interface {
 	return nil, false, backup.Errorf(backup.CodeConflict, "too many concurrent updates of %s/%s", pk, rk)
 }
 
+// query reads every entity matching filter (at most top when top > 0), following continuation pages.
+func query[E any](ctx context.Context, t *aztables.Client, filter string, top int, what string) ([]E, error) {
+	opts := &aztables.ListEntitiesOptions{Filter: &filter}
+	if top > 0 {
+		n := int32(min(top, 1000))
+		opts.Top = &n
+	}
+	pager := t.NewListEntitiesPager(opts)
+	var out []E
+	for pager.More() && (top <= 0 || len(out) < top) {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, transient(err, "list %s", what)
+		}
+		for _, raw := range page.Entities {
+			var e E
+			if err := json.Unmarshal(raw, &e); err != nil {
+				return nil, fmt.Errorf("decode %s: %w", what, err)
+			}
+			out = append(out, e)
+		}
+	}
+	if top > 0 && len(out) > top {
+		out = out[:top]
+	}
+	return out, nil
+}
+
 // transient marks a storage failure: 5xx, throttling and network errors are worth a retry; other
 // statuses are internal errors.
 func transient(err error, format string, args ...any) error {

@@ -3,10 +3,6 @@ package tablestore
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"sort"
-
-	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
 	"github.com/mxazure/backups/internal/backup"
 )
@@ -108,33 +104,16 @@ func (s *Store) GetSnapshot(ctx context.Context, namespace, envID, id string) (b
 }
 
 func (s *Store) ListSnapshots(ctx context.Context, namespace, envID string, offset, limit int) ([]backup.Snapshot, int, error) {
-	filter := "PartitionKey eq " + odataString(envPartition(namespace, envID))
-	pager := s.table(tableSnapshots).NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter})
-	var all []backup.Snapshot
-	for pager.More() {
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			return nil, 0, transient(err, "list snapshots of %s", envID)
-		}
-		for _, raw := range page.Entities {
-			var e snapshotEntity
-			if err := json.Unmarshal(raw, &e); err != nil {
-				return nil, 0, fmt.Errorf("decode snapshot: %w", err)
-			}
-			all = append(all, e.toDomain())
-		}
+	entities, err := query[snapshotEntity](ctx, s.table(tableSnapshots), "PartitionKey eq "+odataString(envPartition(namespace, envID)), 0, "snapshots of "+envID)
+	if err != nil {
+		return nil, 0, err
 	}
-	sort.Slice(all, func(i, j int) bool {
-		if !all[i].CreatedAt.Equal(all[j].CreatedAt) {
-			return all[i].CreatedAt.After(all[j].CreatedAt)
-		}
-		return all[i].ID > all[j].ID
-	})
-	total := len(all)
-	if offset >= total {
-		return []backup.Snapshot{}, total, nil
+	all := make([]backup.Snapshot, len(entities))
+	for i := range entities {
+		all[i] = entities[i].toDomain()
 	}
-	return all[offset:min(total, offset+limit)], total, nil
+	page, total := backup.PageNewestFirst(all, offset, limit)
+	return page, total, nil
 }
 
 func (s *Store) CreateSnapshot(ctx context.Context, sn backup.Snapshot) error {
@@ -254,21 +233,13 @@ func (s *Store) UpdateOperation(ctx context.Context, namespace, envID, id string
 }
 
 func (s *Store) ListActiveOperations(ctx context.Context) ([]backup.Operation, error) {
-	filter := "Phase eq 'Queued' or Phase eq 'Running'"
-	pager := s.table(tableOperations).NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter})
-	var out []backup.Operation
-	for pager.More() {
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			return nil, transient(err, "list active operations")
-		}
-		for _, raw := range page.Entities {
-			var e operationEntity
-			if err := json.Unmarshal(raw, &e); err != nil {
-				return nil, fmt.Errorf("decode operation: %w", err)
-			}
-			out = append(out, e.toDomain())
-		}
+	entities, err := query[operationEntity](ctx, s.table(tableOperations), "Phase eq 'Queued' or Phase eq 'Running'", 0, "active operations")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]backup.Operation, len(entities))
+	for i := range entities {
+		out[i] = entities[i].toDomain()
 	}
 	return out, nil
 }
