@@ -385,3 +385,33 @@ func publishEvent(t *testing.T, body string) {
 		t.Fatal(err)
 	}
 }
+
+func TestDuplicateJobMessageDoesNothing(t *testing.T) {
+	id := createSnapshot(t, "delivered twice")
+	first := waitSnapshot(t, id, 2*time.Minute)
+	if first["status"] != "Finished" {
+		t.Fatalf("snapshot: %v", first)
+	}
+	// The job message the API sent, sent again (with another MessageId, so duplicate detection does not
+	// drop it): a redelivery after the work is done.
+	msgs, _ := env.Host.Messages("backup-jobs")
+	var body string
+	for _, m := range msgs.Published {
+		if strings.Contains(m.Body, `"environment_id":"`+stack.DemoEnvironmentID+`"`) {
+			body = m.Body // the newest is last
+		}
+	}
+	if body == "" {
+		t.Fatal("no job message found")
+	}
+	since := time.Now()
+	if _, err := env.Host.Publish("backup-jobs", []funchost.PublishMessage{{Body: body, MessageID: "replay-" + id,
+		SessionID: stack.DemoEnvironmentID, ContentType: "application/json"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitInvocation(t, "BackupJobs", "Succeeded", since)
+	again := waitSnapshot(t, id, time.Minute)
+	if again["sha256"] != first["sha256"] || again["finished_at"] != first["finished_at"] || len(snapshotBlobs(t, id)) != 1 {
+		t.Errorf("a duplicate delivery changed the snapshot:\n%v\n%v", first, again)
+	}
+}
