@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -107,63 +105,12 @@ func (l *Lab) Stop(ctx context.Context) error {
 // ARCHIVE_COMPRESSION_LEVEL=level. Azurite and PostgreSQL keep running, with their data; the host's
 // in-memory Service Bus starts empty.
 func (l *Lab) SetCompressionLevel(ctx context.Context, level int) error {
-	st := l.Stack
-	stopCtx, cancel := context.WithTimeout(ctx, hostStopWait)
-	err := st.Host.Stop(stopCtx)
-	cancel()
-	st.Host = nil
-	if err != nil {
-		return fmt.Errorf("stop the functions host: %w", err)
-	}
 	l.env["ARCHIVE_COMPRESSION_LEVEL"] = strconv.Itoa(level)
-	// The settings stack.Start gives the handler, with the benchmark's own on top.
-	env := map[string]string{
-		"STORAGE_CONNECTION_STRING": st.Azurite.ConnectionString(),
-		"AUTH_ISSUER_URL":           st.IssuerURL,
-		"AUTH_AUDIENCE":             stack.Audience,
-		"PG_SSLMODE":                "disable",
-		"PG_BIN_DIR":                st.Postgres.BinDir,
-	}
-	for k, v := range l.env {
-		env[k] = v
-	}
-	h, err := funchost.New(funchost.Options{AppRoot: l.app, Listen: "127.0.0.1:0", Env: env, Logger: l.hostLog})
-	if err != nil {
-		return fmt.Errorf("functions host: %w", err)
-	}
-	if err := h.Start(ctx); err != nil {
-		return fmt.Errorf("functions host: %w", err)
-	}
-	st.Host, st.URL = h, h.URL()
-	return nil
+	return l.Stack.RestartHost(ctx, l.env)
 }
 
-// BuildApp lays out an app folder as `make package` does (and the end-to-end tests): host.json, one
-// folder per function and the handler binary built from the tree at root. The caller removes it.
-func BuildApp(ctx context.Context, root string) (string, error) {
-	dir, err := os.MkdirTemp("", "bench-app-")
-	if err != nil {
-		return "", err
-	}
-	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "handler"), "./handler")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return "", fmt.Errorf("go build ./handler: %w: %s", err, out)
-	}
-	if err := command(ctx, "", "cp", filepath.Join(root, "host.json"), dir); err != nil {
-		os.RemoveAll(dir)
-		return "", err
-	}
-	fns, _ := filepath.Glob(filepath.Join(root, "functions", "*"))
-	for _, fn := range fns {
-		if err := command(ctx, "", "cp", "-r", fn, dir); err != nil {
-			os.RemoveAll(dir)
-			return "", err
-		}
-	}
-	return dir, nil
-}
+// BuildApp lays out an app folder as `make package` does (see stack.BuildApp).
+func BuildApp(ctx context.Context, root string) (string, error) { return stack.BuildApp(ctx, root) }
 
 // Environment is one benchmark environment as the platform announces it.
 type Environment struct {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -40,7 +39,8 @@ func TestMain(m *testing.M) {
 func runMain(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	app, err := buildApp()
+	_, file, _, _ := runtime.Caller(0)
+	app, err := stack.BuildApp(ctx, filepath.Join(filepath.Dir(file), "..", ".."))
 	if err != nil {
 		println("e2e: build the app:", err.Error())
 		return 1
@@ -84,39 +84,6 @@ func runMain(m *testing.M) int {
 	}
 	return m.Run()
 }
-
-// buildApp lays out an app folder as `make package` does: host.json, one folder per function and the
-// handler binary built from this tree.
-func buildApp() (string, error) {
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	dir, err := os.MkdirTemp("", "backups-app-")
-	if err != nil {
-		return "", err
-	}
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "handler"), "./handler")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", &buildError{string(out), err}
-	}
-	if err := exec.Command("cp", filepath.Join(root, "host.json"), dir).Run(); err != nil {
-		return "", err
-	}
-	fns, _ := filepath.Glob(filepath.Join(root, "functions", "*"))
-	for _, fn := range fns {
-		if err := exec.Command("cp", "-r", fn, dir).Run(); err != nil {
-			return "", err
-		}
-	}
-	return dir, nil
-}
-
-type buildError struct {
-	out string
-	err error
-}
-
-func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
 
 // call makes an API call and decodes a JSON answer.
 func call(t *testing.T, token, method, path, body string) (int, map[string]any) {
@@ -232,4 +199,20 @@ func mustToken(t *testing.T, principal string) string {
 		t.Fatal(err)
 	}
 	return tk
+}
+
+// TestRestartHostKeepsData restarts the host with an extra setting: the handler comes back on the same
+// storage and database, and what was stored before is still there.
+func TestRestartHostKeepsData(t *testing.T) {
+	if err := env.RestartHost(context.Background(), map[string]string{"ARCHIVE_COMPRESSION_LEVEL": "7"}); err != nil {
+		t.Fatal(err)
+	}
+	status, body := call(t, tok, "GET", "/api/v1/namespaces/demo/environments", "")
+	if status != http.StatusOK || !strings.Contains(fmt.Sprint(body), stack.DemoEnvironmentID) {
+		t.Fatalf("after restart: %d %v", status, body)
+	}
+	id := createSnapshot(t, "after a host restart at level 7")
+	if snap := waitSnapshot(t, id, 2*time.Minute); snap["status"] != "Finished" {
+		t.Fatalf("snapshot: %v", snap)
+	}
 }

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -54,7 +56,11 @@ type Stack struct {
 	URL       string // the local Functions host: http://127.0.0.1:7071
 	StateDir  string
 
-	cancel context.CancelFunc
+	cancel  context.CancelFunc
+	appDir  string
+	listen  string
+	hostLog zerolog.Logger
+	env     map[string]string // the handler's settings
 }
 
 // Start brings everything up. On error, whatever started is stopped again.
@@ -111,24 +117,80 @@ func Start(ctx context.Context, opts Options) (st *Stack, err error) {
 	for k, v := range opts.Env {
 		env[k] = v
 	}
-	hostLog := log
+	st.hostLog = log
 	if opts.HandlerLogger != nil {
-		hostLog = *opts.HandlerLogger
+		st.hostLog = *opts.HandlerLogger
 	}
-	listen := opts.Listen
-	if listen == "" {
-		listen = "127.0.0.1:0"
+	st.listen = opts.Listen
+	if st.listen == "" {
+		st.listen = "127.0.0.1:0"
 	}
-	if st.Host, err = funchost.New(funchost.Options{AppRoot: opts.AppDir, Listen: listen, Env: env, Logger: hostLog}); err != nil {
-		return nil, fmt.Errorf("local functions host: %w", err)
-	}
+	st.appDir, st.env = opts.AppDir, env
 	log.Info().Str("app", opts.AppDir).Msg("starting the local Functions host and the handler")
-	if err := st.Host.Start(ctx); err != nil {
-		st.Host = nil
-		return nil, fmt.Errorf("local functions host: %w", err)
+	if err := st.startHost(ctx, env); err != nil {
+		return nil, err
 	}
-	st.URL = st.Host.URL()
 	return st, nil
+}
+
+func (st *Stack) startHost(ctx context.Context, env map[string]string) error {
+	h, err := funchost.New(funchost.Options{AppRoot: st.appDir, Listen: st.listen, Env: env, Logger: st.hostLog})
+	if err != nil {
+		return fmt.Errorf("local functions host: %w", err)
+	}
+	if err := h.Start(ctx); err != nil {
+		return fmt.Errorf("local functions host: %w", err)
+	}
+	st.Host, st.URL = h, h.URL()
+	return nil
+}
+
+// RestartHost replaces the local Functions host (and so the handler) by one whose handler settings are
+// the stack's with extra on top. Azurite, PostgreSQL and the issuer keep running with their data; the
+// host's in-memory Service Bus starts empty.
+func (st *Stack) RestartHost(ctx context.Context, extra map[string]string) error {
+	if st.Host != nil {
+		stopCtx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := st.Host.Stop(stopCtx); err != nil {
+			return fmt.Errorf("stop the local functions host: %w", err)
+		}
+		st.Host = nil
+	}
+	env := make(map[string]string, len(st.env)+len(extra))
+	for k, v := range st.env {
+		env[k] = v
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return st.startHost(ctx, env)
+}
+
+// BuildApp lays out an app folder as `make package` does: host.json, one folder per function and the
+// handler binary built from the source tree at root. The caller removes it.
+func BuildApp(ctx context.Context, root string) (string, error) {
+	dir, err := os.MkdirTemp("", "backups-app-")
+	if err != nil {
+		return "", err
+	}
+	fail := func(err error) (string, error) {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "handler"), "./handler")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return fail(fmt.Errorf("go build ./handler: %w: %s", err, out))
+	}
+	entries := []string{filepath.Join(root, "host.json")}
+	fns, _ := filepath.Glob(filepath.Join(root, "functions", "*"))
+	for _, src := range append(entries, fns...) {
+		if out, err := exec.CommandContext(ctx, "cp", "-r", src, dir).CombinedOutput(); err != nil {
+			return fail(fmt.Errorf("copy %s: %w: %s", src, err, out))
+		}
+	}
+	return dir, nil
 }
 
 // Token mints a bearer token for principal (its oid) with the given name.
