@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -40,11 +41,10 @@ type app struct {
 
 func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, error) {
 	a := &app{log: log, ready: make(chan struct{})}
-	var cred azcore.TokenCredential
-	credential := func() (azcore.TokenCredential, error) {
-		if cred != nil {
-			return cred, nil
-		}
+	// The credential is made on first use (only Azure deployments need one) and shared; jobs may ask for
+	// database tokens concurrently.
+	credential := sync.OnceValues(func() (azcore.TokenCredential, error) {
+		var cred azcore.TokenCredential
 		var err error
 		if cfg.ManagedIdentityClientID != "" { // a user-assigned managed identity
 			cred, err = azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
@@ -56,7 +56,7 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 			return nil, fmt.Errorf("azure credential: %w", err)
 		}
 		return cred, nil
-	}
+	})
 
 	var err error
 	if cfg.StorageConnectionString != "" {
