@@ -137,6 +137,7 @@ func (nopPublisher) Close(context.Context) error                              { 
 type nopArchives struct{}
 
 func (nopArchives) DeleteSnapshotBlobs(context.Context, string, string, string) error { return nil }
+func (nopArchives) DeleteBlob(context.Context, string) error                          { return nil }
 
 func TestEveryEndpointNeedsAToken(t *testing.T) {
 	f := newFixture(t)

@@ -74,7 +74,7 @@ func (s *Service) HandleBackupJob(ctx context.Context, body []byte, invocation s
 // claim moves the operation to Running under this invocation. It returns nil when the operation is
 // already done. A Running operation is taken over: with sessions, a redelivery means the previous
 // invocation ended (crash, timeout); each attempt writes its own blob, so a stray old worker cannot mix
-// with the new one, and it can no longer finish the record (the Worker check below).
+// with the new one, and it can no longer finish the record (stillOwned).
 func (s *Service) claim(ctx context.Context, msg jobMessage, invocation string) (*Operation, error) {
 	if err := ValidateNamespace(msg.Namespace); err != nil {
 		return nil, nil
@@ -100,6 +100,12 @@ func (s *Service) claim(ctx context.Context, msg jobMessage, invocation string) 
 // attemptFailed decides between a retry (transient error, attempts left) and a final failure.
 func (s *Service) attemptFailed(ctx context.Context, op Operation, cause error, log zerolog.Logger) error {
 	c := context.WithoutCancel(ctx)
+	if owned, err := s.stillOwned(c, op); err != nil {
+		return err
+	} else if !owned {
+		log.Warn().Err(cause).Msg("attempt failed after another worker took the backup over; leaving it to that worker")
+		return nil
+	}
 	if err := s.archives.DeleteSnapshotBlobs(c, op.Namespace, op.EnvironmentID, op.SnapshotID); err != nil {
 		log.Warn().Err(err).Msg("could not delete the failed attempt's blob")
 	}
@@ -140,8 +146,24 @@ func (s *Service) finishFailed(ctx context.Context, op Operation, reason string,
 	return nil
 }
 
+// stillOwned reports whether this worker's claim on op is still the current one: another worker may
+// have taken the operation over (a redelivery after this one was presumed dead).
+func (s *Service) stillOwned(ctx context.Context, op Operation) (bool, error) {
+	cur, err := s.stores.Operations.GetOperation(ctx, op.Namespace, op.EnvironmentID, op.ID)
+	if err != nil {
+		return false, err
+	}
+	return cur.Worker == op.Worker && cur.Attempt == op.Attempt && !cur.Phase.Done(), nil
+}
+
 func (s *Service) finishSucceeded(ctx context.Context, op Operation, blobPath string, res SnapshotResult, log zerolog.Logger) error {
 	c := context.WithoutCancel(ctx)
+	if owned, err := s.stillOwned(c, op); err != nil {
+		return err
+	} else if !owned {
+		log.Warn().Msg("another worker took this backup over; discarding this attempt's archive")
+		return s.archives.DeleteBlob(c, blobPath)
+	}
 	now := s.now()
 	var stillOurs bool
 	_, _, err := s.stores.Snapshots.UpdateSnapshot(c, op.Namespace, op.EnvironmentID, op.SnapshotID, func(sn Snapshot, ok bool) (Snapshot, bool, error) {

@@ -20,6 +20,7 @@ type fakeSnapshotter struct {
 	// readStatus lets a test look at the snapshot record while the dump runs.
 	readStatus         func(backup.SnapshotRequest) string
 	statusWhileDumping string
+	onCreate           func() // runs while the archive is being made
 
 	mu    sync.Mutex
 	calls []backup.SnapshotRequest
@@ -37,6 +38,9 @@ func (f *fakeSnapshotter) Create(ctx context.Context, req backup.SnapshotRequest
 	}
 	if err != nil {
 		return backup.SnapshotResult{}, err
+	}
+	if f.onCreate != nil {
+		f.onCreate()
 	}
 	req.Progress(backup.Progress{Phase: "dumping", BytesDone: 10})
 	f.statusWhileDumping = f.readStatus(req)
@@ -63,6 +67,13 @@ func (b *fakeBlobs) DeleteSnapshotBlobs(_ context.Context, ns, env, id string) e
 			delete(b.paths, p)
 		}
 	}
+	return nil
+}
+
+func (b *fakeBlobs) DeleteBlob(_ context.Context, p string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.paths, p)
 	return nil
 }
 
@@ -408,5 +419,32 @@ func TestExpiryByKind(t *testing.T) {
 		if got := tt.kind.ExpiresAt(at); !got.Equal(tt.want) {
 			t.Errorf("%s: got %v, want %v", tt.kind, got, tt.want)
 		}
+	}
+}
+
+func TestStaleWorkerCannotFinishAfterTakeover(t *testing.T) {
+	f := newJobFixture(t)
+	ctx := context.Background()
+	snap := f.create(t)
+	msg := f.pub.take(backup.QueueJobs)[0]
+	// Worker A's snapshotter runs; while it works, worker B takes the operation over (A was presumed dead).
+	f.snap.onCreate = func() {
+		_, _, _ = f.st.UpdateOperation(ctx, "ns-a", envID, snap.OperationID, func(o backup.Operation, ok bool) (backup.Operation, bool, error) {
+			o.Worker, o.Attempt = "worker-B", o.Attempt+1
+			return o, true, nil
+		})
+	}
+	if err := f.svc.HandleBackupJob(ctx, msg.Body, "worker-A", zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	got := f.snapshot(t, snap.ID)
+	if got.Status != backup.SnapshotProcessing || got.BlobPath != "" {
+		t.Errorf("the stale worker finished the record: %+v", got)
+	}
+	if f.blobs.count() != 0 {
+		t.Errorf("the stale worker left its archive: %d blobs", f.blobs.count())
+	}
+	if op, _ := f.st.GetOperation(ctx, "ns-a", envID, snap.OperationID); op.Phase != backup.OpRunning || op.Worker != "worker-B" {
+		t.Errorf("operation: %+v", op)
 	}
 }

@@ -41,6 +41,8 @@ type SnapshotResult struct {
 type ArchiveBlobs interface {
 	// DeleteSnapshotBlobs removes every blob of the snapshot (all attempts); missing blobs are fine.
 	DeleteSnapshotBlobs(ctx context.Context, namespace, envID, snapshotID string) error
+	// DeleteBlob removes one archive blob; a missing blob is fine.
+	DeleteBlob(ctx context.Context, path string) error
 }
 
 // Layout decides blob paths; only it knows them (implemented by blobstore.Layout).

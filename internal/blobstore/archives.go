@@ -129,7 +129,7 @@ func transient(err error, format string, args ...any) error {
 	return fmt.Errorf("blob storage: "+format+": %w", append(args, err)...)
 }
 
-// DeleteBlob deletes one blob of the snapshots container; a missing blob is fine.
+// DeleteBlob deletes one archive blob of the snapshots container; a missing blob is fine.
 func (s *Store) DeleteBlob(ctx context.Context, path string) error {
 	_, err := s.client.DeleteBlob(ctx, s.snapshots, path, nil)
 	if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
