@@ -87,14 +87,22 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 		warnings = append(warnings, w)
 	}
 
+	// Phase ends, logged at the end: where a slow backup spent its time.
+	var dumpEnded, filesEnded time.Duration
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if _, err := builder.WriteDatabase(dump.Reader()); err != nil {
 			return fmt.Errorf("archive the database dump: %w", err)
 		}
-		return dump.Wait()
+		err := dump.Wait()
+		dumpEnded = time.Since(start)
+		return err
 	})
-	g.Go(func() error { return s.copyFiles(gctx, env, files, builder, warn) })
+	g.Go(func() error {
+		err := s.copyFiles(gctx, env, files, builder, warn)
+		filesEnded = time.Since(start)
+		return err
+	})
 	if err := g.Wait(); err != nil {
 		builder.Abort()
 		return backup.SnapshotResult{}, err
@@ -111,12 +119,18 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 		return backup.SnapshotResult{}, fmt.Errorf("write the archive: %w", err)
 	}
 
+	committed := time.Since(start)
+
 	report("verifying")
 	manifest, err := s.verify(ctx, req.BlobPath, res)
 	if err != nil {
 		s.deleteQuietly(req.BlobPath)
 		return backup.SnapshotResult{}, err
 	}
+	s.Log.Info().Str("blob", req.BlobPath).Int64("size", manifest.CompressedSize).Int64("dump_size", res.DumpSize).
+		Int("files", res.Files).Int64("files_size", res.FilesSize).Int("blocks", res.Blocks).
+		Dur("dump_done", dumpEnded).Dur("files_done", filesEnded).Dur("committed", committed).
+		Dur("verified", time.Since(start)).Msg("archive written")
 	return backup.SnapshotResult{
 		SizeBytes: manifest.CompressedSize, SHA256: manifest.SHA256, DatabaseSizeBytes: dump.DatabaseSize(),
 		DumpSizeBytes: res.DumpSize, FilesBytes: res.FilesSize, FilesCount: res.Files, Warnings: warnings,

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -118,7 +119,21 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 	if err != nil {
 		return err
 	}
-	hostLog := zerolog.New(zerolog.ConsoleWriter{Out: os.Stdout, TimeFormat: time.TimeOnly}).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	// The host's and the handler's logs go to a file beside the results (the handler logs each archive's
+	// phase timings there); warnings and errors also to the console.
+	if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
+		return err
+	}
+	logPath := filepath.Join(filepath.Dir(cfg.out), "bench-handler.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	console := zerolog.ConsoleWriter{Out: os.Stdout, TimeFormat: time.TimeOnly}
+	hostLog := zerolog.New(zerolog.MultiLevelWriter(logFile, warningsOnly{console})).Level(zerolog.InfoLevel).
+		With().Timestamp().Logger()
+	log.Info().Str("file", logPath).Msg("the host's and the handler's logs go to a file")
 	log.Info().Msg("building the handler and starting the local stack (Azurite, PostgreSQL 15, issuer, Functions host)")
 	lab, err := bench.StartLab(ctx, bench.LabOptions{RepoRoot: root, Level: cfg.defaultLevel, Logger: log, HostLogger: hostLog})
 	if err != nil {
@@ -258,4 +273,16 @@ func backups(ctx context.Context, lab *bench.Lab, envID, label string, level, n 
 		log.Info().Msgf("service: %s, archive %.1f MB, peak RSS %d MiB", bench.Elapsed(r.Wall), float64(r.SizeBytes)/1e6, r.PeakRSS>>20)
 	}
 	return out, nil
+}
+
+// warningsOnly passes warnings and worse to w and drops the rest.
+type warningsOnly struct{ w io.Writer }
+
+func (o warningsOnly) Write(p []byte) (int, error) { return o.w.Write(p) }
+
+func (o warningsOnly) WriteLevel(l zerolog.Level, p []byte) (int, error) {
+	if l < zerolog.WarnLevel {
+		return len(p), nil
+	}
+	return o.w.Write(p)
 }

@@ -308,20 +308,20 @@ func TestPinIsExactAndMatchesLock(t *testing.T) {
 
 func TestInstalled(t *testing.T) {
 	t.Parallel()
-	want := map[string]string{azuritePackage: "3.37.0", nodePackage: "22.23.3"}
+	want := map[string]string{azuritePackage: "3.36.0", nodePackage: "22.23.3"}
 	tests := []struct {
 		name          string
 		node, script  bool
 		azurite, rt   string
 		wantInstalled bool
 	}{
-		{"pinned versions", true, true, "3.37.0", "22.23.3", true},
+		{"pinned versions", true, true, "3.36.0", "22.23.3", true},
 		{"other azurite", true, true, "3.35.0", "22.23.3", false},
-		{"other node", true, true, "3.37.0", "20.19.0", false},
-		{"no node binary", false, true, "3.37.0", "22.23.3", false},
-		{"no azurite script", true, false, "3.37.0", "22.23.3", false},
+		{"other node", true, true, "3.36.0", "20.19.0", false},
+		{"no node binary", false, true, "3.36.0", "22.23.3", false},
+		{"no azurite script", true, false, "3.36.0", "22.23.3", false},
 		{"no azurite package", true, true, "", "22.23.3", false},
-		{"no node package", true, true, "3.37.0", "", false},
+		{"no node package", true, true, "3.36.0", "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
