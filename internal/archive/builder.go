@@ -3,6 +3,7 @@ package archive
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,9 +22,10 @@ import (
 // BlockSink receives the blocks of one archive blob. The blob adapter implements it with Azure Stage
 // Block and Put Block List; tests use an in-memory fake.
 type BlockSink interface {
-	// StageBlock uploads one block under id. data is not retained after it returns. Safe for concurrent
-	// use; blocks arrive in no particular order. IDs are base64 strings of equal length.
-	StageBlock(ctx context.Context, id string, data []byte) error
+	// StageBlock uploads one block under id. data is not retained after it returns. contentMD5 is the
+	// MD5 of data, for the store to check the upload (Azure's transactional Content-MD5). Safe for
+	// concurrent use; blocks arrive in no particular order. IDs are base64 strings of equal length.
+	StageBlock(ctx context.Context, id string, data []byte, contentMD5 [md5.Size]byte) error
 	// Commit makes the blob consist of exactly these staged blocks in this order. Called at most once,
 	// after every StageBlock call has returned successfully.
 	Commit(ctx context.Context, ids []string) error
@@ -68,11 +70,18 @@ type Progress struct {
 
 // Result describes a committed archive.
 type Result struct {
-	Size      int64 // bytes of the archive blob (compressed)
-	DumpSize  int64 // bytes of db/db.backup
-	FilesSize int64 // bytes under tree/
-	Files     int   // entries under tree/
-	Blocks    int   // blocks committed
+	Size      int64   // bytes of the archive blob (compressed)
+	DumpSize  int64   // bytes of db/db.backup
+	FilesSize int64   // bytes under tree/
+	Files     int     // entries under tree/
+	Blocks    []Block // the committed blocks, in blob order: what VerifyBlob checks the blob against
+}
+
+// Block is one committed block of the archive blob.
+type Block struct {
+	ID   string
+	Size int64
+	MD5  [md5.Size]byte
 }
 
 // ErrAborted is the error of a build stopped by Abort.
@@ -125,13 +134,16 @@ type Builder struct {
 	dump   *stream
 	treeMu sync.Mutex // serialises whole entries into tree
 	tree   *stream
+
+	stagedMu sync.Mutex
+	staged   map[string]Block // every block staged, by ID
 }
 
 // NewBuilder starts the compressing and staging goroutines of a new archive. ctx bounds the whole
 // build: cancelling it fails the build. Invalid options fail the build at once; the error is returned
 // by every later call. Call Finish or Abort exactly once to release the goroutines.
 func NewBuilder(ctx context.Context, sink BlockSink, opts Options) *Builder {
-	b := &Builder{sink: sink, start: time.Now(), maxBlocks: MaxBlocks}
+	b := &Builder{sink: sink, start: time.Now(), maxBlocks: MaxBlocks, staged: map[string]Block{}}
 	b.ctx, b.cancel = context.WithCancelCause(ctx)
 	b.dump = b.newStream('d')
 	b.tree = b.newStream('t')
@@ -449,7 +461,16 @@ func (b *Builder) finish(meta Metadata) (Result, error) {
 		ids = append(ids, s.ids...)
 		res.Size += s.compressed.Load()
 	}
-	res.Blocks = len(ids)
+	b.stagedMu.Lock()
+	for _, id := range ids {
+		blk, ok := b.staged[id]
+		if !ok {
+			b.stagedMu.Unlock()
+			return Result{}, fmt.Errorf("finish: block %s was never staged", id)
+		}
+		res.Blocks = append(res.Blocks, blk)
+	}
+	b.stagedMu.Unlock()
 	if int64(len(ids)) > b.maxBlocks {
 		return Result{}, b.tooManyBlocks(int64(len(ids)))
 	}

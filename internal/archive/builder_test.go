@@ -231,8 +231,8 @@ var commitOrderRE = regexp.MustCompile(`^h+d*f*t+$`)
 
 func checkBlocks(t *testing.T, sink *memSink, res Result) {
 	t.Helper()
-	if sink.commits != 1 || res.Blocks != len(sink.ids) {
-		t.Errorf("commits %d, Result.Blocks %d, committed %d blocks; want 1 commit of Result.Blocks", sink.commits, res.Blocks, len(sink.ids))
+	if sink.commits != 1 || len(res.Blocks) != len(sink.ids) {
+		t.Errorf("commits %d, Result.Blocks %d, committed %d blocks; want 1 commit of Result.Blocks", sink.commits, len(res.Blocks), len(sink.ids))
 	}
 	var kinds []byte
 	for _, id := range sink.ids {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	stdgzip "compress/gzip"
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -38,18 +39,22 @@ type memSink struct {
 	ids       []string
 	blob      []byte
 	badIDs    []string
+	badMD5    []string // blocks staged with a Content-MD5 that is not their data's
 }
 
 func newMemSink() *memSink { return &memSink{blocks: map[string][]byte{}} }
 
 var blockNameRE = regexp.MustCompile(`^[hdft]-[0-9]{10}$`)
 
-func (s *memSink) StageBlock(ctx context.Context, id string, data []byte) error {
+func (s *memSink) StageBlock(ctx context.Context, id string, data []byte, contentMD5 [md5.Size]byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.staged++
 	if s.failOn != 0 && s.staged == s.failOn {
 		return errStage
+	}
+	if md5.Sum(data) != contentMD5 { // what Azure refuses with Md5Mismatch
+		s.badMD5 = append(s.badMD5, id)
 	}
 	raw, err := base64.StdEncoding.DecodeString(id)
 	if err != nil || !blockNameRE.Match(raw) {
@@ -88,8 +93,8 @@ func (s *memSink) commitCount() int {
 // discardSink stages nothing and keeps nothing; for the memory test.
 type discardSink struct{}
 
-func (d *discardSink) StageBlock(context.Context, string, []byte) error { return nil }
-func (d *discardSink) Commit(context.Context, []string) error           { return nil }
+func (d *discardSink) StageBlock(context.Context, string, []byte, [md5.Size]byte) error { return nil }
+func (d *discardSink) Commit(context.Context, []string) error                           { return nil }
 
 // testFile is a file document to put into an archive.
 type testFile struct {
@@ -200,6 +205,18 @@ func buildArchive(t *testing.T, opts Options, dump []byte, files []testFile, met
 	}
 	if len(sink.badIDs) > 0 {
 		t.Errorf("block IDs not of the form base64(\"x-0000000000\"): %q", sink.badIDs)
+	}
+	if len(sink.badMD5) > 0 {
+		t.Errorf("blocks staged with a wrong Content-MD5: %q", sink.badMD5)
+	}
+	// The committed blob must verify against the Result's blocks, with its true size and SHA-256.
+	v, err := VerifyBlob(context.Background(), bytes.NewReader(sink.blob), res.Blocks)
+	if err != nil {
+		t.Errorf("VerifyBlob of the committed blob: %v", err)
+	}
+	if sum := sha256.Sum256(sink.blob); v.SHA256 != hex.EncodeToString(sum[:]) || v.Size != int64(len(sink.blob)) || res.Size != v.Size {
+		t.Errorf("VerifyBlob: got %d bytes, SHA-256 %s; Result.Size %d; the blob has %d bytes, SHA-256 %x",
+			v.Size, v.SHA256, res.Size, len(sink.blob), sum)
 	}
 	return sink.blob, res, sink
 }

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"context"
+	"crypto/md5"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -72,6 +73,7 @@ type block struct {
 	s   *stream
 	id  blockID
 	out *outBuf // from Builder.outs, returned after staging
+	md5 [md5.Size]byte
 }
 
 // stream is one run of consecutive blocks (see the package comment). One goroutine at a time writes to
@@ -233,8 +235,9 @@ func (b *Builder) compress(zw *gzip.Writer, j job) error {
 		b.outs.put(out)
 		return fmt.Errorf("compress block %s: %w", j.id.name, err)
 	}
+	// The digest is taken by the compressors, which run in parallel, while the block is hot in cache.
 	select {
-	case b.blocks <- block{s: j.s, id: j.id, out: out}:
+	case b.blocks <- block{s: j.s, id: j.id, out: out, md5: md5.Sum(out.b)}:
 		return nil
 	case <-b.ctx.Done():
 		b.outs.put(out)
@@ -254,13 +257,16 @@ func (b *Builder) stager() {
 				return
 			}
 			n := len(blk.out.b)
-			err := b.sink.StageBlock(b.ctx, blk.id.id, blk.out.b)
+			err := b.sink.StageBlock(b.ctx, blk.id.id, blk.out.b, blk.md5)
 			b.outs.put(blk.out)
 			if err != nil {
 				b.fail(fmt.Errorf("stage block %s: %w", blk.id.name, err))
 				return
 			}
 			blk.s.compressed.Add(int64(n))
+			b.stagedMu.Lock()
+			b.staged[blk.id.id] = Block{ID: blk.id.id, Size: int64(n), MD5: blk.md5}
+			b.stagedMu.Unlock()
 		}
 	}
 }

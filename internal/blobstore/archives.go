@@ -3,9 +3,13 @@ package blobstore
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
@@ -69,9 +73,11 @@ func (s *Store) NewBlockSink(path string) *BlockSink {
 	return &BlockSink{client: s.client.ServiceClient().NewContainerClient(s.snapshots).NewBlockBlobClient(path), path: path}
 }
 
-// StageBlock uploads one block. The SDK retries transient failures under its retry policy.
-func (b *BlockSink) StageBlock(ctx context.Context, id string, data []byte) error {
-	if _, err := b.client.StageBlock(ctx, id, streaming.NopCloser(bytes.NewReader(data)), nil); err != nil {
+// StageBlock uploads one block with its Content-MD5, which Storage checks before it keeps the block.
+// The SDK retries transient failures under its retry policy.
+func (b *BlockSink) StageBlock(ctx context.Context, id string, data []byte, contentMD5 [md5.Size]byte) error {
+	opts := &blockblob.StageBlockOptions{TransactionalValidation: blob.TransferValidationTypeMD5(contentMD5[:])}
+	if _, err := b.client.StageBlock(ctx, id, streaming.NopCloser(bytes.NewReader(data)), opts); err != nil {
 		return transient(err, "stage block of %s", b.path)
 	}
 	return nil
@@ -121,12 +127,24 @@ func (s *Store) OpenFile(ctx context.Context, containerName, name string) (r io.
 	return resp.Body, *resp.ContentLength, true, nil
 }
 
-// transient classifies a storage failure: network errors, throttling and 5xx are worth a retry.
+// transient classifies a storage failure: network errors, throttling, 5xx and a block refused for its
+// checksum (corrupted on the way; the next attempt sends it again) are worth a retry.
 func transient(err error, format string, args ...any) error {
-	if code := statusOf(err); code == 0 || code == 408 || code == 429 || code >= 500 {
+	if code := statusOf(err); code == 0 || code == 408 || code == 429 || code >= 500 || checksumRefused(err) {
 		return backup.Wrap(backup.CodeTransient, err, "blob storage: "+format, args...)
 	}
 	return fmt.Errorf("blob storage: "+format+": %w", append(args, err)...)
+}
+
+// checksumRefused reports Storage's refusal of a block whose bytes do not match its Content-MD5: code
+// Md5Mismatch in Azure; Azurite answers InvalidOperation "Provided contentMD5 doesn't match."
+func checksumRefused(err error) bool {
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != 400 {
+		return false
+	}
+	return re.ErrorCode == string(bloberror.MD5Mismatch) ||
+		(re.ErrorCode == string(bloberror.InvalidOperation) && strings.Contains(strings.ToLower(err.Error()), "contentmd5"))
 }
 
 // DeleteBlob deletes one archive blob of the snapshots container; a missing blob is fine.

@@ -122,17 +122,17 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 	committed := time.Since(start)
 
 	report("verifying")
-	manifest, err := s.verify(ctx, req.BlobPath, res)
+	verified, err := s.verify(ctx, req.BlobPath, res)
 	if err != nil {
 		s.deleteQuietly(req.BlobPath)
 		return backup.SnapshotResult{}, err
 	}
-	s.Log.Info().Str("blob", req.BlobPath).Int64("size", manifest.CompressedSize).Int64("dump_size", res.DumpSize).
-		Int("files", res.Files).Int64("files_size", res.FilesSize).Int("blocks", res.Blocks).
+	s.Log.Info().Str("blob", req.BlobPath).Int64("size", verified.Size).Int64("dump_size", res.DumpSize).
+		Int("files", res.Files).Int64("files_size", res.FilesSize).Int("blocks", len(res.Blocks)).
 		Dur("dump_done", dumpEnded).Dur("files_done", filesEnded).Dur("committed", committed).
 		Dur("verified", time.Since(start)).Msg("archive written")
 	return backup.SnapshotResult{
-		SizeBytes: manifest.CompressedSize, SHA256: manifest.SHA256, DatabaseSizeBytes: dump.DatabaseSize(),
+		SizeBytes: verified.Size, SHA256: verified.SHA256, DatabaseSizeBytes: dump.DatabaseSize(),
 		DumpSizeBytes: res.DumpSize, FilesBytes: res.FilesSize, FilesCount: res.Files, Warnings: warnings,
 	}, nil
 }
@@ -186,34 +186,23 @@ func (s *Snapshotter) copyFile(ctx context.Context, env backup.Environment, f pg
 	return nil
 }
 
-// verify reads the committed blob back through the archive inspector: it must be a valid archive with
-// exactly what was written. This also yields the SHA-256, which cannot be computed while writing since
-// the blocks are produced out of order.
-func (s *Snapshotter) verify(ctx context.Context, path string, want archive.Result) (archive.Manifest, error) {
+// verify reads the committed blob back and checks it is, byte for byte, the blocks the builder
+// compressed (archive.VerifyBlob). This also yields the SHA-256, which cannot be computed while writing
+// since the blocks are produced out of order. A mismatch is transient: the next attempt writes a new blob.
+func (s *Snapshotter) verify(ctx context.Context, path string, want archive.Result) (archive.Verified, error) {
 	rc, _, err := s.Blobs.OpenArchive(ctx, path)
 	if err != nil {
-		return archive.Manifest{}, err
+		return archive.Verified{}, err
 	}
 	defer rc.Close()
-	m, err := archive.Inspect(ctx, rc, archive.Limits{}, func(archive.Entry, io.Reader) error { return nil })
+	v, err := archive.VerifyBlob(ctx, rc, want.Blocks)
 	if err != nil {
-		if backup.CodeOf(err) == backup.CodeInvalidParameters {
-			return m, backup.Wrap(backup.CodeTransient, err, "the written archive did not verify")
-		}
-		return m, err
+		return v, backup.Wrap(backup.CodeTransient, err, "the written archive did not verify")
 	}
-	switch {
-	case m.CompressedSize != want.Size:
-		err = fmt.Errorf("archive blob has %d bytes, %d were written", m.CompressedSize, want.Size)
-	case m.DumpSize != want.DumpSize:
-		err = fmt.Errorf("archive holds a %d-byte dump, %d bytes were written", m.DumpSize, want.DumpSize)
-	case len(m.Files) != want.Files:
-		err = fmt.Errorf("archive holds %d files, %d were written", len(m.Files), want.Files)
+	if v.Size != want.Size {
+		return v, backup.Errorf(backup.CodeTransient, "the written archive did not verify: it has %d bytes, %d were written", v.Size, want.Size)
 	}
-	if err != nil {
-		return m, backup.Wrap(backup.CodeTransient, err, "the written archive did not verify")
-	}
-	return m, nil
+	return v, nil
 }
 
 func (s *Snapshotter) deleteQuietly(path string) {
