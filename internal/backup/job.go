@@ -45,6 +45,9 @@ func (s *Service) HandleBackupJob(ctx context.Context, body []byte, invocation s
 		return nil
 	}
 	log = log.With().Str("snapshot", op.SnapshotID).Int("attempt", op.Attempt).Logger()
+	if closed, err := s.reconcile(ctx, *op, log); closed || err != nil {
+		return err
+	}
 	if op.Attempt > maxAttempts {
 		return s.finishFailed(ctx, *op, fmt.Sprintf("the backup failed %d times; giving up", maxAttempts), log)
 	}
@@ -123,27 +126,67 @@ func (s *Service) attemptFailed(ctx context.Context, op Operation, cause error, 
 }
 
 // finishFailed records a final failure: snapshot Failed, operation Failed, blobs gone, lock released,
-// activity and event written. It returns nil: the message is acknowledged.
+// activity and event written. It returns nil (the message is acknowledged) unless a store failed, in
+// which case the redelivery finishes the job. The snapshot is written before the operation ends, so an
+// ended operation never leaves its snapshot Processing.
 func (s *Service) finishFailed(ctx context.Context, op Operation, reason string, log zerolog.Logger) error {
 	c := context.WithoutCancel(ctx)
 	if err := s.archives.DeleteSnapshotBlobs(c, op.Namespace, op.EnvironmentID, op.SnapshotID); err != nil {
 		return err // retry: a Failed record must not leave a blob behind
 	}
 	now := s.now()
-	s.updateSnapshot(c, op, func(sn *Snapshot) {
+	err := s.updateSnapshot(c, op, func(sn *Snapshot) {
 		sn.Status, sn.StatusMessage, sn.Progress, sn.FinishedAt = SnapshotFailed, truncate(reason, 2000), nil, now
 		sn.ExpiresAt = sn.CreatedAt.AddDate(0, 0, 14) // failed snapshots expire after 14 days whatever their kind
 		sn.BlobPath = ""
 	})
-	if err := s.endOperation(c, op, OpFailed, reason); err != nil {
+	if err != nil {
+		return Wrap(CodeTransient, err, "record the failed snapshot")
+	}
+	return s.closeFailed(c, op, reason, log)
+}
+
+// closeFailed ends a failed operation whose snapshot is already recorded Failed.
+func (s *Service) closeFailed(ctx context.Context, op Operation, reason string, log zerolog.Logger) error {
+	if err := s.endOperation(ctx, op, OpFailed, reason); err != nil {
 		return err
 	}
-	s.releaseLock(c, op.Namespace, op.EnvironmentID, op.ID)
+	s.releaseLock(ctx, op.Namespace, op.EnvironmentID, op.ID)
 	log.Error().Str("reason", reason).Msg("backup failed")
-	s.activity(c, ActivityEntry{Namespace: op.Namespace, EnvironmentID: op.EnvironmentID, Time: now, Action: ActionBackup,
+	s.activity(ctx, ActivityEntry{Namespace: op.Namespace, EnvironmentID: op.EnvironmentID, Time: s.now(), Action: ActionBackup,
 		Status: ActivityFailed, Actor: op.Actor, SnapshotID: op.SnapshotID, Message: truncate(reason, 1000)})
-	s.event(c, EventSnapshotFailed, op, reason, log)
+	s.event(ctx, EventSnapshotFailed, op, reason, log)
 	return nil
+}
+
+// reconcile closes an operation whose snapshot already reached its end: a worker records the snapshot
+// first and ends the operation after, so one that died in between leaves a Finished or Failed snapshot
+// behind a running operation, which recovery sends again. It does what that worker had left to do and
+// reports closed. A snapshot record that is gone (deleted once Finished) ends the operation too.
+func (s *Service) reconcile(ctx context.Context, op Operation, log zerolog.Logger) (closed bool, err error) {
+	c := context.WithoutCancel(ctx)
+	sn, err := s.stores.Snapshots.GetSnapshot(ctx, op.Namespace, op.EnvironmentID, op.SnapshotID)
+	switch {
+	case IsNotFound(err):
+		log.Warn().Msg("the snapshot record is gone; closing its operation")
+		if err := s.archives.DeleteSnapshotBlobs(c, op.Namespace, op.EnvironmentID, op.SnapshotID); err != nil {
+			return true, err
+		}
+		if err := s.endOperation(c, op, OpFailed, "the snapshot was deleted"); err != nil {
+			return true, err
+		}
+		s.releaseLock(c, op.Namespace, op.EnvironmentID, op.ID)
+		return true, nil
+	case err != nil:
+		return true, err
+	case sn.Status == SnapshotFinished:
+		log.Warn().Msg("the snapshot was recorded Finished by a worker that stopped before closing the operation; closing it")
+		return true, s.closeSucceeded(c, op, sn, log)
+	case sn.Status == SnapshotFailed:
+		log.Warn().Msg("the snapshot was recorded Failed by a worker that stopped before closing the operation; closing it")
+		return true, s.closeFailed(c, op, sn.StatusMessage, log)
+	}
+	return false, nil
 }
 
 // stillOwned reports whether this worker's claim on op is still the current one: another worker may
@@ -166,7 +209,7 @@ func (s *Service) finishSucceeded(ctx context.Context, op Operation, blobPath st
 	}
 	now := s.now()
 	var stillOurs bool
-	_, _, err := s.stores.Snapshots.UpdateSnapshot(c, op.Namespace, op.EnvironmentID, op.SnapshotID, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
+	finished, _, err := s.stores.Snapshots.UpdateSnapshot(c, op.Namespace, op.EnvironmentID, op.SnapshotID, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
 		if !ok {
 			return sn, false, nil
 		}
@@ -182,19 +225,29 @@ func (s *Service) finishSucceeded(ctx context.Context, op Operation, blobPath st
 	if !stillOurs {
 		log.Warn().Msg("snapshot record vanished while the backup ran; removing the archive")
 		_ = s.archives.DeleteSnapshotBlobs(c, op.Namespace, op.EnvironmentID, op.SnapshotID)
+		if err := s.endOperation(c, op, OpFailed, "the snapshot was deleted"); err != nil {
+			return err
+		}
+		s.releaseLock(c, op.Namespace, op.EnvironmentID, op.ID)
+		return nil
 	}
-	if err := s.endOperation(c, op, OpSucceeded, ""); err != nil {
+	return s.closeSucceeded(c, op, finished, log)
+}
+
+// closeSucceeded ends an operation whose snapshot is already recorded Finished.
+func (s *Service) closeSucceeded(ctx context.Context, op Operation, sn Snapshot, log zerolog.Logger) error {
+	if err := s.endOperation(ctx, op, OpSucceeded, ""); err != nil {
 		return err
 	}
-	s.releaseLock(c, op.Namespace, op.EnvironmentID, op.ID)
-	log.Info().Int64("size", res.SizeBytes).Int("files", res.FilesCount).Msg("backup finished")
-	msg := fmt.Sprintf("snapshot finished: %d files, %d bytes", res.FilesCount, res.SizeBytes)
-	if len(res.Warnings) > 0 {
-		msg += fmt.Sprintf(", %d warnings", len(res.Warnings))
+	s.releaseLock(ctx, op.Namespace, op.EnvironmentID, op.ID)
+	log.Info().Int64("size", sn.SizeBytes).Int("files", sn.FilesCount).Msg("backup finished")
+	msg := fmt.Sprintf("snapshot finished: %d files, %d bytes", sn.FilesCount, sn.SizeBytes)
+	if len(sn.Warnings) > 0 {
+		msg += fmt.Sprintf(", %d warnings", len(sn.Warnings))
 	}
-	s.activity(c, ActivityEntry{Namespace: op.Namespace, EnvironmentID: op.EnvironmentID, Time: now, Action: ActionBackup,
+	s.activity(ctx, ActivityEntry{Namespace: op.Namespace, EnvironmentID: op.EnvironmentID, Time: s.now(), Action: ActionBackup,
 		Status: ActivityFinished, Actor: op.Actor, SnapshotID: op.SnapshotID, Message: msg})
-	s.event(c, EventSnapshotFinished, op, "", log)
+	s.event(ctx, EventSnapshotFinished, op, "", log)
 	return nil
 }
 
@@ -211,7 +264,9 @@ func (s *Service) endOperation(ctx context.Context, op Operation, phase Operatio
 	return err
 }
 
-func (s *Service) updateSnapshot(ctx context.Context, op Operation, change func(*Snapshot)) {
+// updateSnapshot changes the operation's snapshot while it is Processing. Callers for which the change
+// is only informative (status messages) ignore the error, which is logged here.
+func (s *Service) updateSnapshot(ctx context.Context, op Operation, change func(*Snapshot)) error {
 	_, _, err := s.stores.Snapshots.UpdateSnapshot(ctx, op.Namespace, op.EnvironmentID, op.SnapshotID, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
 		if !ok || sn.Status != SnapshotProcessing {
 			return sn, false, nil
@@ -223,6 +278,7 @@ func (s *Service) updateSnapshot(ctx context.Context, op Operation, change func(
 	if err != nil {
 		s.log.Warn().Err(err).Str("snapshot", op.SnapshotID).Msg("could not update the snapshot record")
 	}
+	return err
 }
 
 func (s *Service) event(ctx context.Context, typ string, op Operation, message string, log zerolog.Logger) {

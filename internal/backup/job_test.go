@@ -448,3 +448,164 @@ func TestStaleWorkerCannotFinishAfterTakeover(t *testing.T) {
 		t.Errorf("operation: %+v", op)
 	}
 }
+
+// runningOp makes the snapshot's operation look claimed by a worker that died: Running, lease over.
+func (f *jobFixture) runningOp(t *testing.T, snap backup.Snapshot) {
+	t.Helper()
+	_, _, err := f.st.UpdateOperation(context.Background(), "ns-a", envID, snap.OperationID, func(o backup.Operation, ok bool) (backup.Operation, bool, error) {
+		o.Phase, o.Attempt, o.Worker, o.LeaseUntil = backup.OpRunning, 1, "dead-worker", f.now.Add(time.Minute)
+		return o, true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recordSnapshot sets the snapshot record as a worker does before it ends the operation.
+func (f *jobFixture) recordSnapshot(t *testing.T, snap backup.Snapshot, change func(*backup.Snapshot)) {
+	t.Helper()
+	_, _, err := f.st.UpdateSnapshot(context.Background(), "ns-a", envID, snap.ID, func(sn backup.Snapshot, ok bool) (backup.Snapshot, bool, error) {
+		change(&sn)
+		return sn, true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recoverAndDeliver lets the lease run out, runs recovery and delivers what it sent.
+func (f *jobFixture) recoverAndDeliver(t *testing.T) {
+	t.Helper()
+	f.now = f.now.Add(10 * time.Minute)
+	if err := f.svc.RecoverOperations(context.Background(), zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.pub.msgs[backup.QueueJobs]); n != 1 {
+		t.Fatalf("recovery sent %d job messages, want 1", n)
+	}
+	for _, err := range f.deliver(t) {
+		if err != nil {
+			t.Fatalf("job: %v", err)
+		}
+	}
+}
+
+func (f *jobFixture) assertClosed(t *testing.T, snap backup.Snapshot, phase backup.OperationPhase, activity backup.ActivityStatus, event string) {
+	t.Helper()
+	ctx := context.Background()
+	if op, _ := f.st.GetOperation(ctx, "ns-a", envID, snap.OperationID); op.Phase != phase {
+		t.Errorf("operation %s, want %s", op.Phase, phase)
+	}
+	if lock, _ := f.st.GetLock(ctx, "ns-a", envID); lock.OperationID != "" {
+		t.Errorf("lock still held by %s", lock.OperationID)
+	}
+	if len(f.snap.calls) != 0 {
+		t.Errorf("the backup ran again (%d calls)", len(f.snap.calls))
+	}
+	if acts, _ := f.st.ListActivity(ctx, "ns-a", envID, 10); activity != "" && (len(acts) != 2 || acts[0].Status != activity) {
+		t.Errorf("activity: %+v, want STARTED then %s", acts, activity)
+	}
+	events := f.pub.take(backup.TopicBackupEvents)
+	if event != "" && (len(events) != 1 || !strings.Contains(string(events[0].Body), `"`+event+`"`)) {
+		t.Errorf("events: %+v, want one %s", events, event)
+	}
+}
+
+func TestWorkerDeadAfterRecordingFinishedIsClosedWithoutRedoingTheBackup(t *testing.T) {
+	f := newJobFixture(t)
+	snap := f.create(t)
+	f.pub.take(backup.QueueJobs)
+	// The worker committed and recorded the snapshot Finished, then died before ending the operation.
+	f.runningOp(t, snap)
+	blob := layout{}.SnapshotArchive("ns-a", envID, snap.ID, 1)
+	f.blobs.put(blob)
+	f.recordSnapshot(t, snap, func(sn *backup.Snapshot) {
+		sn.Status, sn.BlobPath, sn.SizeBytes, sn.FilesCount, sn.FinishedAt = backup.SnapshotFinished, blob, 99, 2, f.now
+	})
+	f.recoverAndDeliver(t)
+	f.assertClosed(t, snap, backup.OpSucceeded, backup.ActivityFinished, backup.EventSnapshotFinished)
+	if got := f.snapshot(t, snap.ID); got.Status != backup.SnapshotFinished || got.BlobPath != blob || got.SizeBytes != 99 {
+		t.Errorf("snapshot changed: %+v", got)
+	}
+	if f.blobs.count() != 1 {
+		t.Errorf("the Finished snapshot's archive was deleted (%d blobs)", f.blobs.count())
+	}
+}
+
+func TestWorkerDeadAfterRecordingFailedIsClosed(t *testing.T) {
+	f := newJobFixture(t)
+	snap := f.create(t)
+	f.pub.take(backup.QueueJobs)
+	f.runningOp(t, snap)
+	f.recordSnapshot(t, snap, func(sn *backup.Snapshot) {
+		sn.Status, sn.StatusMessage, sn.FinishedAt = backup.SnapshotFailed, "permission denied for table x", f.now
+	})
+	f.recoverAndDeliver(t)
+	f.assertClosed(t, snap, backup.OpFailed, backup.ActivityFailed, backup.EventSnapshotFailed)
+	if op, _ := f.st.GetOperation(context.Background(), "ns-a", envID, snap.OperationID); op.StatusMessage != "permission denied for table x" {
+		t.Errorf("operation message %q", op.StatusMessage)
+	}
+}
+
+func TestOperationOfADeletedSnapshotIsClosed(t *testing.T) {
+	f := newJobFixture(t)
+	ctx := context.Background()
+	snap := f.create(t)
+	f.pub.take(backup.QueueJobs)
+	f.runningOp(t, snap)
+	f.blobs.put(layout{}.SnapshotArchive("ns-a", envID, snap.ID, 1))
+	if err := f.st.DeleteSnapshot(ctx, "ns-a", envID, snap.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.recoverAndDeliver(t)
+	f.assertClosed(t, snap, backup.OpFailed, "", "")
+	if f.blobs.count() != 0 {
+		t.Errorf("%d blobs left for a snapshot that no longer exists", f.blobs.count())
+	}
+}
+
+// failingSnapshots fails UpdateSnapshot while fail is set.
+type failingSnapshots struct {
+	backup.SnapshotStore
+	fail bool
+}
+
+func (s *failingSnapshots) UpdateSnapshot(ctx context.Context, ns, env, id string, fn backup.UpdateFunc[backup.Snapshot]) (backup.Snapshot, bool, error) {
+	if s.fail {
+		return backup.Snapshot{}, false, errors.New("table storage: 503 server busy")
+	}
+	return s.SnapshotStore.UpdateSnapshot(ctx, ns, env, id, fn)
+}
+
+func TestFailureThatCannotBeRecordedKeepsTheOperationOpen(t *testing.T) {
+	f := newJobFixture(t)
+	ctx := context.Background()
+	snaps := &failingSnapshots{SnapshotStore: f.st.Stores().Snapshots}
+	stores := f.st.Stores()
+	stores.Snapshots = snaps
+	f.svc = backup.NewService(backup.Deps{Stores: stores, Publisher: f.pub, Snapshotter: f.snap, Archives: f.blobs,
+		Layout: layout{}, Now: func() time.Time { return f.now }, Log: zerolog.Nop()})
+	snap := f.create(t)
+	msg := f.pub.take(backup.QueueJobs)[0]
+	f.snap.errs = []error{backup.Errorf(backup.CodeInvalidParameters, "pg_dump: permission denied for table x")}
+	snaps.fail = true
+	err := f.svc.HandleBackupJob(ctx, msg.Body, "worker-1", zerolog.Nop())
+	if !backup.IsRetryable(err) {
+		t.Fatalf("got %v, want a retryable error so that the failure is recorded on redelivery", err)
+	}
+	if op, _ := f.st.GetOperation(ctx, "ns-a", envID, snap.OperationID); op.Phase.Done() {
+		t.Errorf("the operation ended (%s) while its snapshot is still Processing", op.Phase)
+	}
+	// Storage is back: the redelivery records the failure, and everything ends consistently.
+	snaps.fail = false
+	f.snap.errs = []error{backup.Errorf(backup.CodeInvalidParameters, "pg_dump: permission denied for table x")}
+	if err := f.svc.HandleBackupJob(ctx, msg.Body, "worker-2", zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.snapshot(t, snap.ID); got.Status != backup.SnapshotFailed || !strings.Contains(got.StatusMessage, "permission denied") {
+		t.Errorf("snapshot: %+v", got)
+	}
+	if op, _ := f.st.GetOperation(ctx, "ns-a", envID, snap.OperationID); op.Phase != backup.OpFailed {
+		t.Errorf("operation %s, want Failed", op.Phase)
+	}
+}

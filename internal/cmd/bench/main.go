@@ -60,8 +60,8 @@ func main() {
 	// One run each by default: Azurite serves a blob read in time proportional to the blobs it holds
 	// (about 80 reads/s at 20,000 blobs), so each backup of 20,000 files takes minutes and more runs
 	// would take the benchmark far past 20 minutes.
-	flag.IntVar(&cfg.runs, "runs", 1, "service backups per measurement (best and median are reported)")
-	flag.IntVar(&cfg.naiveRuns, "naive-runs", 1, "naive pipeline runs on the large database")
+	flag.IntVar(&cfg.runs, "runs", 3, "service backups per measurement (best and median are reported)")
+	flag.IntVar(&cfg.naiveRuns, "naive-runs", 3, "naive pipeline runs on the large database")
 	flag.BoolVar(&cfg.smallNaive, "small-naive", false, "also run the naive pipeline on the small database (-naive-runs times)")
 	flag.StringVar(&levels, "levels", "6,7,9", "compression levels compared on the large database")
 	flag.IntVar(&cfg.defaultLevel, "default-level", 6, "the service's default ARCHIVE_COMPRESSION_LEVEL, used for the size comparison")
