@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -19,6 +20,9 @@ import (
 
 	"github.com/mxazure/backups/internal/config"
 )
+
+// gcPercent is the handler's GOGC unless the environment sets one.
+const gcPercent = 50
 
 // version is set at link time (-ldflags "-X main.version=...").
 var version = "dev"
@@ -44,6 +48,14 @@ func run() int {
 	}
 	cfg.Version = version
 	log.Info().Interface("config", cfg).Msg("starting")
+
+	// A backup keeps about 45 MiB of buffers live and churns through short-lived ones (a Storage response
+	// per file document); the default GOGC=100 lets the heap reach twice the live size before collecting.
+	// Collecting at +50% keeps the peak RSS lower for a few milliseconds of GC per second. An operator's
+	// GOGC wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 
 	// signalCtx ends on SIGTERM/SIGINT. Long jobs run under it, so a shutdown cancels them and they
 	// record the interruption; HTTP requests get ShutdownTimeout to finish.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,9 @@ func (s *Snapshotter) files() FileSource {
 // Create writes and verifies the archive of req.Environment at req.BlobPath.
 func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (backup.SnapshotResult, error) {
 	start := time.Now()
+	// The build's buffers (tens of MiB) are garbage once it ends, and a worker is idle most of the day:
+	// give the memory back to the OS now rather than when the runtime's scavenger gets to it.
+	defer debug.FreeOSMemory()
 	env := req.Environment
 	dump, err := s.Dumper.Start(ctx, s.Conn(env))
 	if err != nil {
