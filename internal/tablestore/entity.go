@@ -175,3 +175,31 @@ func parseTime(s string) time.Time {
 	t, _ := time.Parse(time.RFC3339Nano, s) // written by formatTime; empty means zero
 	return t
 }
+
+// updateEnvRecord is update for a domain record keyed by environment and id (a snapshot, an
+// operation): fn sees and returns the domain value, the entity conversions happen here, and setKeys
+// puts the keys back after fn so that it cannot move the record.
+func updateEnvRecord[D any, E any, PE interface {
+	*E
+	keyed
+	toDomain() D
+}](ctx context.Context, t *aztables.Client, namespace, envID, id string, fn backup.UpdateFunc[D],
+	fromDomain func(D) PE, setKeys func(*D)) (D, bool, error) {
+	next, wrote, err := update(ctx, t, envPartition(namespace, envID), id, func(cur PE, exists bool) (PE, bool, error) {
+		var d D
+		if exists {
+			d = cur.toDomain()
+		}
+		n, write, err := fn(d, exists)
+		if err != nil || !write {
+			return cur, false, err
+		}
+		setKeys(&n)
+		return fromDomain(n), true, nil
+	})
+	if err != nil {
+		var zero D
+		return zero, false, err
+	}
+	return next.toDomain(), wrote, nil
+}

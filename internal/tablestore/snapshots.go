@@ -121,23 +121,8 @@ func (s *Store) CreateSnapshot(ctx context.Context, sn backup.Snapshot) error {
 }
 
 func (s *Store) UpdateSnapshot(ctx context.Context, namespace, envID, id string, fn backup.UpdateFunc[backup.Snapshot]) (backup.Snapshot, bool, error) {
-	next, wrote, err := update(ctx, s.table(tableSnapshots), envPartition(namespace, envID), id,
-		func(cur *snapshotEntity, exists bool) (*snapshotEntity, bool, error) {
-			d := backup.Snapshot{}
-			if exists {
-				d = cur.toDomain()
-			}
-			n, write, err := fn(d, exists)
-			if err != nil || !write {
-				return cur, false, err
-			}
-			n.Namespace, n.EnvironmentID, n.ID = namespace, envID, id
-			return snapshotFromDomain(n), true, nil
-		})
-	if err != nil {
-		return backup.Snapshot{}, false, err
-	}
-	return next.toDomain(), wrote, nil
+	return updateEnvRecord(ctx, s.table(tableSnapshots), namespace, envID, id, fn, snapshotFromDomain,
+		func(n *backup.Snapshot) { n.Namespace, n.EnvironmentID, n.ID = namespace, envID, id })
 }
 
 func (s *Store) DeleteSnapshot(ctx context.Context, namespace, envID, id string) error {
@@ -213,23 +198,8 @@ func (s *Store) CreateOperation(ctx context.Context, op backup.Operation) error 
 }
 
 func (s *Store) UpdateOperation(ctx context.Context, namespace, envID, id string, fn backup.UpdateFunc[backup.Operation]) (backup.Operation, bool, error) {
-	next, wrote, err := update(ctx, s.table(tableOperations), envPartition(namespace, envID), id,
-		func(cur *operationEntity, exists bool) (*operationEntity, bool, error) {
-			d := backup.Operation{}
-			if exists {
-				d = cur.toDomain()
-			}
-			n, write, err := fn(d, exists)
-			if err != nil || !write {
-				return cur, false, err
-			}
-			n.Namespace, n.EnvironmentID, n.ID = namespace, envID, id
-			return operationFromDomain(n), true, nil
-		})
-	if err != nil {
-		return backup.Operation{}, false, err
-	}
-	return next.toDomain(), wrote, nil
+	return updateEnvRecord(ctx, s.table(tableOperations), namespace, envID, id, fn, operationFromDomain,
+		func(n *backup.Operation) { n.Namespace, n.EnvironmentID, n.ID = namespace, envID, id })
 }
 
 func (s *Store) ListActiveOperations(ctx context.Context) ([]backup.Operation, error) {
