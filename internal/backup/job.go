@@ -131,6 +131,10 @@ func (s *Service) attemptFailed(ctx context.Context, op Operation, cause error, 
 // ended operation never leaves its snapshot Processing.
 func (s *Service) finishFailed(ctx context.Context, op Operation, reason string, log zerolog.Logger) error {
 	c := context.WithoutCancel(ctx)
+	// A snapshot that already ended keeps its end (and a Finished one its archive).
+	if closed, err := s.reconcile(c, op, log); closed || err != nil {
+		return err
+	}
 	if err := s.archives.DeleteSnapshotBlobs(c, op.Namespace, op.EnvironmentID, op.SnapshotID); err != nil {
 		return err // retry: a Failed record must not leave a blob behind
 	}
@@ -169,14 +173,7 @@ func (s *Service) reconcile(ctx context.Context, op Operation, log zerolog.Logge
 	switch {
 	case IsNotFound(err):
 		log.Warn().Msg("the snapshot record is gone; closing its operation")
-		if err := s.archives.DeleteSnapshotBlobs(c, op.Namespace, op.EnvironmentID, op.SnapshotID); err != nil {
-			return true, err
-		}
-		if err := s.endOperation(c, op, OpFailed, "the snapshot was deleted"); err != nil {
-			return true, err
-		}
-		s.releaseLock(c, op.Namespace, op.EnvironmentID, op.ID)
-		return true, nil
+		return true, s.closeDeleted(c, op)
 	case err != nil:
 		return true, err
 	case sn.Status == SnapshotFinished:
@@ -187,6 +184,23 @@ func (s *Service) reconcile(ctx context.Context, op Operation, log zerolog.Logge
 		return true, s.closeFailed(c, op, sn.StatusMessage, log)
 	}
 	return false, nil
+}
+
+// takeOver makes worker the owner of op if it is still as seen (same worker and attempt, lease over),
+// so that the worker presumed dead can no longer finish it (stillOwned). It returns nil when op changed.
+func (s *Service) takeOver(ctx context.Context, op Operation, worker string) (*Operation, error) {
+	next, wrote, err := s.stores.Operations.UpdateOperation(ctx, op.Namespace, op.EnvironmentID, op.ID,
+		func(o Operation, ok bool) (Operation, bool, error) {
+			if !ok || o.Phase.Done() || o.Worker != op.Worker || o.Attempt != op.Attempt || !s.now().After(o.LeaseUntil) {
+				return o, false, nil
+			}
+			o.Worker, o.UpdatedAt = worker, s.now()
+			return o, true, nil
+		})
+	if err != nil || !wrote {
+		return nil, err
+	}
+	return &next, nil
 }
 
 // stillOwned reports whether this worker's claim on op is still the current one: another worker may
@@ -224,14 +238,21 @@ func (s *Service) finishSucceeded(ctx context.Context, op Operation, blobPath st
 	}
 	if !stillOurs {
 		log.Warn().Msg("snapshot record vanished while the backup ran; removing the archive")
-		_ = s.archives.DeleteSnapshotBlobs(c, op.Namespace, op.EnvironmentID, op.SnapshotID)
-		if err := s.endOperation(c, op, OpFailed, "the snapshot was deleted"); err != nil {
-			return err
-		}
-		s.releaseLock(c, op.Namespace, op.EnvironmentID, op.ID)
-		return nil
+		return s.closeDeleted(c, op)
 	}
 	return s.closeSucceeded(c, op, finished, log)
+}
+
+// closeDeleted ends an operation whose snapshot record is gone, with the blobs it may have left.
+func (s *Service) closeDeleted(ctx context.Context, op Operation) error {
+	if err := s.archives.DeleteSnapshotBlobs(ctx, op.Namespace, op.EnvironmentID, op.SnapshotID); err != nil {
+		return err
+	}
+	if err := s.endOperation(ctx, op, OpFailed, "the snapshot was deleted"); err != nil {
+		return err
+	}
+	s.releaseLock(ctx, op.Namespace, op.EnvironmentID, op.ID)
+	return nil
 }
 
 // closeSucceeded ends an operation whose snapshot is already recorded Finished.
@@ -386,7 +407,11 @@ func (s *Service) RecoverOperations(ctx context.Context, log zerolog.Logger) err
 		case op.Phase == OpRunning && now.After(op.LeaseUntil):
 			if op.Attempt >= maxAttempts {
 				l.Warn().Msg("worker lost on the last attempt; failing the operation")
-				errs = append(errs, s.finishFailed(ctx, op, fmt.Sprintf("the worker stopped responding during attempt %d of %d", op.Attempt, maxAttempts), l))
+				taken, err := s.takeOver(ctx, op, "recovery")
+				if err == nil && taken != nil {
+					err = s.finishFailed(ctx, *taken, fmt.Sprintf("the worker stopped responding during attempt %d of %d", op.Attempt, maxAttempts), l)
+				}
+				errs = append(errs, err)
 				continue
 			}
 			l.Warn().Time("lease_until", op.LeaseUntil).Msg("worker lost; sending the job again")

@@ -609,3 +609,62 @@ func TestFailureThatCannotBeRecordedKeepsTheOperationOpen(t *testing.T) {
 		t.Errorf("operation %s, want Failed", op.Phase)
 	}
 }
+
+func TestLastAttemptLostAfterRecordingFinishedKeepsTheArchive(t *testing.T) {
+	f := newJobFixture(t)
+	ctx := context.Background()
+	snap := f.create(t)
+	f.pub.take(backup.QueueJobs)
+	f.runningOp(t, snap)
+	_, _, _ = f.st.UpdateOperation(ctx, "ns-a", envID, snap.OperationID, func(o backup.Operation, ok bool) (backup.Operation, bool, error) {
+		o.Attempt = 3 // the last one: recovery fails the operation instead of sending the job again
+		return o, true, nil
+	})
+	blob := layout{}.SnapshotArchive("ns-a", envID, snap.ID, 3)
+	f.blobs.put(blob)
+	f.recordSnapshot(t, snap, func(sn *backup.Snapshot) {
+		sn.Status, sn.BlobPath, sn.SizeBytes, sn.FinishedAt = backup.SnapshotFinished, blob, 99, f.now
+	})
+	f.now = f.now.Add(10 * time.Minute)
+	if err := f.svc.RecoverOperations(ctx, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	f.assertClosed(t, snap, backup.OpSucceeded, backup.ActivityFinished, backup.EventSnapshotFinished)
+	if got := f.snapshot(t, snap.ID); got.Status != backup.SnapshotFinished || got.BlobPath != blob {
+		t.Errorf("snapshot: %+v", got)
+	}
+	if f.blobs.count() != 1 {
+		t.Errorf("recovery deleted the Finished snapshot's archive (%d blobs)", f.blobs.count())
+	}
+}
+
+func TestWorkerPresumedDeadCannotFinishAfterRecoveryFailedIt(t *testing.T) {
+	f := newJobFixture(t)
+	ctx := context.Background()
+	snap := f.create(t)
+	msg := f.pub.take(backup.QueueJobs)[0]
+	_, _, _ = f.st.UpdateOperation(ctx, "ns-a", envID, snap.OperationID, func(o backup.Operation, ok bool) (backup.Operation, bool, error) {
+		o.Attempt = 2 // this delivery is the last attempt
+		return o, true, nil
+	})
+	// While the worker is slow, its lease runs out and recovery fails the operation.
+	f.snap.onCreate = func() {
+		f.now = f.now.Add(10 * time.Minute)
+		if err := f.svc.RecoverOperations(ctx, zerolog.Nop()); err != nil {
+			t.Errorf("recovery: %v", err)
+		}
+	}
+	if err := f.svc.HandleBackupJob(ctx, msg.Body, "slow-worker", zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	got := f.snapshot(t, snap.ID)
+	if got.Status != backup.SnapshotFailed || !strings.Contains(got.StatusMessage, "stopped responding") || got.BlobPath != "" {
+		t.Errorf("snapshot: %+v, want Failed by recovery", got)
+	}
+	if f.blobs.count() != 0 {
+		t.Errorf("the slow worker's archive was left behind (%d blobs)", f.blobs.count())
+	}
+	if op, _ := f.st.GetOperation(ctx, "ns-a", envID, snap.OperationID); op.Phase != backup.OpFailed || op.Worker != "recovery" {
+		t.Errorf("operation: %+v", op)
+	}
+}
