@@ -21,12 +21,14 @@ const pollInterval = 100 * time.Millisecond
 
 // BackupResult is one snapshot made by the service.
 type BackupResult struct {
+	SnapshotID string
 	Wall       time.Duration // from the POST to the first GET that shows Finished
 	SizeBytes  int64         // the archive (the snapshot's size_bytes)
 	PeakRSS    int64         // the handler's VmHWM during the backup, bytes
 	StartRSS   int64         // the handler's VmRSS when the backup was asked for
 	FilesCount int
 	Level      int
+	Phases     *Phases // from the handler's log, when found
 }
 
 type snapshotView struct {
@@ -69,6 +71,7 @@ func (l *Lab) Backup(ctx context.Context, envID string, level int) (BackupResult
 		return res, fmt.Errorf("create snapshot: %w", err)
 	}
 	id := snap.SnapshotID
+	res.SnapshotID = id
 	for snap.Status == "Processing" {
 		select {
 		case <-ctx.Done():

@@ -178,8 +178,8 @@ func (r Report) Render(w io.Writer) {
 				mb(float64(n.DumpBytes)), n.Files, secs(n.Download.Seconds()), secs(n.Tar.Seconds()), secs(n.Upload.Seconds()))
 		}
 		for i, b := range s.Service {
-			p("  service run %d: %s, %s, %d files, peak RSS %s (at start %s)", i+1, secs(b.Wall.Seconds()), mb(float64(b.SizeBytes)),
-				b.FilesCount, mib(float64(b.PeakRSS)), mib(float64(b.StartRSS)))
+			p("  service run %d: %s, %s, %d files, peak RSS %s (at start %s)%s", i+1, secs(b.Wall.Seconds()), mb(float64(b.SizeBytes)),
+				b.FilesCount, mib(float64(b.PeakRSS)), mib(float64(b.StartRSS)), phasesText(b.Phases))
 		}
 	}
 	if len(peaks) >= 2 {
@@ -237,4 +237,13 @@ func mapF(xs []float64, f func(float64) string) []string {
 		out[i] = f(x)
 	}
 	return out
+}
+
+// phasesText tells when each part of the archive was done, from the start of the build.
+func phasesText(ph *Phases) string {
+	if ph == nil {
+		return ""
+	}
+	return fmt.Sprintf("; archive: dump done at %s, files at %s, committed at %s, verified at %s",
+		secs(ph.DumpDone.Seconds()), secs(ph.FilesDone.Seconds()), secs(ph.Committed.Seconds()), secs(ph.Verified.Seconds()))
 }

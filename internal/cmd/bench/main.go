@@ -193,7 +193,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 			res.Naive = append(res.Naive, nr)
 			log.Info().Msgf("naive: %s, archive %.1f MB", bench.Elapsed(nr.Total), float64(nr.ArchiveBytes)/1e6)
 		}
-		if res.Service, err = backups(ctx, lab, s.env, s.label, cfg.defaultLevel, cfg.runs, log); err != nil {
+		if res.Service, err = backups(ctx, lab, s.env, s.label, cfg.defaultLevel, cfg.runs, logPath, log); err != nil {
 			return err
 		}
 	}
@@ -207,7 +207,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 		if err := lab.SetCompressionLevel(ctx, lv); err != nil {
 			return err
 		}
-		runs, err := backups(ctx, lab, sizes[0].env, sizes[0].label, lv, cfg.runs, log)
+		runs, err := backups(ctx, lab, sizes[0].env, sizes[0].label, lv, cfg.runs, logPath, log)
 		report.Levels = append(report.Levels, bench.LevelResult{Level: lv, Runs: runs})
 		if err != nil {
 			return err
@@ -260,14 +260,20 @@ func generate(ctx context.Context, lab *bench.Lab, cfg config, files []bench.Fil
 	return nil
 }
 
-// backups takes n measured snapshots of envID.
-func backups(ctx context.Context, lab *bench.Lab, envID, label string, level, n int, log zerolog.Logger) ([]bench.BackupResult, error) {
+// backups takes n measured snapshots of envID, with their phases from the handler's log at logPath.
+func backups(ctx context.Context, lab *bench.Lab, envID, label string, level, n int, logPath string, log zerolog.Logger) ([]bench.BackupResult, error) {
 	var out []bench.BackupResult
 	for i := range n {
 		log.Info().Msgf("service backup, %s database, level %d, run %d of %d", label, level, i+1, n)
 		r, err := lab.Backup(ctx, envID, level)
 		if err != nil {
 			return out, fmt.Errorf("service backup of the %s database at level %d: %w", label, level, err)
+		}
+		if f, err := os.Open(logPath); err == nil {
+			if ph, ok := bench.PhasesFromLog(f, r.SnapshotID); ok {
+				r.Phases = &ph
+			}
+			f.Close()
 		}
 		out = append(out, r)
 		log.Info().Msgf("service: %s, archive %.1f MB, peak RSS %d MiB", bench.Elapsed(r.Wall), float64(r.SizeBytes)/1e6, r.PeakRSS>>20)
