@@ -19,8 +19,8 @@ deps: node_modules/.package-lock.json
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/handler ./handler
-	$(GO) build -o bin/funchost ./internal/cmd/funchost
-	$(GO) build -o bin/devrun ./internal/cmd/devrun
+	$(GO) build -o bin/funchost ./internal/dev/cmd/funchost
+	$(GO) build -o bin/devrun ./internal/dev/cmd/devrun
 
 # Everything: unit, integration (real PostgreSQL 15, real Azurite) and end-to-end (local Functions host
 # running the real handler binary).
@@ -39,12 +39,12 @@ package:
 # The service locally: Azurite, a throw-away PostgreSQL (unless DEV_DATABASE_URL is set), a local OIDC
 # issuer, a seeded demo environment and the local Functions host on http://127.0.0.1:7071. Ctrl-C stops all.
 run: deps package
-	$(GO) build -o bin/devrun ./internal/cmd/devrun
+	$(GO) build -o bin/devrun ./internal/dev/cmd/devrun
 	bin/devrun run -app dist
 
 # A bearer token for the demo user of `make run`.
 token:
-	@$(GO) build -o bin/devrun ./internal/cmd/devrun && bin/devrun token
+	@$(GO) build -o bin/devrun ./internal/dev/cmd/devrun && bin/devrun token
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -52,7 +52,7 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 
 bench: deps
-	$(GO) run ./internal/cmd/bench
+	$(GO) run ./internal/dev/cmd/bench
 
 clean:
 	rm -rf bin dist .local

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxazure/backups/internal/devstack/azurite"
+	"github.com/mxazure/backups/internal/dev/devstack/azurite"
 )
 
 // buildHandler compiles this package into a temp dir.

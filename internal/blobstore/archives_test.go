@@ -13,7 +13,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
 	"github.com/mxazure/backups/internal/backup"
-	"github.com/mxazure/backups/internal/devstack/azurite"
+	"github.com/mxazure/backups/internal/dev/devstack/azurite"
 )
 
 func newStore(t *testing.T) *Store {

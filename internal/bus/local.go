@@ -14,7 +14,7 @@ import (
 	"github.com/mxazure/backups/internal/backup"
 )
 
-// Local publishes to the broker inside the project's local Functions host (internal/funchost), which
+// Local publishes to the broker inside the project's local Functions host (internal/dev/funchost), which
 // delivers to serviceBusTrigger functions with Service Bus semantics. Its wire format is
 // `POST {base}/admin/servicebus/{entity}/messages` with a JSON array of LocalMessage.
 type Local struct {

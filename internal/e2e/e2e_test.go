@@ -6,6 +6,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -17,9 +18,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/mxazure/backups/internal/devstack/pgcluster"
-	"github.com/mxazure/backups/internal/devstack/stack"
-	"github.com/mxazure/backups/internal/funchost"
+	"github.com/mxazure/backups/internal/dev/devstack/pgcluster"
+	"github.com/mxazure/backups/internal/dev/devstack/stack"
+	"github.com/mxazure/backups/internal/dev/funchost"
 )
 
 // env is the running stack shared by the tests of this package (starting it takes seconds).
@@ -37,6 +38,11 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		println("e2e: skipped with -short (needs PostgreSQL, Azurite and the local Functions host)")
+		return 0
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	_, file, _, _ := runtime.Caller(0)

@@ -20,8 +20,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 
-	"github.com/mxazure/backups/internal/devstack/stack"
-	"github.com/mxazure/backups/internal/funchost"
+	"github.com/mxazure/backups/internal/dev/devstack/stack"
+	"github.com/mxazure/backups/internal/dev/funchost"
 )
 
 var snapshotsPath = "/api/v1/namespaces/demo/environments/" + stack.DemoEnvironmentID + "/snapshots"

@@ -21,7 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mxazure/backups/internal/backup"
-	"github.com/mxazure/backups/internal/devstack/pgcluster"
+	"github.com/mxazure/backups/internal/dev/devstack/pgcluster"
 )
 
 // Every test against PostgreSQL shares one cluster, each with databases of its own.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/mxazure/backups/internal/backup"
 	"github.com/mxazure/backups/internal/blobstore"
-	"github.com/mxazure/backups/internal/devstack/azurite"
-	"github.com/mxazure/backups/internal/devstack/pgcluster"
+	"github.com/mxazure/backups/internal/dev/devstack/azurite"
+	"github.com/mxazure/backups/internal/dev/devstack/pgcluster"
 	"github.com/mxazure/backups/internal/pg"
 )
 

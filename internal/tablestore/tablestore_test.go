@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/mxazure/backups/internal/backup"
-	"github.com/mxazure/backups/internal/devstack/azurite"
+	"github.com/mxazure/backups/internal/dev/devstack/azurite"
 	"github.com/mxazure/backups/internal/storetest"
 )
 

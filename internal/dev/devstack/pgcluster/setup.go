@@ -13,7 +13,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/mxazure/backups/internal/devstack/proc"
+	"github.com/mxazure/backups/internal/dev/devstack/proc"
 )
 
 // defaultBinDir is where Debian and Ubuntu install PostgreSQL 15.

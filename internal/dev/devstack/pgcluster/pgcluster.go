@@ -32,7 +32,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
-	"github.com/mxazure/backups/internal/devstack/proc"
+	"github.com/mxazure/backups/internal/dev/devstack/proc"
 )
 
 const (

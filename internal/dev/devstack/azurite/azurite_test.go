@@ -127,6 +127,7 @@ func TestServicesAnswerAsPinnedAzurite(t *testing.T) {
 }
 
 func TestStopClosesPortsAndRemovesDir(t *testing.T) {
+	skipIfShort(t)
 	t.Parallel()
 	ctx := testContext(t)
 	a, err := Start(ctx, Options{})
@@ -152,6 +153,7 @@ func TestStopClosesPortsAndRemovesDir(t *testing.T) {
 }
 
 func TestGivenDirPersistsAcrossRestarts(t *testing.T) {
+	skipIfShort(t)
 	t.Parallel()
 	ctx := testContext(t)
 	dir := filepath.Join(t.TempDir(), "azurite")
@@ -175,6 +177,7 @@ func TestGivenDirPersistsAcrossRestarts(t *testing.T) {
 }
 
 func TestInMemoryWritesNothing(t *testing.T) {
+	skipIfShort(t)
 	t.Parallel()
 	ctx := testContext(t)
 	dir := t.TempDir()
@@ -396,6 +399,7 @@ func TestEnsureInstalledRunsNpmCiOnceForConcurrentCallers(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
+	skipIfShort(t)
 	t.Parallel()
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -424,6 +428,7 @@ func TestStartErrors(t *testing.T) {
 }
 
 func TestKilledParentTakesAzuriteDown(t *testing.T) {
+	skipIfShort(t)
 	t.Parallel()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), orphanHelperEnv+"=1")
@@ -621,4 +626,12 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// skipIfShort skips a test that starts a real Azurite: `go test -short` runs the unit tests only.
+func skipIfShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: starts a real Azurite; run without -short")
+	}
 }

@@ -12,6 +12,9 @@ import (
 // left out) and stops it, removing its directory, when the test and its subtests finish.
 func ForTest(t testing.TB) *Cluster {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs a real PostgreSQL; run without -short")
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()

@@ -16,9 +16,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mxazure/backups/internal/auth/localissuer"
-	"github.com/mxazure/backups/internal/devstack/azurite"
-	"github.com/mxazure/backups/internal/devstack/pgcluster"
-	"github.com/mxazure/backups/internal/funchost"
+	"github.com/mxazure/backups/internal/dev/devstack/azurite"
+	"github.com/mxazure/backups/internal/dev/devstack/pgcluster"
+	"github.com/mxazure/backups/internal/dev/funchost"
 )
 
 // Audience is the token audience the local service accepts.

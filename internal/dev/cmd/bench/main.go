@@ -28,8 +28,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/mxazure/backups/internal/bench"
-	"github.com/mxazure/backups/internal/devstack/azurite"
+	"github.com/mxazure/backups/internal/dev/bench"
+	"github.com/mxazure/backups/internal/dev/devstack/azurite"
 )
 
 // The benchmark's environments; both backed-up databases use the same file container.

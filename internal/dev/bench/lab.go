@@ -16,8 +16,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/rs/zerolog"
 
-	"github.com/mxazure/backups/internal/devstack/stack"
-	"github.com/mxazure/backups/internal/funchost"
+	"github.com/mxazure/backups/internal/dev/devstack/stack"
+	"github.com/mxazure/backups/internal/dev/funchost"
 )
 
 // The benchmark's namespace, user and service role.

@@ -19,7 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mxazure/backups/internal/auth/localissuer"
-	"github.com/mxazure/backups/internal/devstack/stack"
+	"github.com/mxazure/backups/internal/dev/devstack/stack"
 )
 
 // stateDir keeps the issuer key and the description of the running instance, for `make token`.

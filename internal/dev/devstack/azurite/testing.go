@@ -12,6 +12,9 @@ import (
 // out) and stops it, removing its directory, when the test and its subtests finish.
 func ForTest(t testing.TB) *Azurite {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs a real Azurite; run without -short")
+	}
 	// Generous: on a fresh clone the first start runs npm ci.
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()

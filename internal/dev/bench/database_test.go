@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/mxazure/backups/internal/devstack/pgcluster"
+	"github.com/mxazure/backups/internal/dev/devstack/pgcluster"
 )
 
 // generate creates database name owned by role bench_owner and fills it at the given scale.

@@ -89,6 +89,7 @@ func TestClusterServesRolesDatabasesAndPgDump(t *testing.T) {
 }
 
 func TestServerSettings(t *testing.T) {
+	skipIfShort(t)
 	t.Parallel()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	c, err := Start(testContext(t), Options{Logger: log, Settings: map[string]string{
@@ -123,6 +124,7 @@ func TestServerSettings(t *testing.T) {
 }
 
 func TestStopStopsServerAndRemovesItsDir(t *testing.T) {
+	skipIfShort(t)
 	t.Parallel()
 	ctx := testContext(t)
 	c, err := Start(ctx, Options{})
@@ -149,6 +151,7 @@ func TestStopStopsServerAndRemovesItsDir(t *testing.T) {
 }
 
 func TestStopKeepsGivenDir(t *testing.T) {
+	skipIfShort(t)
 	t.Parallel()
 	ctx := testContext(t)
 	dir := traversableTempDir(t)
@@ -199,6 +202,7 @@ func TestTwoClustersAtOnce(t *testing.T) {
 }
 
 func TestStartRetriesWhenPickedPortIsTaken(t *testing.T) {
+	skipIfShort(t)
 	t.Parallel()
 	taken := listen(t)
 	picks := 0
@@ -224,6 +228,7 @@ func TestStartRetriesWhenPickedPortIsTaken(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
+	skipIfShort(t)
 	t.Parallel()
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -298,6 +303,7 @@ func TestDSN(t *testing.T) {
 }
 
 func TestKilledParentTakesServerDown(t *testing.T) {
+	skipIfShort(t)
 	t.Parallel()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), orphanHelperEnv+"=1")
@@ -480,4 +486,12 @@ func processGone(pid int) bool {
 	// Format: pid (comm) state ...; comm may contain spaces, so look after the last ')'.
 	i := bytes.LastIndexByte(stat, ')')
 	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}
+
+// skipIfShort skips a test that starts a real PostgreSQL: `go test -short` runs the unit tests only.
+func skipIfShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: starts a real PostgreSQL; run without -short")
+	}
 }

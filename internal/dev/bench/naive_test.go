@@ -9,8 +9,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
-	"github.com/mxazure/backups/internal/devstack/azurite"
-	"github.com/mxazure/backups/internal/devstack/pgcluster"
+	"github.com/mxazure/backups/internal/dev/devstack/azurite"
+	"github.com/mxazure/backups/internal/dev/devstack/pgcluster"
 )
 
 // naiveFixture starts PostgreSQL and Azurite with a small generated database "app" and nfiles blobs

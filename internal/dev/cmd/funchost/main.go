@@ -15,7 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/mxazure/backups/internal/funchost"
+	"github.com/mxazure/backups/internal/dev/funchost"
 )
 
 // envFlags collects repeatable -env KEY=VALUE flags.

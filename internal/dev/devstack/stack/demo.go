@@ -15,7 +15,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/google/uuid"
 
-	"github.com/mxazure/backups/internal/funchost"
+	"github.com/mxazure/backups/internal/dev/funchost"
 )
 
 // The demo namespace, environment and user that `make run` seeds. Fixed, so the README can name them.

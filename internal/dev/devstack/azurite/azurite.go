@@ -24,7 +24,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/mxazure/backups/internal/devstack/proc"
+	"github.com/mxazure/backups/internal/dev/devstack/proc"
 )
 
 // The account every Azurite serves (its documented development account).
