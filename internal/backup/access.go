@@ -67,6 +67,8 @@ const (
 
 // ActivityEntry is one line of an environment's activity log.
 type ActivityEntry struct {
+	// ID makes an entry idempotent (the operation and step that wrote it); "" for one-off entries.
+	ID            string         `json:"-"`
 	Namespace     string         `json:"-"`
 	EnvironmentID string         `json:"-"`
 	Time          time.Time      `json:"time"`

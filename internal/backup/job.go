@@ -44,7 +44,7 @@ func (s *Service) HandleBackupJob(ctx context.Context, body []byte, invocation s
 		log.Info().Msg("operation already finished; duplicate delivery ignored")
 		return nil
 	}
-	log = log.With().Str("snapshot", op.SnapshotID).Int("attempt", op.Attempt).Logger()
+	log = log.With().Str("snapshot", op.SubjectID).Int("attempt", op.Attempt).Logger()
 	if closed, err := s.reconcile(ctx, *op, log); closed || err != nil {
 		return err
 	}
@@ -59,13 +59,13 @@ func (s *Service) HandleBackupJob(ctx context.Context, body []byte, invocation s
 		return err
 	}
 	// A previous attempt may have committed a blob and died before recording it: start clean.
-	if err := s.archives.DeleteSnapshotBlobs(ctx, op.Namespace, op.EnvironmentID, op.SnapshotID); err != nil {
+	if err := s.archives.DeleteSnapshotBlobs(ctx, op.Namespace, op.EnvironmentID, op.SubjectID); err != nil {
 		return err
 	}
 	log.Info().Msg("backup started")
 	s.updateSnapshot(ctx, *op, func(sn *Snapshot) { sn.StatusMessage = dumpingMessage })
 	progress := s.newProgressWriter(*op, invocation, log)
-	blobPath := s.layout.SnapshotArchive(op.Namespace, op.EnvironmentID, op.SnapshotID, op.Attempt)
+	blobPath := s.layout.SnapshotArchive(op.Namespace, op.EnvironmentID, op.SubjectID, op.Attempt)
 	res, err := s.snapshotter.Create(ctx, SnapshotRequest{Environment: env, BlobPath: blobPath, Progress: progress.report})
 	progress.stop()
 	if err != nil {
@@ -109,7 +109,7 @@ func (s *Service) attemptFailed(ctx context.Context, op Operation, cause error, 
 		log.Warn().Err(cause).Msg("attempt failed after another worker took the backup over; leaving it to that worker")
 		return nil
 	}
-	if err := s.archives.DeleteSnapshotBlobs(c, op.Namespace, op.EnvironmentID, op.SnapshotID); err != nil {
+	if err := s.archives.DeleteSnapshotBlobs(c, op.Namespace, op.EnvironmentID, op.SubjectID); err != nil {
 		log.Warn().Err(err).Msg("could not delete the failed attempt's blob")
 	}
 	interrupted := errors.Is(cause, context.Canceled) || ctx.Err() != nil
@@ -135,7 +135,7 @@ func (s *Service) finishFailed(ctx context.Context, op Operation, reason string,
 	if closed, err := s.reconcile(c, op, log); closed || err != nil {
 		return err
 	}
-	if err := s.archives.DeleteSnapshotBlobs(c, op.Namespace, op.EnvironmentID, op.SnapshotID); err != nil {
+	if err := s.archives.DeleteSnapshotBlobs(c, op.Namespace, op.EnvironmentID, op.SubjectID); err != nil {
 		return err // retry: a Failed record must not leave a blob behind
 	}
 	now := s.now()
@@ -158,7 +158,7 @@ func (s *Service) closeFailed(ctx context.Context, op Operation, reason string, 
 	s.releaseLock(ctx, op.Namespace, op.EnvironmentID, op.ID)
 	log.Error().Str("reason", reason).Msg("backup failed")
 	s.activity(ctx, ActivityEntry{Namespace: op.Namespace, EnvironmentID: op.EnvironmentID, Time: s.now(), Action: ActionBackup,
-		Status: ActivityFailed, Actor: op.Actor, SnapshotID: op.SnapshotID, Message: truncate(reason, 1000)})
+		Status: ActivityFailed, Actor: op.Actor, SnapshotID: op.SubjectID, Message: truncate(reason, 1000)})
 	s.event(ctx, EventSnapshotFailed, op, reason, log)
 	return nil
 }
@@ -169,7 +169,7 @@ func (s *Service) closeFailed(ctx context.Context, op Operation, reason string, 
 // reports closed. A snapshot record that is gone (deleted once Finished) ends the operation too.
 func (s *Service) reconcile(ctx context.Context, op Operation, log zerolog.Logger) (closed bool, err error) {
 	c := context.WithoutCancel(ctx)
-	sn, err := s.stores.Snapshots.GetSnapshot(ctx, op.Namespace, op.EnvironmentID, op.SnapshotID)
+	sn, err := s.stores.Snapshots.GetSnapshot(ctx, op.Namespace, op.EnvironmentID, op.SubjectID)
 	switch {
 	case IsNotFound(err):
 		log.Warn().Msg("the snapshot record is gone; closing its operation")
@@ -223,7 +223,7 @@ func (s *Service) finishSucceeded(ctx context.Context, op Operation, blobPath st
 	}
 	now := s.now()
 	var stillOurs bool
-	finished, _, err := s.stores.Snapshots.UpdateSnapshot(c, op.Namespace, op.EnvironmentID, op.SnapshotID, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
+	finished, _, err := s.stores.Snapshots.UpdateSnapshot(c, op.Namespace, op.EnvironmentID, op.SubjectID, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
 		if !ok {
 			return sn, false, nil
 		}
@@ -245,7 +245,7 @@ func (s *Service) finishSucceeded(ctx context.Context, op Operation, blobPath st
 
 // closeDeleted ends an operation whose snapshot record is gone, with the blobs it may have left.
 func (s *Service) closeDeleted(ctx context.Context, op Operation) error {
-	if err := s.archives.DeleteSnapshotBlobs(ctx, op.Namespace, op.EnvironmentID, op.SnapshotID); err != nil {
+	if err := s.archives.DeleteSnapshotBlobs(ctx, op.Namespace, op.EnvironmentID, op.SubjectID); err != nil {
 		return err
 	}
 	if err := s.endOperation(ctx, op, OpFailed, "the snapshot was deleted"); err != nil {
@@ -267,7 +267,7 @@ func (s *Service) closeSucceeded(ctx context.Context, op Operation, sn Snapshot,
 		msg += fmt.Sprintf(", %d warnings", len(sn.Warnings))
 	}
 	s.activity(ctx, ActivityEntry{Namespace: op.Namespace, EnvironmentID: op.EnvironmentID, Time: s.now(), Action: ActionBackup,
-		Status: ActivityFinished, Actor: op.Actor, SnapshotID: op.SnapshotID, Message: msg})
+		Status: ActivityFinished, Actor: op.Actor, SnapshotID: op.SubjectID, Message: msg})
 	s.event(ctx, EventSnapshotFinished, op, "", log)
 	return nil
 }
@@ -288,7 +288,7 @@ func (s *Service) endOperation(ctx context.Context, op Operation, phase Operatio
 // updateSnapshot changes the operation's snapshot while it is Processing. Callers for which the change
 // is only informative (status messages) ignore the error, which is logged here.
 func (s *Service) updateSnapshot(ctx context.Context, op Operation, change func(*Snapshot)) error {
-	_, _, err := s.stores.Snapshots.UpdateSnapshot(ctx, op.Namespace, op.EnvironmentID, op.SnapshotID, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
+	_, _, err := s.stores.Snapshots.UpdateSnapshot(ctx, op.Namespace, op.EnvironmentID, op.SubjectID, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
 		if !ok || sn.Status != SnapshotProcessing {
 			return sn, false, nil
 		}
@@ -297,14 +297,14 @@ func (s *Service) updateSnapshot(ctx context.Context, op Operation, change func(
 		return sn, true, nil
 	})
 	if err != nil {
-		s.log.Warn().Err(err).Str("snapshot", op.SnapshotID).Msg("could not update the snapshot record")
+		s.log.Warn().Err(err).Str("snapshot", op.SubjectID).Msg("could not update the snapshot record")
 	}
 	return err
 }
 
 func (s *Service) event(ctx context.Context, typ string, op Operation, message string, log zerolog.Logger) {
 	ev := OutboundEvent{Type: typ, EventID: op.ID + ":" + typ, OccurredAt: s.now(), Namespace: op.Namespace,
-		EnvironmentID: op.EnvironmentID, SnapshotID: op.SnapshotID, StatusMessage: truncate(message, 1000)}
+		EnvironmentID: op.EnvironmentID, SnapshotID: op.SubjectID, StatusMessage: truncate(message, 1000)}
 	if err := s.publishEvent(ctx, ev); err != nil {
 		log.Warn().Err(err).Str("type", typ).Msg("could not publish the outbound event")
 	}

@@ -238,7 +238,8 @@ func (s *Service) Activity(ctx context.Context, p Principal, namespace, envID st
 	if err != nil {
 		return nil, err
 	}
-	return s.stores.Activity.ListActivity(ctx, namespace, env.ID, limit)
+	entries, _, err := s.stores.Activity.ListActivity(ctx, namespace, env.ID, 0, limit)
+	return entries, err
 }
 
 // requireBackupsEnabled refuses work in a namespace that has not enabled backups.

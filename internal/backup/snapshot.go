@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"time"
 )
@@ -71,10 +72,20 @@ type Snapshot struct {
 	StatusMessage     string
 	Warnings          []string
 	Progress          *Progress
-	OperationID       string
+	// OperationID and Fence name the claim of the operation that may write this record while it is
+	// Processing: a worker whose claim is older (a takeover or a redelivery claimed the operation since)
+	// can no longer change it.
+	OperationID string
+	Fence       int64
 	// BlobPath is the committed archive, set when Finished; internal, never shown.
 	BlobPath string
+	// DeletedAt marks a snapshot being deleted: hidden from users at once, its blobs removed after, and
+	// the record last (a crash in between leaves a marked record that the sweeper finishes).
+	DeletedAt time.Time
 }
+
+// Deleted reports whether the snapshot is marked for deletion (or being deleted).
+func (s Snapshot) Deleted() bool { return !s.DeletedAt.IsZero() }
 
 // Operation phases. Every long action is an operation record plus a Service Bus message carrying its id.
 type OperationPhase string
@@ -94,24 +105,38 @@ type OperationKind string
 
 const OpBackup OperationKind = "backup"
 
-// Operation is the durable state of one job.
+// Operation is the durable state of one job (the state machine is in docs/operations.md).
 type Operation struct {
 	ID            string
 	Namespace     string
 	EnvironmentID string
 	Kind          OperationKind
-	SnapshotID    string
-	Phase         OperationPhase
-	Actor         string
-	// Attempt counts claims by workers; each attempt writes its own archive blob.
+	// SubjectID is the record the operation works on: the snapshot of a backup.
+	SubjectID string
+	Phase     OperationPhase
+	Actor     string
+	// Fence grows with every claim (a worker's, or recovery's takeover). Every write a worker makes to
+	// the operation or its subject is conditional on the fence it claimed, so a worker that lost the
+	// operation can no longer write anything. Each claim's blobs have their own path (by fence).
+	Fence int64
+	// Attempt counts the attempts that used up a try (claims, less the attempts interrupted by a
+	// shutdown); the job gives up after maxAttempts.
 	Attempt       int
 	LeaseUntil    time.Time // a Running operation whose lease passed has lost its worker
-	Worker        string    // invocation that holds the lease
+	Worker        string    // invocation that holds the claim
 	StatusMessage string
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
-	StartedAt     time.Time
-	FinishedAt    time.Time
+	// Enqueues counts the job messages sent; EnqueuedAt is when the last one was. Recovery re-sends with
+	// a growing interval, so a long backlog is not sent again every run.
+	Enqueues   int
+	EnqueuedAt time.Time
+	// Settled is set once everything after the end is done: lock released, activity written, event
+	// published, blobs of other attempts removed (best effort). An ended operation that is not settled
+	// is finished by the next delivery or by recovery.
+	Settled    bool
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	StartedAt  time.Time
+	FinishedAt time.Time
 }
 
 // Lock is an environment's lock: at most one operation (backup or restore) works on an environment.
@@ -141,8 +166,13 @@ type OperationStore interface {
 	// CreateOperation inserts op; CodeConflict if it exists.
 	CreateOperation(ctx context.Context, op Operation) error
 	UpdateOperation(ctx context.Context, namespace, envID, id string, fn UpdateFunc[Operation]) (Operation, bool, error)
-	// ListActiveOperations returns every Queued or Running operation (for recovery).
+	// ListActiveOperations returns every operation that is not settled (Queued, Running, or ended and
+	// not yet settled), for recovery. It must not scan every operation ever written: stores keep an
+	// index of unsettled operations (written before the operation, removed after it is settled).
 	ListActiveOperations(ctx context.Context) ([]Operation, error)
+	// PruneOperations deletes at most limit settled operations that finished before endedBefore, and
+	// reports how many it deleted. It must not scan every operation either.
+	PruneOperations(ctx context.Context, endedBefore time.Time, limit int) (int, error)
 	// GetLock returns the environment's lock (free when never taken).
 	GetLock(ctx context.Context, namespace, envID string) (Lock, error)
 	UpdateLock(ctx context.Context, namespace, envID string, fn UpdateFunc[Lock]) (Lock, bool, error)
@@ -150,7 +180,9 @@ type OperationStore interface {
 
 // PageNewestFirst orders snapshots newest first (ties by id, so the order is stable) and returns the
 // page [offset, offset+limit) and the total count. Stores use it so that every store pages alike.
+// Snapshots marked for deletion are left out.
 func PageNewestFirst(all []Snapshot, offset, limit int) ([]Snapshot, int) {
+	all = slices.DeleteFunc(all, Snapshot.Deleted)
 	sort.Slice(all, func(i, j int) bool {
 		if !all[i].CreatedAt.Equal(all[j].CreatedAt) {
 			return all[i].CreatedAt.After(all[j].CreatedAt)

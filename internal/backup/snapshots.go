@@ -96,7 +96,7 @@ func (s *Service) startBackup(ctx context.Context, env Environment, kind Snapsho
 	if err := s.acquireLock(ctx, env.Namespace, env.ID, opID, OpBackup); err != nil {
 		return Snapshot{}, err
 	}
-	op := Operation{ID: opID, Namespace: env.Namespace, EnvironmentID: env.ID, Kind: OpBackup, SnapshotID: snapID,
+	op := Operation{ID: opID, Namespace: env.Namespace, EnvironmentID: env.ID, Kind: OpBackup, SubjectID: snapID,
 		Phase: OpQueued, Actor: actor, CreatedAt: now, UpdatedAt: now}
 	snap := Snapshot{ID: snapID, Namespace: env.Namespace, EnvironmentID: env.ID, Status: SnapshotProcessing, Kind: kind,
 		Comment: comment, CreatedAt: now, UpdatedAt: now, ExpiresAt: kind.ExpiresAt(now), CreatedBy: actor,

@@ -43,7 +43,9 @@ type SettingsStore interface {
 
 // ActivityStore keeps environments' activity logs.
 type ActivityStore interface {
+	// AddActivity records e. It is idempotent for entries with an ID: adding an entry with the same
+	// (Time, ID) again changes nothing, so a retried step cannot log twice.
 	AddActivity(ctx context.Context, e ActivityEntry) error
-	// ListActivity returns the newest entries first, at most limit.
-	ListActivity(ctx context.Context, namespace, environmentID string, limit int) ([]ActivityEntry, error)
+	// ListActivity returns a page of the newest entries first ([offset, offset+limit)) and the total.
+	ListActivity(ctx context.Context, namespace, environmentID string, offset, limit int) ([]ActivityEntry, int, error)
 }

@@ -23,6 +23,7 @@ type Store struct {
 	snapshots    map[string]backup.Snapshot
 	operations   map[string]backup.Operation
 	locks        map[string]backup.Lock
+	activeLists  int // calls of ListActiveOperations, for tests
 }
 
 var (
@@ -167,13 +168,16 @@ func (s *Store) AddActivity(ctx context.Context, e backup.ActivityEntry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := key(e.Namespace, e.EnvironmentID)
+	if e.ID != "" && slices.ContainsFunc(s.activity[k], func(o backup.ActivityEntry) bool { return o.ID == e.ID && o.Time.Equal(e.Time) }) {
+		return nil // idempotent: the same step logged again
+	}
 	s.activity[k] = append(s.activity[k], e)
 	return nil
 }
 
-func (s *Store) ListActivity(ctx context.Context, namespace, environmentID string, limit int) ([]backup.ActivityEntry, error) {
+func (s *Store) ListActivity(ctx context.Context, namespace, environmentID string, offset, limit int) ([]backup.ActivityEntry, int, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -181,10 +185,11 @@ func (s *Store) ListActivity(ctx context.Context, namespace, environmentID strin
 	// Newest first; entries with the same time keep reverse insertion order, like the table's keys.
 	slices.Reverse(all)
 	slices.SortStableFunc(all, func(a, b backup.ActivityEntry) int { return b.Time.Compare(a.Time) })
-	if len(all) > limit {
-		all = all[:limit]
+	total := len(all)
+	if offset >= total {
+		return []backup.ActivityEntry{}, total, nil
 	}
-	return all, nil
+	return all[offset:min(total, offset+limit)], total, nil
 }
 
 func (s *Store) AddRejectedEvent(ctx context.Context, r backup.RejectedEvent) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/mxazure/backups/internal/backup"
 )
@@ -144,12 +145,44 @@ func (s *Store) ListActiveOperations(ctx context.Context) ([]backup.Operation, e
 	defer s.mu.Unlock()
 	var out []backup.Operation
 	for _, op := range s.operations {
-		if !op.Phase.Done() {
+		if !op.Settled {
 			out = append(out, op)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	s.activeLists++
 	return out, nil
+}
+
+func (s *Store) PruneOperations(ctx context.Context, endedBefore time.Time, limit int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, op := range s.operations {
+		if n >= limit {
+			break
+		}
+		if op.Settled && op.FinishedAt.Before(endedBefore) {
+			delete(s.operations, k)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Operations returns every operation, for tests.
+func (s *Store) Operations() []backup.Operation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]backup.Operation, 0, len(s.operations))
+	for _, op := range s.operations {
+		out = append(out, op)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }
 
 func (s *Store) GetLock(ctx context.Context, namespace, envID string) (backup.Lock, error) {

@@ -98,7 +98,7 @@ func testOperations(t *testing.T, s backup.Stores) {
 	ctx := context.Background()
 	env := uuid.NewString()
 	now := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	op := backup.Operation{ID: uuid.NewString(), Namespace: "ns-a", EnvironmentID: env, Kind: backup.OpBackup, SnapshotID: "s",
+	op := backup.Operation{ID: uuid.NewString(), Namespace: "ns-a", EnvironmentID: env, Kind: backup.OpBackup, SubjectID: "s",
 		Phase: backup.OpQueued, Actor: "u", CreatedAt: now, UpdatedAt: now}
 	if err := s.Operations.CreateOperation(ctx, op); err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func testOperations(t *testing.T, s backup.Stores) {
 		t.Fatal(err)
 	}
 	got, _ := s.Operations.GetOperation(ctx, "ns-a", env, op.ID)
-	if got.Phase != backup.OpRunning || got.Attempt != 1 || !got.LeaseUntil.Equal(now.Add(time.Minute)) || got.Worker != "w" || got.SnapshotID != "s" {
+	if got.Phase != backup.OpRunning || got.Attempt != 1 || !got.LeaseUntil.Equal(now.Add(time.Minute)) || got.Worker != "w" || got.SubjectID != "s" {
 		t.Errorf("after claim: %+v", got)
 	}
 	_, _, _ = s.Operations.UpdateOperation(ctx, "ns-a", env, op.ID, func(o backup.Operation, ok bool) (backup.Operation, bool, error) {

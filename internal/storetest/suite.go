@@ -209,7 +209,7 @@ func testActivity(t *testing.T, s backup.Stores) {
 			t.Fatal(err)
 		}
 	}
-	got, err := s.Activity.ListActivity(ctx, "ns-a", env, 3)
+	got, _, err := s.Activity.ListActivity(ctx, "ns-a", env, 0, 3)
 	if err != nil {
 		t.Fatal(err)
 	}

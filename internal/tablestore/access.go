@@ -231,18 +231,20 @@ func (s *Store) AddActivity(ctx context.Context, a backup.ActivityEntry) error {
 	})
 }
 
-func (s *Store) ListActivity(ctx context.Context, namespace, environmentID string, limit int) ([]backup.ActivityEntry, error) {
-	entities, err := query[activityEntity](ctx, s.table(tableActivity), "PartitionKey eq "+odataString(namespace+"|"+environmentID), limit, "activity of "+environmentID)
+func (s *Store) ListActivity(ctx context.Context, namespace, environmentID string, offset, limit int) ([]backup.ActivityEntry, int, error) {
+	entities, err := query[activityEntity](ctx, s.table(tableActivity), "PartitionKey eq "+odataString(namespace+"|"+environmentID), 0, "activity of "+environmentID)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	total := len(entities)
+	entities = entities[min(offset, total):min(total, offset+limit)]
 	out := make([]backup.ActivityEntry, len(entities))
 	for i, e := range entities {
 		out[i] = backup.ActivityEntry{Namespace: namespace, EnvironmentID: environmentID,
 			Time: parseTime(e.Time), Action: backup.ActivityAction(e.Action), Status: backup.ActivityStatus(e.Status),
 			Actor: e.Actor, SnapshotID: e.SnapshotID, RestoreID: e.RestoreID, Message: e.Message}
 	}
-	return out, nil
+	return out, total, nil
 }
 
 // rejectedEntity: PartitionKey = UTC day, RowKey = inverted time + random suffix.

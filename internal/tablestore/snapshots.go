@@ -3,6 +3,7 @@ package tablestore
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/mxazure/backups/internal/backup"
 )
@@ -157,14 +158,14 @@ func (e *operationEntity) keys() (string, string) { return e.PartitionKey, e.Row
 func (e *operationEntity) toDomain() backup.Operation {
 	ns, env := splitPartition(e.PartitionKey)
 	return backup.Operation{ID: e.RowKey, Namespace: ns, EnvironmentID: env, Kind: backup.OperationKind(e.Kind),
-		SnapshotID: e.SnapshotID, Phase: backup.OperationPhase(e.Phase), Actor: e.Actor, Attempt: int(e.Attempt),
+		SubjectID: e.SnapshotID, Phase: backup.OperationPhase(e.Phase), Actor: e.Actor, Attempt: int(e.Attempt),
 		LeaseUntil: parseTime(e.LeaseUntil), Worker: e.Worker, StatusMessage: e.StatusMessage, CreatedAt: parseTime(e.CreatedAt),
 		UpdatedAt: parseTime(e.UpdatedAt), StartedAt: parseTime(e.StartedAt), FinishedAt: parseTime(e.FinishedAt)}
 }
 
 func operationFromDomain(o backup.Operation) *operationEntity {
 	return &operationEntity{PartitionKey: envPartition(o.Namespace, o.EnvironmentID), RowKey: o.ID, Kind: string(o.Kind),
-		SnapshotID: o.SnapshotID, Phase: string(o.Phase), Actor: o.Actor, Attempt: int64(o.Attempt),
+		SnapshotID: o.SubjectID, Phase: string(o.Phase), Actor: o.Actor, Attempt: int64(o.Attempt),
 		LeaseUntil: formatTime(o.LeaseUntil), Worker: o.Worker, StatusMessage: o.StatusMessage, CreatedAt: formatTime(o.CreatedAt),
 		UpdatedAt: formatTime(o.UpdatedAt), StartedAt: formatTime(o.StartedAt), FinishedAt: formatTime(o.FinishedAt)}
 }
@@ -212,6 +213,11 @@ func (s *Store) ListActiveOperations(ctx context.Context) ([]backup.Operation, e
 		out[i] = entities[i].toDomain()
 	}
 	return out, nil
+}
+
+// PruneOperations is not yet indexed: it deletes nothing until the operations index lands.
+func (s *Store) PruneOperations(ctx context.Context, endedBefore time.Time, limit int) (int, error) {
+	return 0, ctx.Err()
 }
 
 func (s *Store) GetLock(ctx context.Context, namespace, envID string) (backup.Lock, error) {
