@@ -44,7 +44,7 @@ const (
 
 // Options tune a Builder. The zero value gives the defaults.
 type Options struct {
-	// ChunkSize is the number of uncompressed tar bytes per block (one gzip member each). Default
+	// ChunkSize is the number of uncompressed tar bytes per block (deflated on its own). Default
 	// DefaultChunkSize; MinChunkSize to MaxChunkSize. Raise it for archives of more than about
 	// 50,000 × ChunkSize bytes.
 	ChunkSize int
@@ -136,14 +136,15 @@ type Builder struct {
 	tree   *stream
 
 	stagedMu sync.Mutex
-	staged   map[string]Block // every block staged, by ID
+	staged   map[string]Block  // every block staged, by ID
+	sums     map[string]rawSum // every block compressed, by ID
 }
 
 // NewBuilder starts the compressing and staging goroutines of a new archive. ctx bounds the whole
 // build: cancelling it fails the build. Invalid options fail the build at once; the error is returned
 // by every later call. Call Finish or Abort exactly once to release the goroutines.
 func NewBuilder(ctx context.Context, sink BlockSink, opts Options) *Builder {
-	b := &Builder{sink: sink, start: time.Now(), maxBlocks: MaxBlocks, staged: map[string]Block{}}
+	b := &Builder{sink: sink, start: time.Now(), maxBlocks: MaxBlocks, staged: map[string]Block{}, sums: map[string]rawSum{}}
 	b.ctx, b.cancel = context.WithCancelCause(ctx)
 	b.dump = b.newStream('d')
 	b.tree = b.newStream('t')
@@ -435,6 +436,7 @@ func (b *Builder) finish(meta Metadata) (Result, error) {
 		return Result{}, err
 	}
 	head := b.newStream('h')
+	head.first = true
 	data, err := b.head(meta)
 	if err != nil {
 		return Result{}, err
@@ -447,14 +449,19 @@ func (b *Builder) finish(meta Metadata) (Result, error) {
 	}
 	close(b.jobs)
 	b.compressors.Wait()
+	streams := append([]*stream{head, b.dump}, b.large...)
+	streams = append(streams, b.tree)
+	trailer, err := b.submitTrailer(streams)
 	close(b.blocks)
+	if err != nil {
+		return Result{}, err
+	}
 	b.stagers.Wait()
 	if b.ctx.Err() != nil {
 		return Result{}, context.Cause(b.ctx)
 	}
 
-	streams := append([]*stream{head, b.dump}, b.large...)
-	streams = append(streams, b.tree)
+	streams = append(streams, trailer)
 	var ids []string
 	res := Result{DumpSize: b.dumpSize, FilesSize: b.filesBytes.Load(), Files: int(b.files.Load())}
 	for _, s := range streams {
@@ -479,6 +486,46 @@ func (b *Builder) finish(meta Metadata) (Result, error) {
 	}
 	b.committed.Store(true)
 	return res, nil
+}
+
+// submitTrailer hands the stagers the block that ends the gzip member, once every other block is
+// compressed. Its CRC-32 combines those of the blocks in commit order (the head, staged last, comes
+// first), leaving out the blocks of abandoned files.
+func (b *Builder) submitTrailer(streams []*stream) (*stream, error) {
+	if b.ctx.Err() != nil {
+		return nil, context.Cause(b.ctx)
+	}
+	var chain crcChain
+	b.stagedMu.Lock()
+	for _, s := range streams {
+		for _, id := range s.ids {
+			sum, ok := b.sums[id]
+			if !ok {
+				b.stagedMu.Unlock()
+				return nil, fmt.Errorf("finish: block %s was never compressed", blockName(id))
+			}
+			chain.add(sum.crc, sum.n)
+		}
+	}
+	b.stagedMu.Unlock()
+	z := b.newStream('z')
+	id, err := b.nextID(z.kind)
+	if err != nil {
+		return nil, err
+	}
+	out, err := b.outs.get(b.ctx)
+	if err != nil {
+		return nil, err
+	}
+	out.b = append(out.b[:0], gzipTrailer(chain.crc, chain.n)...)
+	select {
+	case b.blocks <- block{s: z, id: id, out: out, md5: md5.Sum(out.b)}:
+	case <-b.ctx.Done():
+		b.outs.put(out)
+		return nil, context.Cause(b.ctx)
+	}
+	z.ids = append(z.ids, id.id)
+	return z, nil
 }
 
 // head is the first bytes of the tar: the .metadata entry and the db/db.backup header.

@@ -111,7 +111,7 @@ func TestCommitFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := b.Finish(testMeta)
-	if !errors.Is(err, errCommit) || !strings.HasPrefix(err.Error(), "commit 3 blocks: ") {
+	if !errors.Is(err, errCommit) || !strings.HasPrefix(err.Error(), "commit 4 blocks: ") {
 		t.Errorf("Finish: got %v, want %v with context", err, errCommit)
 	}
 	if b.Err() == nil {
@@ -250,7 +250,7 @@ func TestTooManyBlocks(t *testing.T) {
 		dump      int
 	}{
 		{"while streaming", 10, 20 << 10},
-		{"at finish", 9, 2048}, // 4 dump and 2 file blocks stream; the trailer (2) and head (3) pass 9
+		{"at finish", 9, 2048}, // 4 dump and 2 file blocks stream; the end-of-archive (2) and head (3) pass 9
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

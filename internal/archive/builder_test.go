@@ -4,10 +4,13 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"compress/flate"
 	stdgzip "compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -128,15 +131,22 @@ func verifyArchive(t *testing.T, blob []byte, res Result, sink *memSink, dump []
 	}
 	checkExtracted(t, gnuExtract(t, blob), want, len(files) > 0)
 
-	// Python's tarfile.
-	py := pythonList(t, blob)
-	if len(py) != len(want)+1 {
-		t.Errorf("python tarfile: %d members, want %d", len(py), len(want)+1)
-	}
-	for _, m := range py {
-		if data, ok := want[m.name]; m.name != MetadataName && (!ok || int64(len(data)) != m.size || sum(data) != m.sum) {
-			t.Errorf("python tarfile: unexpected %s of %d bytes", m.name, m.size)
+	// Python's tarfile, from a file and streaming from a pipe.
+	for _, streaming := range []bool{false, true} {
+		py := pythonList(t, blob, streaming)
+		if len(py) != len(want)+1 {
+			t.Errorf("python tarfile (streaming %v): %d members, want %d", streaming, len(py), len(want)+1)
 		}
+		for _, m := range py {
+			if data, ok := want[m.name]; m.name != MetadataName && (!ok || int64(len(data)) != m.size || sum(data) != m.sum) {
+				t.Errorf("python tarfile (streaming %v): unexpected %s of %d bytes", streaming, m.name, m.size)
+			}
+		}
+	}
+
+	// One gzip member holding the whole tar.
+	if one, all := checkOneMember(t, blob), gunzip(t, blob); !bytes.Equal(one, all) {
+		t.Errorf("the gzip member inflates to %d bytes, the whole file to %d", len(one), len(all))
 	}
 
 	checkBlocks(t, sink, res)
@@ -225,9 +235,11 @@ func checkExtracted(t *testing.T, dir string, want map[string][]byte, wantTree b
 	}
 }
 
-// checkBlocks checks the committed block list: IDs of equal length naming the streams in commit order,
-// and every block one or more complete gzip members.
-var commitOrderRE = regexp.MustCompile(`^h+d*f*t+$`)
+// checkBlocks checks the committed block list: IDs of equal length naming the streams in commit order;
+// the gzip header at the start of the first block; every block but the last a run of deflate blocks
+// that inflates on its own (no reference to an earlier block) and ends on a sync flush; the last block
+// an empty final deflate block and the gzip trailer.
+var commitOrderRE = regexp.MustCompile(`^h+d*f*t+z$`)
 
 func checkBlocks(t *testing.T, sink *memSink, res Result) {
 	t.Helper()
@@ -235,27 +247,137 @@ func checkBlocks(t *testing.T, sink *memSink, res Result) {
 		t.Errorf("commits %d, Result.Blocks %d, committed %d blocks; want 1 commit of Result.Blocks", sink.commits, len(res.Blocks), len(sink.ids))
 	}
 	var kinds []byte
-	for _, id := range sink.ids {
+	for i, id := range sink.ids {
 		raw, _ := base64.StdEncoding.DecodeString(id)
 		if len(id) != len(sink.ids[0]) {
 			t.Errorf("block ID %q: length %d, want %d like the first", id, len(id), len(sink.ids[0]))
 		}
 		kinds = append(kinds, raw[0])
-		zr, err := stdgzip.NewReader(bytes.NewReader(sink.blocks[id]))
-		if err == nil {
-			_, err = io.Copy(io.Discard, zr)
+		data := sink.blocks[id]
+		if i == 0 {
+			if len(data) < gzipHeaderLen || !bytes.HasPrefix(data, []byte{0x1f, 0x8b, 8, 0}) {
+				t.Errorf("first block %s does not start with a gzip header: % x", raw, data[:min(len(data), gzipHeaderLen)])
+				continue
+			}
+			data = data[gzipHeaderLen:]
 		}
-		if err != nil {
-			t.Errorf("block %s is not whole gzip members: %v", raw, err)
+		if i == len(sink.ids)-1 {
+			if len(data) != 10 || data[0] != 0x03 || data[1] != 0x00 {
+				t.Errorf("last block %s is % x, want 03 00 (an empty final block) and the 8-byte trailer", raw, data)
+			}
+			continue
+		}
+		if !bytes.HasSuffix(data, []byte{0, 0, 0xff, 0xff}) {
+			t.Errorf("block %s does not end on a sync flush", raw)
+		}
+		// With an empty final block appended, a block is a whole raw deflate stream.
+		if _, err := io.Copy(io.Discard, flate.NewReader(bytes.NewReader(append(bytes.Clone(data), 0x03, 0x00)))); err != nil {
+			t.Errorf("block %s does not inflate on its own: %v", raw, err)
 		}
 	}
 	if !commitOrderRE.Match(kinds) {
-		t.Errorf("streams in commit order %q, want head, dump, large files, tree", kinds)
+		t.Errorf("streams in commit order %q, want head, dump, large files, tree, gzip trailer", kinds)
+	}
+}
+
+// gunzip decompresses every gzip member of blob, as compress/gzip does by default.
+func gunzip(t *testing.T, blob []byte) []byte {
+	t.Helper()
+	zr, err := stdgzip.NewReader(bytes.NewReader(blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// TestArchiveIsOneGzipMember: at every level, the archive is one gzip member whose trailer has the
+// CRC-32 and length of the whole tar, although its blocks were compressed in parallel, the head was
+// staged last and committed first, and a large file that failed left compressed blocks that are not
+// committed.
+func TestArchiveIsOneGzipMember(t *testing.T) {
+	for _, level := range []int{1, 6, 9} {
+		t.Run(fmt.Sprint("level ", level), func(t *testing.T) {
+			checkNoLeak(t)
+			opts := testOptions()
+			opts.ChunkSize = 16 << 10
+			opts.Level = level
+			sink := newMemSink()
+			b := NewBuilder(context.Background(), sink, opts)
+			dump := makeDump(100<<10+3, 2)
+			if _, err := b.WriteDatabase(bytes.NewReader(dump)); err != nil {
+				t.Fatal(err)
+			}
+			files := makeFiles(10, 3000, 50<<10, 0, 70<<10+1)
+			for _, f := range files {
+				if err := b.AddFile(f.uuid, int64(len(f.data)), bytes.NewReader(f.data)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := b.AddFile(uuidFor(newRand(8)), 60<<10, &failingReader{data: make([]byte, 40<<10), err: errRead}); !errors.Is(err, errRead) {
+				t.Fatalf("AddFile of a failing reader: got %v, want %v", err, errRead)
+			}
+			res, err := b.Finish(testMeta)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Blocks) < 10 || sink.staged <= len(res.Blocks) {
+				t.Fatalf("%d blocks committed of %d staged, want at least 10 and some left out", len(res.Blocks), sink.staged)
+			}
+			tarBytes := checkOneMember(t, sink.blob)
+			tr := tar.NewReader(bytes.NewReader(tarBytes))
+			var names []string
+			for {
+				hdr, err := tr.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("archive/tar over the inflated member: %v", err)
+				}
+				names = append(names, hdr.Name)
+			}
+			if len(names) != 2+len(files) || names[0] != MetadataName || names[1] != DumpName {
+				t.Errorf("entries %q, want %s, %s and %d files", names, MetadataName, DumpName, len(files))
+			}
+			verifyArchive(t, sink.blob, res, sink, dump, files, true)
+		})
+	}
+}
+
+// TestPythonReadsArchiveStreaming: Python's tarfile in streaming mode (r|gz, as a pipe gives it) lists
+// every entry with its size and reads its content.
+func TestPythonReadsArchiveStreaming(t *testing.T) {
+	checkNoLeak(t)
+	opts := testOptions()
+	dump := makeDump(5*(64<<10)+77, 6)
+	files := makeFiles(manyFileSizes()...)
+	blob, _, _ := buildArchive(t, opts, dump, files, testMeta)
+	want := map[string][]byte{DumpName: dump}
+	for _, f := range files {
+		want[TreeName(f.uuid)] = f.data
+	}
+	got := pythonList(t, blob, true)
+	if len(got) != len(want)+1 || got[0].name != MetadataName || got[1].name != DumpName {
+		t.Fatalf("python tarfile r|gz: %d entries beginning %v, want %d beginning %s, %s", len(got), got[:min(2, len(got))], len(want)+1, MetadataName, DumpName)
+	}
+	for _, m := range got[1:] {
+		data, ok := want[m.name]
+		if !ok || int64(len(data)) != m.size || sum(data) != m.sum {
+			t.Errorf("python tarfile r|gz: %s of %d bytes (SHA-256 %s): not in the archive or different", m.name, m.size, m.sum)
+		}
+		delete(want, m.name)
+	}
+	if len(want) > 0 {
+		t.Errorf("python tarfile r|gz: %d entries missing", len(want))
 	}
 }
 
 func TestCompressionRatio(t *testing.T) {
-	// Table-like text as the dump and as files: how far are independent 4 MiB members from one stream?
+	// Table-like text as the dump and as files: how far are independently compressed 4 MiB blocks from one stream?
 	dump := makeDump(24<<20, 3)
 	files := makeFiles(5000, 20000, 3<<20, 100, 8<<20)
 	for i := range files {
@@ -279,9 +401,9 @@ func TestCompressionRatio(t *testing.T) {
 	_, _ = zw.Write(tarBytes)
 	_ = zw.Close()
 	ratio := float64(len(blob)) / float64(single.Len())
-	t.Logf("members %d bytes, one stream %d bytes, ratio %.5f", len(blob), single.Len(), ratio)
+	t.Logf("archive %d bytes, one stream %d bytes, ratio %.5f", len(blob), single.Len(), ratio)
 	if ratio >= 1.01 {
-		t.Errorf("archive of independent members is %.4f × one gzip stream, want < 1.01", ratio)
+		t.Errorf("archive of independently compressed blocks is %.4f × one gzip stream, want < 1.01", ratio)
 	}
 
 	// For the record only (it depends on the data and is the Level option's business): how the archive

@@ -9,38 +9,43 @@
 // A tar header needs an entry's size before its data, and pg_dump's output size is known only when it
 // ends. The builder does not spool to disk; it relies on two facts:
 //
-//   - a gzip file may consist of several complete gzip members, read as one stream by GNU tar and gzip,
-//     Python's tarfile and Go's compress/gzip;
+//   - deflate blocks that end on a byte boundary concatenate into one deflate stream: a chunk compressed
+//     with a fresh window and ended by a sync flush (an empty stored block) can go anywhere in it;
 //   - an Azure block blob is the list of blocks given at commit, in that order, whatever the order in
 //     which the blocks were staged.
 //
-// The tar stream is cut into chunks of [Options.ChunkSize] uncompressed bytes; each chunk is compressed
-// on its own into one gzip member and staged as one block. Blocks belong to streams, committed in this
-// order:
+// The tar stream is cut into chunks of [Options.ChunkSize] uncompressed bytes; each chunk is deflated on
+// its own and staged as one block. The blob is one gzip member, as pigz writes it: the 10-byte gzip
+// header opens the first block, and a last block of 10 bytes closes the member with an empty final
+// deflate block and the trailer (the CRC-32 and length mod 2^32 of the whole tar). The compressors take
+// each chunk's CRC-32; Finish combines them in commit order (crc32Combine, zlib's method). Readers that
+// stop after one member (Python's tarfile streaming with "r|gz", Commons Compress by default) read the
+// whole archive. Blocks belong to streams, committed in this order:
 //
 //	h  head: the .metadata entry and the db/db.backup tar header, staged by Finish (dump size known)
 //	d  the dump's bytes and the padding to 512, staged while WriteDatabase reads
 //	f  one stream per large file (header, data, padding), in the order the files complete
 //	t  the small files (header, data, padding each), then the end-of-archive marker
+//	z  the end of the gzip member, staged by Finish once every other block is compressed
 //
 // A block ID is base64 of a 12-byte string naming the stream and a global sequence number, for example
 // base64("d-0000000042"), so all IDs of a blob have the same length as Azure requires. A blob holds at
 // most 50,000 committed blocks; a build that needs more fails before committing and names
 // Options.ChunkSize as the option to raise (4 MiB chunks allow about 195 GiB of uncompressed tar).
 //
-// Deflate looks back 32 KiB, so starting a new member every few MiB costs very little: the archive is
-// within 1% of one gzip stream of the same tar at the same level (asserted in the tests).
+// Deflate looks back 32 KiB, so starting with an empty window every few MiB costs very little: the
+// archive is within 1% of one gzip stream of the same tar at the same level (asserted in the tests).
 //
 // # Parallelism and memory
 //
 // WriteDatabase and AddFile fill chunk buffers; Options.Concurrency goroutines compress full chunks with
-// klauspost/compress/gzip; Options.Uploads goroutines stage the compressed blocks. Buffers come from two
+// klauspost/compress/flate; Options.Uploads goroutines stage the compressed blocks. Buffers come from two
 // fixed-size pools, so a slow sink or a slow compressor blocks the producers (back-pressure) instead of
 // growing memory. Worst-case bytes held by a builder, with C = Concurrency, U = Uploads, S = ChunkSize:
 //
 //	input chunk buffers     (C + 2) × S
 //	compressed blocks       (C + U) × (S + S/64 + 1 KiB)
-//	gzip encoder state      C × 1 to 1.5 MiB
+//	deflate encoder state   C × 1 to 1.5 MiB
 //	small files read ahead  S/4 per goroutine concurrently inside AddFile
 //
 // With the defaults on a 2-core worker (C = 2, U = 4, S = 4 MiB) that is about 42 MiB plus 1 MiB per

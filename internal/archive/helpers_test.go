@@ -3,14 +3,17 @@ package archive
 import (
 	"archive/tar"
 	"bytes"
+	"compress/flate"
 	stdgzip "compress/gzip"
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -44,7 +47,7 @@ type memSink struct {
 
 func newMemSink() *memSink { return &memSink{blocks: map[string][]byte{}} }
 
-var blockNameRE = regexp.MustCompile(`^[hdft]-[0-9]{10}$`)
+var blockNameRE = regexp.MustCompile(`^[hdftz]-[0-9]{10}$`)
 
 func (s *memSink) StageBlock(ctx context.Context, id string, data []byte, contentMD5 [md5.Size]byte) error {
 	s.mu.Lock()
@@ -324,24 +327,34 @@ func gnuExtract(t *testing.T, blob []byte) string {
 	return dir
 }
 
-// pythonList reads an archive with Python's tarfile (mode "r:gz") and returns every member with the
-// SHA-256 of its content.
-func pythonList(t *testing.T, blob []byte) []member {
+// pythonList reads an archive with Python's tarfile and returns every member with the SHA-256 of its
+// content: from a file (mode "r:gz"), or when streaming from a pipe (mode "r|gz", which reads one gzip
+// member only and fails on a multi-member archive with "unexpected end of data").
+func pythonList(t *testing.T, blob []byte, streaming bool) []member {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "a.tar.gz")
-	if err := os.WriteFile(path, blob, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	const script = `
 import hashlib, sys, tarfile
-with tarfile.open(sys.argv[1], mode="r:gz") as tf:
+if sys.argv[1] == "stream":
+    tf = tarfile.open(fileobj=sys.stdin.buffer, mode="r|gz")
+else:
+    tf = tarfile.open(sys.argv[1], mode="r:gz")
+with tf:
     for m in tf:
         if not m.isreg():
             sys.exit("not a regular file: " + m.name)
         h = hashlib.sha256(tf.extractfile(m).read()).hexdigest()
         print(m.name, m.size, h, sep="\t")
 `
-	out := runTool(t, nil, "python3", "-c", script, path)
+	var out string
+	if streaming {
+		out = runTool(t, blob, "python3", "-c", script, "stream")
+	} else {
+		path := filepath.Join(t.TempDir(), "a.tar.gz")
+		if err := os.WriteFile(path, blob, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out = runTool(t, nil, "python3", "-c", script, path)
+	}
 	var ms []member
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if line == "" {
@@ -357,6 +370,39 @@ with tarfile.open(sys.argv[1], mode="r:gz") as tf:
 	return ms
 }
 
+// gzipHeaderLen is the size of a gzip header without optional fields.
+const gzipHeaderLen = 10
+
+// checkOneMember checks that blob is exactly one gzip member (RFC 1952): a header, one deflate stream
+// read with a raw inflater (which stops at the block marked final), the CRC-32 and length of what it
+// inflated, and nothing after. It returns the inflated bytes.
+func checkOneMember(t *testing.T, blob []byte) []byte {
+	t.Helper()
+	if len(blob) < gzipHeaderLen || blob[0] != 0x1f || blob[1] != 0x8b || blob[2] != 8 {
+		t.Fatalf("not a gzip header: % x", blob[:min(len(blob), gzipHeaderLen)])
+	}
+	if blob[3] != 0 {
+		t.Fatalf("gzip header flags %#x, want none", blob[3])
+	}
+	r := bytes.NewReader(blob[gzipHeaderLen:]) // an io.ByteReader: the inflater reads no further than it needs
+	data, err := io.ReadAll(flate.NewReader(r))
+	if err != nil {
+		t.Fatalf("raw inflate after the gzip header: %v", err)
+	}
+	rest := blob[len(blob)-r.Len():]
+	if len(rest) < 8 {
+		t.Fatalf("the deflate stream ends %d bytes before the end of the file, want an 8-byte trailer", len(rest))
+	}
+	crc, isize := binary.LittleEndian.Uint32(rest[0:4]), binary.LittleEndian.Uint32(rest[4:8])
+	if want := crc32.ChecksumIEEE(data); crc != want || isize != uint32(len(data)) {
+		t.Errorf("gzip trailer: CRC-32 %08x ISIZE %d, want %08x %d (the %d bytes inflated)", crc, isize, want, uint32(len(data)), len(data))
+	}
+	if len(rest) > 8 {
+		t.Errorf("%d bytes follow the first gzip member (inflated to %d bytes): the file is more than one member", len(rest)-8, len(data))
+	}
+	return data
+}
+
 func runTool(t *testing.T, stdin []byte, name string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -367,11 +413,18 @@ func runTool(t *testing.T, stdin []byte, name string, args ...string) string {
 	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	line := name
+	for _, a := range args {
+		if len(a) > 40 { // a script
+			a = "'" + a[:20] + "…'"
+		}
+		line += " " + a
+	}
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
+		t.Fatalf("%s: %v\n%s", line, err, stderr.String())
 	}
 	if stderr.Len() > 0 {
-		t.Errorf("%s %s wrote to stderr: %s", name, strings.Join(args, " "), stderr.String())
+		t.Errorf("%s wrote to stderr: %s", line, stderr.String())
 	}
 	return stdout.String()
 }

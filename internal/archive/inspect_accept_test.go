@@ -82,6 +82,11 @@ func TestInspectAccepts(t *testing.T) {
 			wantFiles: wantFiles, wantMeta: &Metadata{"0", "3000", "1.0.0.40", "9730584", "11"},
 		},
 		{
+			// As this service wrote archives before they became one member, and as other tools may.
+			name: "several gzip members", data: slices.Concat(gz(validTar[:1000]), gz(validTar[1000:5000]), gz(validTar[5000:])),
+			wantFiles: wantFiles, wantMeta: &Metadata{"0", "3000", "1.0.0.40", "9730584", "11"},
+		},
+		{
 			name: "made by GNU tar", data: gnuTar(t, validFiles()),
 			wantFiles: []FileEntry{{uuidA, 5}}, wantMeta: &Metadata{"0", "3000", "1.0.0.40", "9730584", "11"},
 		},

@@ -208,12 +208,26 @@ func hostileCases(t testing.TB) []inspectCase {
 		{name: "file in two cases", data: tgz(t, with(reg("tree/"+strings.ToUpper(uuidB), "again"))...), wantErr: "archive has more than one entry for tree/" + uuidB},
 		{name: "two metadata entries", data: tgz(t, with(reg(".metadata", "{}"))...), wantErr: "archive has more than one entry for .metadata"},
 		{name: "multi-member archive cut between members", data: cutBeforeTree(t), wantErr: "archive is truncated"},
+		{name: "builder archive without its small files' blocks", data: builtWithout(t, 't'), wantErr: "archive is corrupt: gzip checksum mismatch"},
+		{name: "builder archive without its gzip trailer", data: builtWithout(t, 'z'), wantErr: "archive is truncated"},
 	}
 }
 
-// cutBeforeTree builds an archive with the Builder and drops its last run of blocks (the small files and
-// the end-of-archive marker): whole gzip members that end at a tar entry boundary.
+// cutBeforeTree is the first of two gzip members of a valid archive: .metadata and db/db.backup, up to
+// the entry boundary where the second member (the files and the end-of-archive marker) would start.
 func cutBeforeTree(t testing.TB) []byte {
+	full := tarOf(t, validEntries()...)
+	head := tarOf(t, validEntries()[:2]...)
+	head = head[:len(head)-2*blockSize] // without its end-of-archive marker
+	if !bytes.HasPrefix(full, head) {
+		t.Fatal("the first two entries are not a prefix of the archive")
+	}
+	return gz(head)
+}
+
+// builtWithout builds an archive with the Builder and drops the committed blocks of one kind (see the
+// package comment) from the blob.
+func builtWithout(t testing.TB, kind byte) []byte {
 	sink := newMemSink()
 	b := NewBuilder(context.Background(), sink, Options{ChunkSize: 4096, ModTime: testModTime})
 	if _, err := b.WriteDatabase(bytes.NewReader(testDump)); err != nil {
@@ -227,7 +241,7 @@ func cutBeforeTree(t testing.TB) []byte {
 	}
 	var cut []byte
 	for _, id := range sink.ids {
-		if name := decodeID(id); name[0] != 't' {
+		if name := decodeID(id); name[0] != kind {
 			cut = append(cut, sink.blocks[id]...)
 		}
 	}

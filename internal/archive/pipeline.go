@@ -3,11 +3,13 @@ package archive
 import (
 	"context"
 	"crypto/md5"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"sync/atomic"
 
-	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/flate"
 )
 
 // pool hands out at most n buffers at a time and reuses them. get blocks while all n are out, which is
@@ -57,15 +59,34 @@ func (o *outBuf) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// compressBound is the largest gzip member one chunk of n bytes can become: deflate's stored blocks add
-// 5 bytes per 64 KiB, gzip 18 bytes of header and trailer; the rest is margin.
+// compressBound is the largest block one chunk of n bytes can become: deflate's stored blocks add 5
+// bytes per 64 KiB, the sync flush 5 and the gzip header 10; the rest is margin.
 func compressBound(n int) int { return n + n/64 + 1024 }
+
+// gzipHeader starts the archive's one gzip member (RFC 1952): deflate, no flags, no modification time,
+// operating system unknown.
+var gzipHeader = [10]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}
+
+// gzipTrailer ends the gzip member: an empty final deflate block with fixed codes (BFINAL set, so
+// readers stop there), then the CRC-32 and the length mod 2^32 of the whole tar.
+func gzipTrailer(crc uint32, n int64) []byte {
+	t := []byte{0x03, 0x00}
+	t = binary.LittleEndian.AppendUint32(t, crc)
+	return binary.LittleEndian.AppendUint32(t, uint32(n))
+}
 
 // job is one full chunk on its way to a compressor.
 type job struct {
-	s    *stream
-	id   blockID
-	data []byte // from Builder.ins, returned after compression
+	s     *stream
+	id    blockID
+	data  []byte // from Builder.ins, returned after compression
+	first bool   // the first block of the blob: it starts with the gzip header
+}
+
+// rawSum is the CRC-32 and length of one block's uncompressed bytes.
+type rawSum struct {
+	crc uint32
+	n   int64
 }
 
 // block is one compressed chunk on its way to the sink.
@@ -79,11 +100,12 @@ type block struct {
 // stream is one run of consecutive blocks (see the package comment). One goroutine at a time writes to
 // a stream; the Builder serialises access to the shared ones.
 type stream struct {
-	b    *Builder
-	kind byte
-	buf  []byte   // chunk being filled, nil between chunks
-	ids  []string // IDs of the submitted blocks, in order
-	n    int64    // uncompressed bytes written
+	b     *Builder
+	kind  byte
+	first bool     // committed first: its first block carries the gzip header
+	buf   []byte   // chunk being filled, nil between chunks
+	ids   []string // IDs of the submitted blocks, in order
+	n     int64    // uncompressed bytes written
 
 	compressed atomic.Int64 // bytes staged so far
 }
@@ -169,7 +191,7 @@ func (s *stream) submit() error {
 	if err != nil {
 		return err
 	}
-	j := job{s: s, id: id, data: s.buf}
+	j := job{s: s, id: id, data: s.buf, first: s.first && len(s.ids) == 0}
 	s.buf = nil
 	select {
 	case s.b.jobs <- j:
@@ -195,12 +217,12 @@ type readError struct{ err error }
 func (e readError) Error() string { return e.err.Error() }
 func (e readError) Unwrap() error { return e.err }
 
-// compressor turns jobs into gzip members until the job queue closes or the build fails.
+// compressor turns jobs into blocks of raw deflate until the job queue closes or the build fails.
 func (b *Builder) compressor() {
 	defer b.compressors.Done()
-	zw, err := gzip.NewWriterLevel(io.Discard, b.opts.Level)
+	zw, err := flate.NewWriter(io.Discard, b.opts.Level)
 	if err != nil {
-		b.fail(fmt.Errorf("gzip writer: %w", err))
+		b.fail(fmt.Errorf("deflate writer: %w", err))
 		return
 	}
 	for {
@@ -219,23 +241,33 @@ func (b *Builder) compressor() {
 	}
 }
 
-func (b *Builder) compress(zw *gzip.Writer, j job) error {
+// compress deflates one chunk on its own (a fresh window, so it refers to no other block) and ends it
+// on a sync flush (an empty stored block, not final), so that blocks concatenate into one deflate
+// stream in any commit order. The CRC-32 of the chunk is kept for the gzip trailer.
+func (b *Builder) compress(zw *flate.Writer, j job) error {
 	defer b.ins.put(j.data)
 	out, err := b.outs.get(b.ctx)
 	if err != nil {
 		return err
 	}
 	out.b = out.b[:0]
+	if j.first {
+		out.b = append(out.b, gzipHeader[:]...)
+	}
 	zw.Reset(out)
 	if _, err := zw.Write(j.data); err != nil {
 		b.outs.put(out)
 		return fmt.Errorf("compress block %s: %w", j.id.name, err)
 	}
-	if err := zw.Close(); err != nil {
+	if err := zw.Flush(); err != nil {
 		b.outs.put(out)
 		return fmt.Errorf("compress block %s: %w", j.id.name, err)
 	}
-	// The digest is taken by the compressors, which run in parallel, while the block is hot in cache.
+	sum := rawSum{crc: crc32.ChecksumIEEE(j.data), n: int64(len(j.data))}
+	b.stagedMu.Lock()
+	b.sums[j.id.id] = sum
+	b.stagedMu.Unlock()
+	// The digests are taken by the compressors, which run in parallel, while the data is hot in cache.
 	select {
 	case b.blocks <- block{s: j.s, id: j.id, out: out, md5: md5.Sum(out.b)}:
 		return nil
