@@ -3,7 +3,9 @@ package backup
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 )
@@ -34,12 +36,29 @@ type InboundEvent struct {
 	Permissions       *[]Permission     `json:"permissions"`
 }
 
-// ParseEvent decodes and validates one event. Its errors are *Error with CodeInvalidParameters and say
-// what is wrong; such an event can never succeed, so it is recorded and acknowledged, not retried.
-func ParseEvent(body []byte) (InboundEvent, error) {
+// ParseOption adds a deployment's own checks to ParseEvent.
+type ParseOption func(*parseOptions)
+
+type parseOptions struct {
+	databaseHosts HostAllowList
+}
+
+// WithDatabaseHosts makes ParseEvent reject an environment.updated event whose database.host is not on
+// hosts. A zero list checks nothing.
+func WithDatabaseHosts(hosts HostAllowList) ParseOption {
+	return func(o *parseOptions) { o.databaseHosts = hosts }
+}
+
+// ParseEvent decodes and validates one event. Unknown fields are ignored (other services add fields);
+// missing or invalid known ones are not. Its errors are *Error with CodeInvalidParameters and say what
+// is wrong; such an event can never succeed, so it is recorded and acknowledged, not retried.
+func ParseEvent(body []byte, opts ...ParseOption) (InboundEvent, error) {
+	var o parseOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var ev InboundEvent
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	if err := dec.Decode(&ev); err != nil {
 		return ev, Errorf(CodeInvalidParameters, "event is not valid JSON of a known shape: %v", err)
 	}
@@ -59,7 +78,7 @@ func ParseEvent(body []byte) (InboundEvent, error) {
 	}
 	switch ev.Type {
 	case EventEnvironmentUpdated:
-		validateEnvironmentFields(&ev, bad)
+		validateEnvironmentFields(&ev, o, bad)
 	case EventEnvironmentDeleted:
 		if id, err := ValidateUUID("environment_id", ev.EnvironmentID); err != nil {
 			bad("%v", err)
@@ -91,7 +110,7 @@ func ParseEvent(body []byte) (InboundEvent, error) {
 	return ev, nil
 }
 
-func validateEnvironmentFields(ev *InboundEvent, bad func(string, ...any)) {
+func validateEnvironmentFields(ev *InboundEvent, o parseOptions, bad func(string, ...any)) {
 	if id, err := ValidateUUID("environment_id", ev.EnvironmentID); err != nil {
 		bad("%v", err)
 	} else {
@@ -114,6 +133,8 @@ func validateEnvironmentFields(ev *InboundEvent, bad func(string, ...any)) {
 	} else {
 		if db.Host == "" || strings.ContainsAny(db.Host, " /\\'\"") {
 			bad("database.host %q is not a host name", db.Host)
+		} else if !o.databaseHosts.IsZero() && !o.databaseHosts.Allows(db.Host) {
+			bad("database.host %q is not an allowed database server (allowed: %s)", db.Host, o.databaseHosts)
 		}
 		if db.Port <= 0 || db.Port > 65535 {
 			bad("database.port %d is not a port", db.Port)
@@ -180,4 +201,96 @@ func newer(t time.Time, id string, storedT time.Time, storedID string) bool {
 		return t.After(storedT)
 	}
 	return id > storedID
+}
+
+// DefaultDatabaseHosts allows the servers of Azure Database for PostgreSQL Flexible Server.
+const DefaultDatabaseHosts = ".postgres.database.azure.com"
+
+// HostAllowList says which database servers environments may name, so that a forged event cannot make
+// the service log in (with its managed identity's token) to someone else's server. An entry is an exact
+// host name or IP address ("127.0.0.1", "db.example.com"), or a suffix that starts with a dot and has at
+// least two labels (".postgres.database.azure.com", also written "*.postgres.database.azure.com"),
+// which matches names that end in it but not IP addresses. Case and a trailing dot do not matter. The
+// zero list allows nothing; callers treat it as "no list configured".
+type HostAllowList struct {
+	entries []string // lower case, no trailing dot; suffixes keep their leading dot
+}
+
+// ParseHostAllowList reads a comma-separated list of entries (see HostAllowList).
+func ParseHostAllowList(s string) (HostAllowList, error) {
+	var l HostAllowList
+	var errs []error
+	for _, raw := range strings.Split(s, ",") {
+		e := strings.TrimSuffix(asciiLower(strings.TrimSpace(raw)), ".")
+		if rest, ok := strings.CutPrefix(e, "*."); ok {
+			e = "." + rest
+		}
+		switch {
+		case e == "" || e == ".":
+			errs = append(errs, fmt.Errorf("empty entry %q", raw))
+		case !validHostChars(e) || strings.Contains(e, ".."):
+			errs = append(errs, fmt.Errorf("entry %q is not a host name, IP address or .suffix", raw))
+		case strings.HasPrefix(e, ".") && (strings.Count(e, ".") < 2 || strings.Contains(e, ":")):
+			errs = append(errs, fmt.Errorf("suffix %q must name a domain of at least two labels, like .postgres.database.azure.com", raw))
+		default:
+			l.entries = append(l.entries, e)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return HostAllowList{}, err
+	}
+	return l, nil
+}
+
+// IsZero reports whether the list has no entries.
+func (l HostAllowList) IsZero() bool { return len(l.entries) == 0 }
+
+// Allows reports whether host is on the list.
+func (l HostAllowList) Allows(host string) bool {
+	h := strings.TrimSuffix(asciiLower(host), ".")
+	if h == "" || !validHostChars(h) {
+		return false
+	}
+	isIP := net.ParseIP(h) != nil
+	for _, e := range l.entries {
+		if !strings.HasPrefix(e, ".") {
+			if h == e {
+				return true
+			}
+			continue
+		}
+		if label, ok := strings.CutSuffix(h, e); ok && !isIP && label != "" && !strings.HasSuffix(label, ".") {
+			return true
+		}
+	}
+	return false
+}
+
+// String is the list as ParseHostAllowList reads it.
+func (l HostAllowList) String() string { return strings.Join(l.entries, ",") }
+
+// MarshalText makes logs and JSON show the list.
+func (l HostAllowList) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
+// validHostChars accepts the characters of host names and IPv4/IPv6 addresses, in ASCII only, so that
+// no Unicode look-alike can pass as an allowed name.
+func validHostChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// asciiLower lowers ASCII letters only (strings.ToLower maps some non-ASCII letters to ASCII ones).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }

@@ -127,12 +127,16 @@ func TestMalformedEventsAreRecordedAndAcknowledged(t *testing.T) {
 		{"not json", `{"type":`, "not valid JSON"},
 		{"unknown type", `{"type":"environment.exploded","event_id":"x","occurred_at":"2026-11-20T08:00:00Z","namespace":"ns-a"}`, "is not one of"},
 		{"missing type", `{"event_id":"x","occurred_at":"2026-11-20T08:00:00Z","namespace":"ns-a"}`, "type is missing"},
-		{"unknown field", strings.Replace(valid, `"name"`, `"secret":"x","name"`, 1), "unknown field"},
 		{"bad state", strings.Replace(valid, `"Running"`, `"Exploding"`, 1), "state"},
 		{"environment id not a uuid", strings.Replace(valid, envID, "../../etc", 1), "not a UUID"},
 		{"namespace with quote", strings.Replace(valid, `"ns-a"`, `"ns' or 1 eq 1"`, 1), "namespace"},
 		{"database name injection", strings.Replace(valid, `"acc_db"`, `"acc; DROP DATABASE x"`, 1), "database.name"},
-		{"missing occurred_at", strings.Replace(valid, `"occurred_at"`, `"occurred"`, 1), "unknown field"},
+		{"missing occurred_at", strings.Replace(valid, `"occurred_at"`, `"occurred"`, 1), "occurred_at is missing"},
+		{"missing database", strings.Replace(valid, `"database":`, `"db":`, 1), "database is missing"},
+		{"missing files", strings.Replace(valid, `"files":`, `"file_store":`, 1), "files is missing"},
+		{"missing deployed", strings.Replace(valid, `"deployed":true`, `"is_deployed":true`, 1), "deployed is missing"},
+		{"database port wrong type", strings.Replace(valid, `"port":5432`, `"port":"5432"`, 1), "not valid JSON"},
+		{"unknown field with a bad known one", strings.Replace(valid, `"Running"`, `"Exploding","extra":1`, 1), "state"},
 		{"unknown permission", perms("p", t0, "u", "RootEverything"), "permission"},
 		{"permissions missing", `{"type":"namespace.permissions","event_id":"p","occurred_at":"2026-11-20T08:00:00Z","namespace":"ns-a","principal_id":"u"}`, "permissions is missing"},
 		{"principal with slash", perms("p", t0, "a/b", "StopApps"), "principal id"},
@@ -210,5 +214,131 @@ func TestBackupBlockers(t *testing.T) {
 		if got := e.BackupBlocker() != ""; got != tt.blocked {
 			t.Errorf("%s deployed=%v: blocked=%v, want %v", tt.state, tt.deployed, got, tt.blocked)
 		}
+	}
+}
+
+func TestEventsWithUnknownFieldsAreAccepted(t *testing.T) {
+	valid := updated("e1", t0, backup.StateRunning, "v1")
+	body := strings.Replace(valid, `"name":"acceptance"`, `"name":"acceptance","region":"westeurope","tags":{"a":[1,2]}`, 1)
+	body = strings.Replace(body, `"role":"acc_role"`, `"role":"acc_role","sslmode":"require","replica":{"host":"x"}`, 1)
+	body = strings.Replace(body, `"prefix":""`, `"prefix":"","account":"stfiles","tier":"Hot"`, 1)
+	for _, b := range []string{body, valid} {
+		ev, err := backup.ParseEvent([]byte(b))
+		if err != nil {
+			t.Fatalf("ParseEvent(%s): %v", b, err)
+		}
+		if ev.Database == nil || ev.Database.Host != "pg.local" || ev.Database.Role != "acc_role" ||
+			ev.Files == nil || ev.Files.Container != "files-acc" || ev.Name != "acceptance" {
+			t.Errorf("got %+v, want the known fields decoded", ev)
+		}
+	}
+	svc, st := newService(t)
+	apply(t, svc, body)
+	if got, err := st.GetEnvironment(context.Background(), "ns-a", envID); err != nil || got.Database.Name != "acc_db" {
+		t.Fatalf("got %+v, %v; want the environment stored", got, err)
+	}
+	if rej := st.RejectedEvents(); len(rej) != 0 {
+		t.Errorf("got rejected events %+v, want none", rej)
+	}
+	// Unknown fields in other event types too.
+	for _, b := range []string{
+		strings.Replace(deleted("d1", t0.Add(time.Hour)), `"namespace"`, `"reason":"cleanup","namespace"`, 1),
+		strings.Replace(perms("p1", t0, "user-1", "StopApps"), `"permissions"`, `"granted_by":"admin","permissions"`, 1),
+	} {
+		if _, err := backup.ParseEvent([]byte(b)); err != nil {
+			t.Errorf("ParseEvent(%s): %v", b, err)
+		}
+	}
+}
+
+func TestParseHostAllowList(t *testing.T) {
+	tests := []struct {
+		in, want, wantErr string
+	}{
+		{".postgres.database.azure.com", ".postgres.database.azure.com", ""},
+		{" 127.0.0.1 , LocalHost ", "127.0.0.1,localhost", ""},
+		{"*.Postgres.Database.Azure.Com.", ".postgres.database.azure.com", ""},
+		{"::1,db.example.com.", "::1,db.example.com", ""},
+		{"", "", "empty entry"},
+		{"a,,b", "", "empty entry"},
+		{"*", "", "not a host name"},
+		{".com", "", "at least two labels"},
+		{"db example.com", "", "not a host name"},
+		{"db/x", "", "not a host name"},
+		{"a..b.com", "", "not a host name"},
+		{"d\u212ab.example.com", "", "not a host name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			l, err := backup.ParseHostAllowList(tt.in)
+			if got := fmt.Sprint(err); tt.wantErr == "" && err != nil || tt.wantErr != "" && !strings.Contains(got, tt.wantErr) {
+				t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+			}
+			if l.String() != tt.want {
+				t.Errorf("got %q, want %q", l, tt.want)
+			}
+		})
+	}
+}
+
+func TestHostAllowListAllows(t *testing.T) {
+	l, err := backup.ParseHostAllowList(backup.DefaultDatabaseHosts + ",127.0.0.1,localhost,::1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		host string
+		want bool
+	}{
+		{"myserver.postgres.database.azure.com", true},
+		{"MyServer.Postgres.Database.Azure.Com.", true},
+		{"a.b.postgres.database.azure.com", true},
+		{"127.0.0.1", true},
+		{"localhost", true},
+		{"::1", true},
+		{"postgres.database.azure.com", false},     // the suffix alone is no server
+		{".postgres.database.azure.com", false},    // nor an empty label
+		{"x..postgres.database.azure.com", false},  // nor an empty label in between
+		{"evilpostgres.database.azure.com", false}, // a suffix matches whole labels
+		{"myserver.postgres.database.azure.com.evil.example", false},
+		{"myserver.postgres.database.azure.co", false},
+		{"127.0.0.2", false},
+		{"localhost.evil.example", false},
+		{"attacker.example.com", false},
+		{"\u212a.postgres.database.azure.com", false}, // Kelvin sign, not ASCII
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := l.Allows(tt.host); got != tt.want {
+			t.Errorf("Allows(%q): got %v, want %v", tt.host, got, tt.want)
+		}
+	}
+	if (backup.HostAllowList{}).Allows("localhost") || !(backup.HostAllowList{}).IsZero() {
+		t.Error("the zero list must allow nothing and be zero")
+	}
+}
+
+func TestEventNamingADisallowedDatabaseHostIsRejected(t *testing.T) {
+	hosts, err := backup.ParseHostAllowList(backup.DefaultDatabaseHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := strings.Replace(updated("e1", t0, backup.StateRunning, "v1"), "pg.local", "srv1.postgres.database.azure.com", 1)
+	if _, err := backup.ParseEvent([]byte(allowed), backup.WithDatabaseHosts(hosts)); err != nil {
+		t.Errorf("allowed host: got %v, want no error", err)
+	}
+	forged := strings.Replace(allowed, "srv1.postgres.database.azure.com", "collector.attacker.example", 1)
+	_, err = backup.ParseEvent([]byte(forged), backup.WithDatabaseHosts(hosts))
+	want := `invalid environment.updated event: database.host "collector.attacker.example" is not an allowed database server (allowed: .postgres.database.azure.com)`
+	if backup.CodeOf(err) != backup.CodeInvalidParameters || fmt.Sprint(err) != want {
+		t.Errorf("forged host: got %v (code %s), want %q", err, backup.CodeOf(err), want)
+	}
+	// Without a list (tests, tools) any well-formed host passes.
+	if _, err := backup.ParseEvent([]byte(forged)); err != nil {
+		t.Errorf("no list: got %v, want no error", err)
+	}
+	// Other event types name no host.
+	if _, err := backup.ParseEvent([]byte(deleted("d1", t0)), backup.WithDatabaseHosts(hosts)); err != nil {
+		t.Errorf("deleted event: got %v", err)
 	}
 }
