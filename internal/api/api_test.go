@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,8 +31,14 @@ func (tokenAuth) Authenticate(_ context.Context, header string) (auth.Principal,
 	if !ok || tok == "" {
 		return auth.Principal{}, backup.Errorf(backup.CodeUnauthenticated, "missing bearer token")
 	}
+	if tok == refused {
+		return auth.Principal{}, backup.Errorf(backup.CodeUnauthenticated, "token expired")
+	}
 	return auth.Principal{ID: tok}, nil
 }
+
+// refused is a token tokenAuth refuses.
+const refused = "refused-token"
 
 const (
 	nsA     = "ns-a"
@@ -44,14 +52,60 @@ const (
 type fixture struct {
 	srv   *Server
 	store *memstore.Store
+	now   time.Time
+	logs  *syncBuffer // everything the server and the service logged
 }
 
-func newFixture(t *testing.T) *fixture {
+// fixtureOption changes what newFixture builds.
+type fixtureOption func(*fixtureConfig)
+
+type fixtureConfig struct {
+	stores func(backup.Stores) backup.Stores // replaces some of the memstore stores
+	checks []Check
+}
+
+func withStores(f func(backup.Stores) backup.Stores) fixtureOption {
+	return func(c *fixtureConfig) { c.stores = f }
+}
+
+func withChecks(checks ...Check) fixtureOption {
+	return func(c *fixtureConfig) { c.checks = checks }
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newFixture(t *testing.T, opts ...fixtureOption) *fixture {
 	t.Helper()
+	var cfg fixtureConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	st := memstore.New()
 	now := time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
-	svc := backup.NewService(backup.Deps{Stores: st.Stores(), Now: func() time.Time { return now },
-		Publisher: nopPublisher{}, Archives: nopArchives{}})
+	stores := st.Stores()
+	if cfg.stores != nil {
+		stores = cfg.stores(stores)
+	}
+	logs := &syncBuffer{}
+	log := zerolog.New(logs)
+	svc := backup.NewService(backup.Deps{Stores: stores, Now: func() time.Time { return now },
+		Publisher: nopPublisher{}, Archives: nopArchives{}, Log: log})
 	ctx := context.Background()
 	events := []string{
 		`{"type":"namespace.permissions","event_id":"p1","occurred_at":"2026-11-20T07:00:00Z","namespace":"ns-a","principal_id":"manager","permissions":["ManageAppsBackups"]}`,
@@ -70,8 +124,8 @@ func newFixture(t *testing.T) *fixture {
 		Kind: backup.KindManual, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.AddDate(0, 0, 14)}); err != nil {
 		t.Fatal(err)
 	}
-	srv := New(Deps{Log: zerolog.Nop(), Version: "test", Authenticator: tokenAuth{}, Service: svc})
-	return &fixture{srv: srv, store: st}
+	srv := New(Deps{Log: log, Version: "test", Authenticator: tokenAuth{}, Service: svc, Checks: cfg.checks})
+	return &fixture{srv: srv, store: st, now: now, logs: logs}
 }
 
 func (f *fixture) do(t *testing.T, principal, method, path, body string) (*http.Response, map[string]any) {

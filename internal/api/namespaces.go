@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/mxazure/backups/internal/backup"
 )
@@ -38,12 +39,24 @@ func (s *Server) listEnvironments(w http.ResponseWriter, r *http.Request, p back
 	return nil
 }
 
+// settingsJSON is a namespace's settings as the API shows them; updated_at and updated_by are null for
+// a namespace never configured.
+type settingsJSON struct {
+	BackupsEnabled bool       `json:"backups_enabled"`
+	UpdatedAt      *time.Time `json:"updated_at"`
+	UpdatedBy      *string    `json:"updated_by"`
+}
+
+func toSettingsJSON(set backup.Settings) settingsJSON {
+	return settingsJSON{BackupsEnabled: set.BackupsEnabled, UpdatedAt: timeOrNull(set.UpdatedAt), UpdatedBy: stringOrNull(set.UpdatedBy)}
+}
+
 func (s *Server) getSettings(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
 	set, err := s.svc.Settings(r.Context(), p, r.PathValue("ns"))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, set)
+	writeJSON(w, http.StatusOK, toSettingsJSON(set))
 	return nil
 }
 
@@ -55,29 +68,43 @@ func (s *Server) putSettings(w http.ResponseWriter, r *http.Request, p backup.Pr
 		return err
 	}
 	if body.BackupsEnabled == nil {
-		return backup.Errorf(backup.CodeInvalidParameters, "backups_enabled is required")
+		return backup.Errorf(backup.CodeInvalidParameters, "field backups_enabled is required")
 	}
 	set, err := s.svc.UpdateSettings(r.Context(), p, r.PathValue("ns"), *body.BackupsEnabled)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, set)
+	writeJSON(w, http.StatusOK, toSettingsJSON(set))
 	return nil
 }
 
+// activityJSON is an activity log entry as the API shows it: every field present, ids null when the
+// entry is about no snapshot or restore.
+type activityJSON struct {
+	Time       time.Time `json:"time"`
+	Action     string    `json:"action"`
+	Status     string    `json:"status"`
+	Actor      string    `json:"actor"`
+	SnapshotID *string   `json:"snapshot_id"`
+	RestoreID  *string   `json:"restore_id"`
+	Message    string    `json:"message"`
+}
+
 func (s *Server) listActivity(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
-	_, limit, err := paging(r, 100)
+	offset, limit, err := paging(r, 100)
 	if err != nil {
 		return err
 	}
-	entries, err := s.svc.Activity(r.Context(), p, r.PathValue("ns"), r.PathValue("env"), limit)
+	entries, total, err := s.svc.Activity(r.Context(), p, r.PathValue("ns"), r.PathValue("env"), offset, limit)
 	if err != nil {
 		return err
 	}
-	if entries == nil {
-		entries = []backup.ActivityEntry{}
+	out := make([]activityJSON, len(entries))
+	for i, e := range entries {
+		out[i] = activityJSON{Time: e.Time, Action: string(e.Action), Status: string(e.Status), Actor: e.Actor,
+			SnapshotID: stringOrNull(e.SnapshotID), RestoreID: stringOrNull(e.RestoreID), Message: e.Message}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"entries": entries})
+	writeJSON(w, http.StatusOK, map[string]any{"entries": out, "total": total, "offset": offset, "limit": limit})
 	return nil
 }
 
@@ -99,4 +126,20 @@ func paging(r *http.Request, def int) (offset, limit int, err error) {
 		}
 	}
 	return offset, limit, nil
+}
+
+// stringOrNull is nil for "" (JSON null: no such id), else &v.
+func stringOrNull(v string) *string {
+	if v == "" {
+		return nil
+	}
+	return &v
+}
+
+// timeOrNull is nil for the zero time (JSON null: not happened yet), else &t.
+func timeOrNull(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }

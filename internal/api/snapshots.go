@@ -7,8 +7,9 @@ import (
 	"github.com/mxazure/backups/internal/backup"
 )
 
-// snapshotJSON is a Snapshot as the API shows it (spec/api.md; field names follow Mendix Cloud's
-// Backups API v2 where the concept is the same).
+// snapshotJSON is a Snapshot as the API shows it (docs/api.md; field names follow Mendix Cloud's
+// Backups API v2 where the concept is the same). Every field is always present: finished_at and sha256
+// are null until Finished, progress is null unless Processing, warnings is [] when there are none.
 type snapshotJSON struct {
 	SnapshotID        string           `json:"snapshot_id"`
 	Namespace         string           `json:"namespace"`
@@ -25,10 +26,10 @@ type snapshotJSON struct {
 	SizeBytes         int64            `json:"size_bytes"`
 	DatabaseSizeBytes int64            `json:"database_size_bytes"`
 	FilesCount        int              `json:"files_count"`
-	SHA256            string           `json:"sha256,omitempty"`
+	SHA256            *string          `json:"sha256"`
 	StatusMessage     string           `json:"status_message"`
 	Warnings          []string         `json:"warnings"`
-	Progress          *backup.Progress `json:"progress,omitempty"`
+	Progress          *backup.Progress `json:"progress"`
 }
 
 func toSnapshotJSON(s backup.Snapshot) snapshotJSON {
@@ -36,18 +37,17 @@ func toSnapshotJSON(s backup.Snapshot) snapshotJSON {
 		SnapshotID: s.ID, Namespace: s.Namespace, EnvironmentID: s.EnvironmentID, Status: string(s.Status), Kind: string(s.Kind),
 		Comment: s.Comment, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, ExpiresAt: s.ExpiresAt,
 		DeploymentPackage: s.DeploymentPackage, ModelVersion: s.ModelVersion, SizeBytes: s.SizeBytes,
-		DatabaseSizeBytes: s.DatabaseSizeBytes, FilesCount: s.FilesCount, SHA256: s.SHA256, StatusMessage: s.StatusMessage,
-		Warnings: s.Warnings,
-	}
-	if !s.FinishedAt.IsZero() {
-		t := s.FinishedAt
-		out.FinishedAt = &t
+		DatabaseSizeBytes: s.DatabaseSizeBytes, FilesCount: s.FilesCount, SHA256: stringOrNull(s.SHA256), StatusMessage: s.StatusMessage,
+		Warnings: s.Warnings, FinishedAt: timeOrNull(s.FinishedAt),
 	}
 	if out.Warnings == nil {
 		out.Warnings = []string{}
 	}
 	if s.Status == backup.SnapshotProcessing {
 		out.Progress = s.Progress
+		if out.Progress == nil {
+			out.Progress = &backup.Progress{Phase: "queued"}
+		}
 	}
 	return out
 }
@@ -102,7 +102,7 @@ func (s *Server) patchSnapshot(w http.ResponseWriter, r *http.Request, p backup.
 		return err
 	}
 	if body.Comment == nil {
-		return backup.Errorf(backup.CodeInvalidParameters, "comment is required (only the comment can be changed)")
+		return backup.Errorf(backup.CodeInvalidParameters, "field comment is required (only the comment can be changed)")
 	}
 	snap, err := s.svc.UpdateComment(r.Context(), p, r.PathValue("ns"), r.PathValue("env"), r.PathValue("id"), *body.Comment)
 	if err != nil {

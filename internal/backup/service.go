@@ -188,6 +188,11 @@ func (s *Service) ListEnvironments(ctx context.Context, p Principal, namespace s
 		if reason == "" && !set.BackupsEnabled {
 			reason = "backups are not enabled for this namespace"
 		}
+		if reason == "" {
+			if reason, err = s.lockBlocker(ctx, namespace, e.ID); err != nil {
+				return nil, err
+			}
+		}
 		out = append(out, EnvironmentSummary{Environment: e, CanCreateBackup: reason == "", Reason: reason})
 	}
 	return out, nil
@@ -232,14 +237,13 @@ func (s *Service) UpdateSettings(ctx context.Context, p Principal, namespace str
 	return set, nil
 }
 
-// Activity returns an environment's newest activity entries.
-func (s *Service) Activity(ctx context.Context, p Principal, namespace, envID string, limit int) ([]ActivityEntry, error) {
+// Activity returns a page of an environment's activity log, newest first, and the total count.
+func (s *Service) Activity(ctx context.Context, p Principal, namespace, envID string, offset, limit int) ([]ActivityEntry, int, error) {
 	env, err := s.Environment(ctx, p, namespace, envID)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	entries, _, err := s.stores.Activity.ListActivity(ctx, namespace, env.ID, 0, limit)
-	return entries, err
+	return s.stores.Activity.ListActivity(ctx, namespace, env.ID, offset, limit)
 }
 
 // requireBackupsEnabled refuses work in a namespace that has not enabled backups.
@@ -284,3 +288,35 @@ const (
 	EventRestoreFailed    = "restore.failed"
 	EventSnapshotExpired  = "snapshot.expired"
 )
+
+// lockBlocker says which running operation holds the environment lock ("a backup is running"), or ""
+// when the lock is free or stale. The staleness rule is acquireLock's (a finished holder, or a missing
+// one whose lock is older than a minute, does not block); keep the two in step.
+func (s *Service) lockBlocker(ctx context.Context, namespace, envID string) (string, error) {
+	lock, err := s.stores.Operations.GetLock(ctx, namespace, envID)
+	if err != nil {
+		return "", err
+	}
+	if lock.OperationID == "" {
+		return "", nil
+	}
+	kind := lock.Kind
+	holder, err := s.stores.Operations.GetOperation(ctx, namespace, envID, lock.OperationID)
+	switch {
+	case err == nil && holder.Phase.Done():
+		return "", nil
+	case err == nil:
+		kind = holder.Kind
+	case !IsNotFound(err):
+		return "", err
+	case s.now().Sub(lock.Since) >= time.Minute:
+		return "", nil
+	}
+	switch kind {
+	case OpBackup:
+		return "a backup is running", nil
+	case "restore": // restores are not built yet; their operations will have this kind
+		return "a restore is running", nil
+	}
+	return "another operation is running", nil
+}
