@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"net/http"
 	"path"
+	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -24,6 +26,7 @@ type Server struct {
 	authn   auth.Authenticator
 	svc     *backup.Service
 	mux     *http.ServeMux
+	health  healthCache
 }
 
 // Deps are what the API needs.
@@ -38,18 +41,47 @@ type Deps struct {
 // New builds the server and registers its routes.
 func New(d Deps) *Server {
 	s := &Server{log: d.Log, version: d.Version, checks: d.Checks, authn: d.Authenticator, svc: d.Service, mux: http.NewServeMux()}
+	s.health = healthCache{ttl: healthCacheTTL, now: time.Now}
+	var patterns []string
+	byPattern := map[string][]route{}
 	for _, rt := range s.routes() {
-		h := rt.handler
-		if rt.public {
-			s.mux.HandleFunc(rt.method+" "+rt.pattern, func(w http.ResponseWriter, r *http.Request) { h(w, r, backup.Principal{}) })
-		} else {
-			s.mux.HandleFunc(rt.method+" "+rt.pattern, s.authenticated(h))
+		if byPattern[rt.pattern] == nil {
+			patterns = append(patterns, rt.pattern)
 		}
+		byPattern[rt.pattern] = append(byPattern[rt.pattern], rt)
+	}
+	for _, p := range patterns {
+		s.mux.Handle(p, s.byMethod(byPattern[p]))
 	}
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, s.log, backup.Errorf(backup.CodeNotFound, "no API route %s %s", r.Method, r.URL.Path))
+		writeProblem(w, r, backup.Errorf(backup.CodeNotFound, "there is no API route %s", r.URL.Path))
 	})
 	return s
+}
+
+// byMethod serves one path pattern: the route of the request's method, else 405 with an Allow header
+// (before authentication: which methods a path has is public, in the OpenAPI document).
+func (s *Server) byMethod(rts []route) http.HandlerFunc {
+	handlers := map[string]http.HandlerFunc{}
+	var allow []string
+	for _, rt := range rts {
+		h := rt.handler
+		if rt.public {
+			handlers[rt.method] = func(w http.ResponseWriter, r *http.Request) { h(w, r, backup.Principal{}) }
+		} else {
+			handlers[rt.method] = s.authenticated(h)
+		}
+		allow = append(allow, rt.method)
+	}
+	allowed := strings.Join(allow, ", ")
+	return func(w http.ResponseWriter, r *http.Request) {
+		if h, ok := handlers[r.Method]; ok {
+			h(w, r)
+			return
+		}
+		w.Header().Set("Allow", allowed)
+		writeProblem(w, r, backup.Errorf(backup.CodeMethodNotAllowed, "method %s is not allowed here; allowed: %s", r.Method, allowed))
+	}
 }
 
 // handlerFunc is an API handler: it writes its success response itself and returns errors.
@@ -91,57 +123,90 @@ func (s *Server) routes() []route {
 func (s *Server) handle(f handlerFunc) func(http.ResponseWriter, *http.Request, backup.Principal) {
 	return func(w http.ResponseWriter, r *http.Request, p backup.Principal) {
 		if err := f(w, r, p); err != nil {
-			writeProblem(w, loggerFrom(r.Context(), s.log), err)
+			writeProblem(w, r, err)
 		}
 	}
 }
 
+// realm is the protection space named in WWW-Authenticate challenges.
+const realm = "backups"
+
 // authenticated checks the bearer token before calling h.
 func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request, backup.Principal)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		log := loggerFrom(r.Context(), s.log)
-		ap, err := s.authn.Authenticate(r.Context(), r.Header.Get("Authorization"))
+		header := r.Header.Get("Authorization")
+		ap, err := s.authn.Authenticate(r.Context(), header)
 		if err != nil {
 			if backup.CodeOf(err) == backup.CodeUnauthenticated {
-				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+				w.Header().Set("WWW-Authenticate", auth.Challenge(realm, header))
 			}
-			writeProblem(w, log, err)
+			writeProblem(w, r, err)
 			return
 		}
-		log = log.With().Str("principal", ap.ID).Logger()
-		r = r.WithContext(withLogger(r.Context(), log))
+		rc := requestFrom(r.Context(), s.log)
+		rc.log = rc.log.With().Str("principal", ap.ID).Logger()
+		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, rc))
 		h(w, r, backup.Principal{ID: ap.ID, Name: ap.Name})
 	}
 }
 
 // ServeHTTP serves the API, giving each request an id and a logger.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id := r.Header.Get("X-Azure-Functions-InvocationId")
-	if id == "" {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		id = hex.EncodeToString(b[:])
-	}
-	w.Header().Set("X-Request-Id", id)
-	log := s.log.With().Str("invocation", id).Str("method", r.Method).Str("path", r.URL.Path).Logger()
-	// Refuse dot segments and doubled slashes instead of redirecting: API clients do not follow a
-	// redirect to a path they did not mean.
-	if p := r.URL.EscapedPath(); path.Clean(p) != p {
-		writeProblem(w, log, backup.Errorf(backup.CodeInvalidParameters, "the request path is not canonical (dot segments or empty segments)"))
-		return
-	}
-	s.mux.ServeHTTP(w, r.WithContext(withLogger(r.Context(), log)))
+	s.RefuseUncleanPaths(s.mux).ServeHTTP(w, r)
 }
 
-type loggerKey struct{}
-
-func withLogger(ctx context.Context, log zerolog.Logger) context.Context {
-	return context.WithValue(ctx, loggerKey{}, log)
+// RefuseUncleanPaths gives each request an id (the Functions invocation id, else a random one) and a
+// logger, and answers a path with dot segments or empty segments with a 400 problem instead of passing
+// it on. A ServeMux would redirect such a path to its cleaned form before any handler runs, and API
+// clients do not follow a redirect to a path they did not mean: the handler's root mux must be wrapped
+// in this.
+func (s *Server) RefuseUncleanPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := r.Context().Value(requestKey{}).(request); ok {
+			next.ServeHTTP(w, r) // already done by an outer wrapper
+			return
+		}
+		id := r.Header.Get("X-Azure-Functions-InvocationId")
+		if id == "" {
+			var b [8]byte
+			_, _ = rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", id)
+		log := s.log.With().Str("invocation", id).Str("method", r.Method).Str("path", r.URL.Path).Logger()
+		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, request{id: id, log: log}))
+		if !cleanPath(r.URL.EscapedPath()) {
+			writeProblem(w, r, backup.Errorf(backup.CodeInvalidParameters, "the request path must not contain dot segments (. or ..) or empty segments (//)"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
-func loggerFrom(ctx context.Context, fallback zerolog.Logger) zerolog.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(zerolog.Logger); ok {
-		return l
+// cleanPath reports whether p is what a ServeMux would not redirect: path.Clean leaves it alone, apart
+// from a trailing slash.
+func cleanPath(p string) bool {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
 	}
-	return fallback
+	return c == p
+}
+
+// request is what the API knows of the request being served: its id (the reference quoted in internal
+// errors) and its logger.
+type request struct {
+	id  string
+	log zerolog.Logger
+}
+
+type requestKey struct{}
+
+// requestFrom returns the request's id and logger; outside RefuseUncleanPaths (tests calling a handler
+// directly) a request without id and the fallback logger.
+func requestFrom(ctx context.Context, fallback zerolog.Logger) request {
+	if rc, ok := ctx.Value(requestKey{}).(request); ok {
+		return rc
+	}
+	return request{log: fallback}
 }

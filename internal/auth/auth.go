@@ -88,6 +88,24 @@ func bearerToken(header string) (string, error) {
 	return token, nil
 }
 
+// SentBearer reports whether an Authorization header value carries a bearer token at all: false when
+// it is absent or empty, or another scheme (Basic, Negotiate, ...).
+func SentBearer(header string) bool {
+	scheme, rest, _ := strings.Cut(strings.Trim(header, " \t"), " ")
+	return strings.EqualFold(scheme, "Bearer") && strings.TrimLeft(rest, " ") != ""
+}
+
+// Challenge is the WWW-Authenticate value of a 401 answering a request with that Authorization header.
+// RFC 6750 section 3.1: a request without credentials gets no error code (realm only); a token that was
+// sent and refused gets error="invalid_token".
+func Challenge(realm, header string) string {
+	c := `Bearer realm="` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(realm) + `"`
+	if SentBearer(header) {
+		c += `, error="invalid_token"`
+	}
+	return c
+}
+
 // isB64Token reports whether s matches RFC 6750's b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" /
 // "+" / "/" ) *"=".
 func isB64Token(s string) bool {

@@ -123,3 +123,35 @@ func TestPrincipalContext(t *testing.T) {
 		t.Errorf("PrincipalFrom = %+v, %v; want %+v, true", got, ok, want)
 	}
 }
+
+// TestChallenge: RFC 6750 section 3.1: no error code when the request carried no bearer token (no
+// header, another scheme, an empty one), invalid_token when one was sent; exactly the headers
+// bearerToken reports as missing get no error code.
+func TestChallenge(t *testing.T) {
+	tests := []struct {
+		header string
+		want   string
+	}{
+		{"", `Bearer realm="r"`},
+		{"   ", `Bearer realm="r"`},
+		{"Basic dXNlcjpwYXNz", `Bearer realm="r"`},
+		{"Bearer", `Bearer realm="r"`},
+		{"Bearer    ", `Bearer realm="r"`},
+		{"Bearer abc.def.ghi", `Bearer realm="r", error="invalid_token"`},
+		{"bearer abc", `Bearer realm="r", error="invalid_token"`},
+		{"Bearer a b", `Bearer realm="r", error="invalid_token"`},
+	}
+	for _, tt := range tests {
+		if got := Challenge("r", tt.header); got != tt.want {
+			t.Errorf("Challenge(%q) = %s, want %s", tt.header, got, tt.want)
+		}
+		_, err := bearerToken(tt.header)
+		missing := err != nil && err.Error() == msgMissingToken
+		if missing == SentBearer(tt.header) {
+			t.Errorf("%q: bearerToken says missing=%v, SentBearer says %v", tt.header, missing, SentBearer(tt.header))
+		}
+	}
+	if got := Challenge(`a"b`, ""); got != `Bearer realm="a\"b"` {
+		t.Errorf("quoted realm: %s", got)
+	}
+}
