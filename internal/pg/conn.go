@@ -5,7 +5,7 @@
 //
 // Contract, in short (details on each identifier):
 //   - Dumper.Start exports a REPEATABLE READ snapshot, reads the size and the file list in it, and starts
-//     `pg_dump -Fc -Z0 -O -x -n public --snapshot=<id>` against it; the dump and the list describe the same
+//     `pg_dump -Fc -Z0 -O -x --snapshot=<id>` (pgDumpArgs) against it; the dump and the list describe the same
 //     moment.
 //   - Every error is a *backup.Error: backup.CodeTransient when a retry may succeed (connection trouble, a
 //     table lock held by the app), backup.CodeInvalidState when the environment's database cannot be dumped

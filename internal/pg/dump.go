@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -138,19 +139,32 @@ func (dump *Dump) watch(ctx context.Context) {
 	}
 }
 
+// pgDumpArgs are pg_dump's arguments before the snapshot, lock wait and connection.
+//
+// No --schema=public: with it pg_dump 15 writes `CREATE SCHEMA public`, which fails in every fresh
+// database (pg_restore exits 1), and leaves out extensions, so an index using an extension's operator
+// class fails too. Without it, public is dumped as initdb's schema (no CREATE; pg_restore --list shows
+// no SCHEMA entry while its owner is pg_database_owner) with all its objects and the extensions; a
+// Mendix database has nothing outside public, so the archive still holds schema public only.
+// Publications and subscriptions are replication settings of the source server, not the app's data; a
+// subscription (or FOR ALL TABLES) needs a superuser to restore.
+var pgDumpArgs = []string{
+	"--format=custom",
+	"--compress=0", // the archive layer compresses once
+	"--no-owner",
+	"--no-privileges",
+	"--no-publications",
+	"--no-subscriptions",
+	"--no-password", // never prompt
+}
+
 // startPgDump starts pg_dump on the exported snapshot with its stdout on a pipe of ours.
 func (dump *Dump) startPgDump(bin, pw string) error {
-	args := []string{
-		"--format=custom",
-		"--compress=0", // the archive layer compresses once
-		"--no-owner",
-		"--no-privileges",
-		"--schema=public",
-		"--no-password", // never prompt
-		"--snapshot=" + dump.snapshot,
-		"--lock-wait-timeout=" + strconv.FormatInt(max(dump.lockWait.Milliseconds(), 1), 10),
-		"--dbname=" + dump.conn.conninfo(),
-	}
+	args := append(slices.Clone(pgDumpArgs),
+		"--snapshot="+dump.snapshot,
+		"--lock-wait-timeout="+strconv.FormatInt(max(dump.lockWait.Milliseconds(), 1), 10),
+		"--dbname="+dump.conn.conninfo(),
+	)
 	r, w, err := os.Pipe()
 	if err != nil {
 		return backup.Wrap(backup.CodeTransient, err, "create a pipe for pg_dump")

@@ -36,6 +36,8 @@ func TestAgainstPostgres(t *testing.T) {
 		run  func(t *testing.T, e *env)
 	}{
 		{"DumpRestoresWithSameRows", testDumpRestoresWithSameRows},
+		{"PlainRestoreIntoFreshDatabase", testPlainRestoreIntoFreshDatabase},
+		{"M2eeRestoreIntoEmptiedPublic", testM2eeRestoreIntoEmptiedPublic},
 		{"ListAndDumpShareOneSnapshot", testListAndDumpShareOneSnapshot},
 		{"LockWaitTimesOutTransient", testLockWaitTimesOutTransient},
 		{"LockedFileTableFailsStart", testLockedFileTableFailsStart},
