@@ -126,15 +126,22 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 		func(ctx context.Context, m envelope.ServiceBusMessage, log zerolog.Logger) error {
 			return svc.HandleEnvironmentEvent(ctx, m.MessageID, m.Body, log)
 		}))
-	// Backup jobs (queue backup-jobs, sessions by environment): one message per operation.
+	// Jobs (queue backup-jobs, sessions by environment): one message per operation, of any kind.
 	a.triggers.Register("BackupJobs", triggers.ServiceBus("msg",
 		func(ctx context.Context, m envelope.ServiceBusMessage, log zerolog.Logger) error {
-			return svc.HandleBackupJob(ctx, m.Body, m.MessageID+"/"+strconv.FormatInt(m.DeliveryCount, 10)+"/"+m.Sys.RandGuid, log)
+			return svc.HandleJob(ctx, m.Body, m.MessageID+"/"+strconv.FormatInt(m.DeliveryCount, 10)+"/"+m.Sys.RandGuid, log)
 		}))
-	// Every 5 minutes: re-enqueue or fail operations whose message was lost or whose worker died.
+	// Every 5 minutes: re-send, take over and fail, or settle operations whose message was lost, whose
+	// worker died or whose settling stopped half-way; prune old ones.
 	a.triggers.Register("RecoverOperations", triggers.Timer("timer",
 		func(ctx context.Context, _ envelope.Timer, log zerolog.Logger) error {
 			return svc.RecoverOperations(ctx, log)
+		}))
+	// Daily: remove archive blobs no snapshot points to, and finish deletions that stopped half-way.
+	a.triggers.Register("SweepArchives", triggers.Timer("timer",
+		func(ctx context.Context, _ envelope.Timer, log zerolog.Logger) error {
+			_, err := svc.SweepArchives(ctx, log)
+			return err
 		}))
 	return a, nil
 }

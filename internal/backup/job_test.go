@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,19 +32,23 @@ type fakeSnapshotter struct {
 
 func (f *fakeSnapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (backup.SnapshotResult, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.calls = append(f.calls, req)
 	var err error
 	if len(f.errs) > 0 {
 		err, f.errs = f.errs[0], f.errs[1:]
 	}
+	onCreate := f.onCreate
+	f.onCreate = nil // once: it may run another job, which calls Create again
+	f.mu.Unlock()
 	if err != nil {
 		return backup.SnapshotResult{}, err
 	}
-	if f.onCreate != nil {
-		f.onCreate()
+	if onCreate != nil {
+		onCreate()
 	}
 	req.Progress(backup.Progress{Phase: "dumping", BytesDone: 10})
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.statusWhileDumping = f.readStatus(req)
 	f.blobs.put(req.BlobPath)
 	return backup.SnapshotResult{SizeBytes: 1234, SHA256: "abc", FilesCount: 3, Warnings: []string{"w1"}}, nil
@@ -50,21 +56,60 @@ func (f *fakeSnapshotter) Create(ctx context.Context, req backup.SnapshotRequest
 
 type fakeBlobs struct {
 	mu    sync.Mutex
-	paths map[string]bool
+	paths map[string]time.Time // path → last modified
+	now   func() time.Time
+	// undeletable blobs refuse deletion, like an immutability policy or a legal hold (403).
+	undeletable map[string]bool
 }
 
 func (b *fakeBlobs) put(p string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.paths[p] = true
+	b.paths[p] = b.now()
 }
 
-func (b *fakeBlobs) DeleteSnapshotBlobs(_ context.Context, ns, env, id string) error {
+func (b *fakeBlobs) has(p string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	_, ok := b.paths[p]
+	return ok
+}
+
+func (b *fakeBlobs) ListSnapshotBlobs(_ context.Context, ns, env, id string) ([]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
 	for p := range b.paths {
 		if strings.HasPrefix(p, ns+"/"+env+"/"+id+"/") {
-			delete(b.paths, p)
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func (b *fakeBlobs) WalkArchives(ctx context.Context, fn func(backup.ArchiveBlob) error) error {
+	b.mu.Lock()
+	var all []backup.ArchiveBlob
+	for p, mod := range b.paths {
+		parts := strings.Split(p, "/")
+		all = append(all, backup.ArchiveBlob{Path: p, Namespace: parts[0], EnvironmentID: parts[1], SnapshotID: parts[2], LastModified: mod})
+	}
+	b.mu.Unlock()
+	slices.SortFunc(all, func(x, y backup.ArchiveBlob) int { return strings.Compare(x.Path, y.Path) })
+	for _, a := range all {
+		if err := fn(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *fakeBlobs) DeleteSnapshotBlobs(ctx context.Context, ns, env, id string) error {
+	paths, _ := b.ListSnapshotBlobs(ctx, ns, env, id)
+	for _, p := range paths {
+		if err := b.DeleteBlob(ctx, p); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -73,6 +118,9 @@ func (b *fakeBlobs) DeleteSnapshotBlobs(_ context.Context, ns, env, id string) e
 func (b *fakeBlobs) DeleteBlob(_ context.Context, p string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.undeletable[p] {
+		return backup.Errorf(backup.CodeInternal, "blob storage: 403 this blob is under an immutability policy")
+	}
 	delete(b.paths, p)
 	return nil
 }
@@ -85,8 +133,8 @@ func (b *fakeBlobs) count() int {
 
 type layout struct{}
 
-func (layout) SnapshotArchive(ns, env, id string, attempt int) string {
-	return ns + "/" + env + "/" + id + "/attempt-" + string(rune('0'+attempt))
+func (layout) SnapshotArchive(ns, env, id string, fence int) string {
+	return fmt.Sprintf("%s/%s/%s/attempt-%d", ns, env, id, fence)
 }
 
 // fakePublisher keeps what was published.
@@ -128,8 +176,9 @@ type jobFixture struct {
 
 func newJobFixture(t *testing.T) *jobFixture {
 	t.Helper()
-	f := &jobFixture{st: memstore.New(), blobs: &fakeBlobs{paths: map[string]bool{}}, pub: &fakePublisher{msgs: map[string][]backup.Message{}},
+	f := &jobFixture{st: memstore.New(), pub: &fakePublisher{msgs: map[string][]backup.Message{}},
 		now: t0, user: backup.Principal{ID: "user-1"}}
+	f.blobs = &fakeBlobs{paths: map[string]time.Time{}, now: func() time.Time { return f.now }, undeletable: map[string]bool{}}
 	f.snap = &fakeSnapshotter{blobs: f.blobs, readStatus: func(req backup.SnapshotRequest) string {
 		all, _, _ := f.st.ListSnapshots(context.Background(), "ns-a", envID, 0, 100)
 		for _, sn := range all {
@@ -165,7 +214,7 @@ func (f *jobFixture) deliver(t *testing.T) []error {
 	var errs []error
 	for _, m := range f.pub.take(backup.QueueJobs) {
 		for delivery := 1; delivery <= 10; delivery++ {
-			err := f.svc.HandleBackupJob(context.Background(), m.Body, m.ID+"/"+string(rune('0'+delivery)), zerolog.Nop())
+			err := f.svc.HandleJob(context.Background(), m.Body, m.ID+"/"+string(rune('0'+delivery)), zerolog.Nop())
 			errs = append(errs, err)
 			if err == nil || !backup.IsRetryable(err) {
 				break
@@ -216,7 +265,7 @@ func TestManualSnapshotLifecycle(t *testing.T) {
 	if len(events) != 1 || !strings.Contains(string(events[0].Body), `"snapshot.finished"`) {
 		t.Errorf("events: %+v", events)
 	}
-	acts, _ := f.st.ListActivity(context.Background(), "ns-a", envID, 10)
+	acts, _, _ := f.st.ListActivity(context.Background(), "ns-a", envID, 0, 10)
 	if len(acts) != 2 || acts[0].Status != backup.ActivityFinished || acts[1].Status != backup.ActivityStarted {
 		t.Errorf("activity: %+v", acts)
 	}
@@ -228,7 +277,7 @@ func TestDuplicateDeliveryDoesNothing(t *testing.T) {
 	msgs := f.pub.msgs[backup.QueueJobs]
 	f.deliver(t)
 	// The same message again, after the job finished.
-	if err := f.svc.HandleBackupJob(context.Background(), msgs[0].Body, "again", zerolog.Nop()); err != nil {
+	if err := f.svc.HandleJob(context.Background(), msgs[0].Body, "again", zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	if len(f.snap.calls) != 1 {
@@ -292,7 +341,7 @@ func TestTransientFailureIsRetriedThenSucceeds(t *testing.T) {
 
 func TestPermanentFailureLeavesNothing(t *testing.T) {
 	f := newJobFixture(t)
-	f.snap.errs = []error{errors.New("pg_dump: database \"x\" does not exist")}
+	f.snap.errs = []error{backup.Errorf(backup.CodeInvalidState, "pg_dump: the database of app@pg:5432/x does not exist")}
 	snap := f.create(t)
 	errs := f.deliver(t)
 	if len(errs) != 1 || errs[0] != nil {
@@ -427,26 +476,45 @@ func TestStaleWorkerCannotFinishAfterTakeover(t *testing.T) {
 	ctx := context.Background()
 	snap := f.create(t)
 	msg := f.pub.take(backup.QueueJobs)[0]
-	// Worker A's snapshotter runs; while it works, worker B takes the operation over (A was presumed dead).
+	// Worker A's snapshotter runs; while it works, the message is redelivered (A's lock on it was
+	// lost) and worker B claims the operation and runs it to the end.
 	f.snap.onCreate = func() {
-		_, _, _ = f.st.UpdateOperation(ctx, "ns-a", envID, snap.OperationID, func(o backup.Operation, ok bool) (backup.Operation, bool, error) {
-			o.Worker, o.Attempt = "worker-B", o.Attempt+1
-			return o, true, nil
-		})
+		if err := f.svc.HandleJob(ctx, msg.Body, "worker-B", zerolog.Nop()); err != nil {
+			t.Errorf("worker B: %v", err)
+		}
 	}
-	if err := f.svc.HandleBackupJob(ctx, msg.Body, "worker-A", zerolog.Nop()); err != nil {
+	if err := f.svc.HandleJob(ctx, msg.Body, "worker-A", zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	got := f.snapshot(t, snap.ID)
-	if got.Status != backup.SnapshotProcessing || got.BlobPath != "" {
-		t.Errorf("the stale worker finished the record: %+v", got)
+	bBlob := layout{}.SnapshotArchive("ns-a", envID, snap.ID, 2)
+	if got.Status != backup.SnapshotFinished || got.BlobPath != bBlob || got.Fence != 2 {
+		t.Errorf("snapshot: %+v, want Finished by worker B (fence 2) at %s", got, bBlob)
 	}
-	if f.blobs.count() != 0 {
-		t.Errorf("the stale worker left its archive: %d blobs", f.blobs.count())
-	}
-	if op, _ := f.st.GetOperation(ctx, "ns-a", envID, snap.OperationID); op.Phase != backup.OpRunning || op.Worker != "worker-B" {
+	if op, _ := f.st.GetOperation(ctx, "ns-a", envID, snap.OperationID); op.Phase != backup.OpSucceeded || op.Worker != "worker-B" || !op.Settled {
 		t.Errorf("operation: %+v", op)
 	}
+	// A's blob, committed after B settled, is nobody's: the sweeper removes it after the grace period
+	// and keeps B's.
+	aBlob := layout{}.SnapshotArchive("ns-a", envID, snap.ID, 1)
+	if !f.blobs.has(aBlob) {
+		t.Fatalf("test setup: worker A's blob %s was not written", aBlob)
+	}
+	f.sweepAfterGrace(t)
+	if f.blobs.has(aBlob) || !f.blobs.has(bBlob) {
+		t.Errorf("after the sweep: A's blob present=%v (want false), B's present=%v (want true)", f.blobs.has(aBlob), f.blobs.has(bBlob))
+	}
+}
+
+// sweepAfterGrace runs the archive sweeper once the grace period has passed.
+func (f *jobFixture) sweepAfterGrace(t *testing.T) backup.SweepReport {
+	t.Helper()
+	f.now = f.now.Add(backup.SweepGrace + time.Minute)
+	rep, err := f.svc.SweepArchives(context.Background(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
 }
 
 // runningOp makes the snapshot's operation look claimed by a worker that died: Running, lease over.
@@ -502,7 +570,7 @@ func (f *jobFixture) assertClosed(t *testing.T, snap backup.Snapshot, phase back
 	if len(f.snap.calls) != 0 {
 		t.Errorf("the backup ran again (%d calls)", len(f.snap.calls))
 	}
-	if acts, _ := f.st.ListActivity(ctx, "ns-a", envID, 10); activity != "" && (len(acts) != 2 || acts[0].Status != activity) {
+	if acts, _, _ := f.st.ListActivity(ctx, "ns-a", envID, 0, 10); activity != "" && (len(acts) != 2 || acts[0].Status != activity) {
 		t.Errorf("activity: %+v, want STARTED then %s", acts, activity)
 	}
 	events := f.pub.take(backup.TopicBackupEvents)
@@ -589,7 +657,7 @@ func TestFailureThatCannotBeRecordedKeepsTheOperationOpen(t *testing.T) {
 	msg := f.pub.take(backup.QueueJobs)[0]
 	f.snap.errs = []error{backup.Errorf(backup.CodeInvalidParameters, "pg_dump: permission denied for table x")}
 	snaps.fail = true
-	err := f.svc.HandleBackupJob(ctx, msg.Body, "worker-1", zerolog.Nop())
+	err := f.svc.HandleJob(ctx, msg.Body, "worker-1", zerolog.Nop())
 	if !backup.IsRetryable(err) {
 		t.Fatalf("got %v, want a retryable error so that the failure is recorded on redelivery", err)
 	}
@@ -599,7 +667,7 @@ func TestFailureThatCannotBeRecordedKeepsTheOperationOpen(t *testing.T) {
 	// Storage is back: the redelivery records the failure, and everything ends consistently.
 	snaps.fail = false
 	f.snap.errs = []error{backup.Errorf(backup.CodeInvalidParameters, "pg_dump: permission denied for table x")}
-	if err := f.svc.HandleBackupJob(ctx, msg.Body, "worker-2", zerolog.Nop()); err != nil {
+	if err := f.svc.HandleJob(ctx, msg.Body, "worker-2", zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.snapshot(t, snap.ID); got.Status != backup.SnapshotFailed || !strings.Contains(got.StatusMessage, "permission denied") {
@@ -654,15 +722,16 @@ func TestWorkerPresumedDeadCannotFinishAfterRecoveryFailedIt(t *testing.T) {
 			t.Errorf("recovery: %v", err)
 		}
 	}
-	if err := f.svc.HandleBackupJob(ctx, msg.Body, "slow-worker", zerolog.Nop()); err != nil {
+	if err := f.svc.HandleJob(ctx, msg.Body, "slow-worker", zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	got := f.snapshot(t, snap.ID)
 	if got.Status != backup.SnapshotFailed || !strings.Contains(got.StatusMessage, "stopped responding") || got.BlobPath != "" {
 		t.Errorf("snapshot: %+v, want Failed by recovery", got)
 	}
+	f.sweepAfterGrace(t)
 	if f.blobs.count() != 0 {
-		t.Errorf("the slow worker's archive was left behind (%d blobs)", f.blobs.count())
+		t.Errorf("the slow worker's archive survived the sweep (%d blobs)", f.blobs.count())
 	}
 	if op, _ := f.st.GetOperation(ctx, "ns-a", envID, snap.OperationID); op.Phase != backup.OpFailed || op.Worker != "recovery" {
 		t.Errorf("operation: %+v", op)

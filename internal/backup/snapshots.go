@@ -3,11 +3,11 @@ package backup
 import (
 	"context"
 	"encoding/json"
-	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/rs/zerolog"
 )
 
 // Snapshotter makes the archive of one environment (pg_dump + file documents → one blob) and reads it
@@ -37,24 +37,32 @@ type SnapshotResult struct {
 	Warnings          []string
 }
 
-// ArchiveBlobs deletes archive blobs.
+// ArchiveBlobs manages archive blobs (implemented by blobstore).
 type ArchiveBlobs interface {
 	// DeleteSnapshotBlobs removes every blob of the snapshot (all attempts); missing blobs are fine.
 	DeleteSnapshotBlobs(ctx context.Context, namespace, envID, snapshotID string) error
 	// DeleteBlob removes one archive blob; a missing blob is fine.
 	DeleteBlob(ctx context.Context, path string) error
+	// ListSnapshotBlobs returns the paths of every blob of one snapshot.
+	ListSnapshotBlobs(ctx context.Context, namespace, envID, snapshotID string) ([]string, error)
+	// WalkArchives calls fn for every blob of the snapshots container that the layout knows, in name
+	// order; blobs it cannot parse are skipped (never touched).
+	WalkArchives(ctx context.Context, fn func(ArchiveBlob) error) error
 }
 
-// Layout decides blob paths; only it knows them (implemented by blobstore.Layout).
+// ArchiveBlob is one blob of the snapshots container.
+type ArchiveBlob struct {
+	Path          string
+	Namespace     string
+	EnvironmentID string
+	SnapshotID    string
+	LastModified  time.Time
+}
+
+// Layout decides blob paths; only it knows them (implemented by blobstore.Layout). fence numbers the
+// claim that writes the blob.
 type Layout interface {
-	SnapshotArchive(namespace, envID, snapshotID string, attempt int) string
-}
-
-// jobMessage is the body of a backup-jobs message.
-type jobMessage struct {
-	OperationID   string `json:"operation_id"`
-	Namespace     string `json:"namespace"`
-	EnvironmentID string `json:"environment_id"`
+	SnapshotArchive(namespace, envID, snapshotID string, fence int) string
 }
 
 // maxCommentLength is the longest comment a snapshot may carry (spec/api.md).
@@ -97,7 +105,7 @@ func (s *Service) startBackup(ctx context.Context, env Environment, kind Snapsho
 		return Snapshot{}, err
 	}
 	op := Operation{ID: opID, Namespace: env.Namespace, EnvironmentID: env.ID, Kind: OpBackup, SubjectID: snapID,
-		Phase: OpQueued, Actor: actor, CreatedAt: now, UpdatedAt: now}
+		Phase: OpQueued, Actor: actor, Enqueues: 1, EnqueuedAt: now, CreatedAt: now, UpdatedAt: now}
 	snap := Snapshot{ID: snapID, Namespace: env.Namespace, EnvironmentID: env.ID, Status: SnapshotProcessing, Kind: kind,
 		Comment: comment, CreatedAt: now, UpdatedAt: now, ExpiresAt: kind.ExpiresAt(now), CreatedBy: actor,
 		DeploymentPackage: env.DeploymentPackage, ModelVersion: env.ModelVersion, OperationID: opID,
@@ -110,7 +118,8 @@ func (s *Service) startBackup(ctx context.Context, env Environment, kind Snapsho
 			if !ok {
 				return o, false, nil
 			}
-			o.Phase, o.StatusMessage, o.FinishedAt, o.UpdatedAt = OpFailed, "could not be queued: "+cause.Error(), s.now(), s.now()
+			// Settled: the lock is released below, and there is nothing to tell (the caller gets the error).
+			o.Phase, o.StatusMessage, o.FinishedAt, o.UpdatedAt, o.Settled = OpFailed, truncate("could not be queued: "+cause.Error(), maxStatusMessage), s.now(), s.now(), true
 			return o, true, nil
 		})
 		s.releaseLock(c, env.Namespace, env.ID, opID)
@@ -212,7 +221,11 @@ func (s *Service) Snapshot(ctx context.Context, p Principal, namespace, envID, i
 	if id, err = ValidateUUID("snapshot id", id); err != nil {
 		return Snapshot{}, err
 	}
-	return s.stores.Snapshots.GetSnapshot(ctx, namespace, env.ID, id)
+	sn, err := s.stores.Snapshots.GetSnapshot(ctx, namespace, env.ID, id)
+	if err == nil && sn.Deleted() {
+		return Snapshot{}, Errorf(CodeNotFound, "snapshot %s not found", id)
+	}
+	return sn, err
 }
 
 // UpdateComment changes only a snapshot's comment.
@@ -225,7 +238,7 @@ func (s *Service) UpdateComment(ctx context.Context, p Principal, namespace, env
 		return Snapshot{}, err
 	}
 	out, _, err := s.stores.Snapshots.UpdateSnapshot(ctx, namespace, snap.EnvironmentID, snap.ID, func(cur Snapshot, ok bool) (Snapshot, bool, error) {
-		if !ok {
+		if !ok || cur.Deleted() {
 			return cur, false, Errorf(CodeNotFound, "snapshot %s not found", id)
 		}
 		cur.Comment, cur.UpdatedAt = comment, s.now()
@@ -234,26 +247,51 @@ func (s *Service) UpdateComment(ctx context.Context, p Principal, namespace, env
 	return out, err
 }
 
-// DeleteSnapshot deletes a snapshot: its blobs first, then its record, so a failure half-way leaves a
-// record that can be deleted again rather than a blob nobody knows. A snapshot being made cannot be
-// deleted (it would be recreated by its job).
+// DeleteSnapshot deletes a snapshot: the record is marked first (hidden from users at once, and no
+// longer restorable), then its blobs are removed, then the record. A blob that cannot be deleted (an
+// immutability policy, a legal hold, a 403) leaves the marked record for the sweeper, which tries
+// again; a crash half-way is finished by deleting again (a marked snapshot can still be deleted) or
+// by the sweeper. A snapshot being made cannot be deleted (its job owns it).
 func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, namespace, envID, id string) error {
-	snap, err := s.Snapshot(ctx, p, namespace, envID, id)
+	env, err := s.Environment(ctx, p, namespace, envID)
 	if err != nil {
 		return err
 	}
-	if snap.Status == SnapshotProcessing {
-		return Errorf(CodeSnapshotNotReady, "snapshot %s is still being made; delete it when it has finished or failed", snap.ID)
-	}
-	if err := s.archives.DeleteSnapshotBlobs(ctx, namespace, snap.EnvironmentID, snap.ID); err != nil {
+	if id, err = ValidateUUID("snapshot id", id); err != nil {
 		return err
 	}
-	if err := s.stores.Snapshots.DeleteSnapshot(ctx, namespace, snap.EnvironmentID, snap.ID); err != nil {
+	var marked bool
+	_, _, err = s.stores.Snapshots.UpdateSnapshot(ctx, namespace, env.ID, id, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
+		switch {
+		case !ok:
+			return sn, false, Errorf(CodeNotFound, "snapshot %s not found", id)
+		case sn.Status == SnapshotProcessing:
+			return sn, false, Errorf(CodeSnapshotNotReady, "snapshot %s is still being made; delete it when it has finished or failed", id)
+		case sn.Deleted():
+			return sn, false, nil // a deletion that stopped half-way: finish it
+		}
+		marked = true
+		sn.DeletedAt, sn.UpdatedAt = s.now(), s.now()
+		return sn, true, nil
+	})
+	if err != nil {
 		return err
 	}
-	s.activity(ctx, ActivityEntry{Namespace: namespace, EnvironmentID: snap.EnvironmentID, Time: s.now(), Action: ActionDelete,
-		Status: ActivityFinished, Actor: p.ID, SnapshotID: snap.ID, Message: "snapshot deleted"})
-	return nil
+	if marked {
+		s.activity(ctx, ActivityEntry{ID: "delete:" + id, Namespace: namespace, EnvironmentID: env.ID, Time: s.now(), Action: ActionDelete,
+			Status: ActivityFinished, Actor: p.ID, SnapshotID: id, Message: "snapshot deleted"})
+	}
+	return s.finishDeletion(ctx, namespace, env.ID, id, s.log.With().Str("snapshot", id).Logger())
+}
+
+// finishDeletion removes a marked snapshot's blobs and then its record. It leaves the record when a
+// blob could not be deleted, so the sweeper knows to try again.
+func (s *Service) finishDeletion(ctx context.Context, namespace, envID, id string, log zerolog.Logger) error {
+	c := context.WithoutCancel(ctx)
+	if !s.removeSnapshotBlobs(c, namespace, envID, id, "", log) {
+		return nil
+	}
+	return s.stores.Snapshots.DeleteSnapshot(c, namespace, envID, id)
 }
 
 // newID returns a time-ordered UUID (v7), so ids sort by creation.
@@ -263,13 +301,4 @@ func newID() string {
 		return uuid.NewString()
 	}
 	return id.String()
-}
-
-// truncate shortens a status message for storage and display.
-func truncate(s string, n int) string {
-	s = strings.TrimSpace(s)
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
 }
