@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,10 @@ type Service struct {
 	layout      Layout
 	now         func() time.Time
 	log         zerolog.Logger
+	// kinds are the operation kinds the job pipeline runs, by kind.
+	kinds            map[OperationKind]JobKind
+	stallTimeout     time.Duration
+	progressInterval time.Duration
 }
 
 // Deps are the service's dependencies. Now is time.Now in production, a fixed clock in tests.
@@ -57,6 +62,11 @@ type Deps struct {
 	Layout      Layout
 	Now         func() time.Time
 	Log         zerolog.Logger
+	// StallTimeout is how long a job may go without progress before its attempt is abandoned
+	// (default DefaultStallTimeout); ProgressInterval how often progress is written (default
+	// DefaultProgressInterval; tests make it short).
+	StallTimeout     time.Duration
+	ProgressInterval time.Duration
 }
 
 // NewService builds the service.
@@ -65,8 +75,11 @@ func NewService(d Deps) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{stores: d.Stores, publisher: d.Publisher, snapshotter: d.Snapshotter, archives: d.Archives,
-		layout: d.Layout, log: d.Log, now: func() time.Time { return now().UTC() }}
+	s := &Service{stores: d.Stores, publisher: d.Publisher, snapshotter: d.Snapshotter, archives: d.Archives,
+		layout: d.Layout, log: d.Log, now: func() time.Time { return now().UTC() },
+		stallTimeout: cmp.Or(d.StallTimeout, DefaultStallTimeout), progressInterval: cmp.Or(d.ProgressInterval, DefaultProgressInterval)}
+	s.kinds = map[OperationKind]JobKind{OpBackup: backupJob{s}}
+	return s
 }
 
 // Principal is an authenticated caller.
