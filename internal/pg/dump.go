@@ -167,7 +167,7 @@ func (dump *Dump) startPgDump(bin, pw string) error {
 	)
 	r, w, err := os.Pipe()
 	if err != nil {
-		return backup.Wrap(backup.CodeTransient, err, "create a pipe for pg_dump")
+		return backup.Wrap(backup.CodeTransient, fmt.Errorf("create a pipe for pg_dump: %w", err), "the backup service could not start pg_dump")
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = pgDumpEnv(pw)
@@ -180,7 +180,7 @@ func (dump *Dump) startPgDump(bin, pw string) error {
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		w.Close()
-		return backup.Wrap(backup.CodeInternal, err, "start %s", bin)
+		return backup.Wrap(backup.CodeInternal, fmt.Errorf("start %s: %w", bin, err), "the backup service could not start pg_dump")
 	}
 	w.Close() // pg_dump holds the write end now; EOF comes when it exits
 	dump.cmd, dump.out, dump.started = cmd, r, time.Now()

@@ -233,7 +233,7 @@ func testLockWaitTimesOutTransient(t *testing.T, e *env) {
 	if !errors.As(err, &be) || be.Code != backup.CodeTransient {
 		t.Fatalf("got %v, want a transient *backup.Error", err)
 	}
-	want := `pg_dump could not lock table public."shop$order" within 1s: the app holds a conflicting lock; retry when the app is idle`
+	want := `the database dump could not lock table public."shop$order" within 1s: the app holds a conflicting lock; retry when the app is idle`
 	if be.Message != want {
 		t.Errorf("got message %q, want %q", be.Message, want)
 	}
@@ -403,7 +403,7 @@ func testMissingTablePrivilege(t *testing.T, e *env) {
 	}
 	_, _ = io.Copy(io.Discard, dump.Reader())
 	err = dump.Wait()
-	checkErr(t, err, "pg_dump was refused access", backup.CodeInvalidState)
+	checkErr(t, err, "may not read every table and sequence", backup.CodeInvalidState)
 	if !strings.Contains(errString(err), "permission denied") {
 		t.Errorf("got %v, want pg_dump's stderr in it", err)
 	}

@@ -59,6 +59,9 @@ type File struct {
 	Size int64  // the size column; -1 when NULL. The blob's own size is authoritative.
 }
 
+// noPgDump is what users see when pg_dump is missing or of the wrong version; the log has the detail.
+const noPgDump = "the backup service has no pg_dump that can write archives Mendix Cloud accepts (PostgreSQL 12 to 15); an operator must fix its installation"
+
 var versionRE = regexp.MustCompile(`\(PostgreSQL\) ((\d+)[0-9A-Za-z.]*)`)
 
 // Version runs `pg_dump --version` and returns the version ("15.18"). The error is a *backup.Error
@@ -82,19 +85,20 @@ func (d *Dumper) Version(ctx context.Context) (string, error) {
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("%s --version: %w", bin, ctx.Err())
 		}
-		return "", backup.Wrap(backup.CodeInternal, fmt.Errorf("%w: %s", err, bytes.TrimSpace(stderr.Bytes())),
-			"%s --version failed", bin)
+		return "", backup.Wrap(backup.CodeInternal, fmt.Errorf("%s --version failed: %w: %s", bin, err, bytes.TrimSpace(stderr.Bytes())),
+			"%s", noPgDump)
 	}
 	m := versionRE.FindSubmatch(out)
 	if m == nil {
-		return "", backup.Errorf(backup.CodeInternal, "%s --version printed %q, not a PostgreSQL version", bin, bytes.TrimSpace(out))
+		return "", backup.Wrap(backup.CodeInternal, fmt.Errorf("%s --version printed %q, not a PostgreSQL version", bin, bytes.TrimSpace(out)),
+			"%s", noPgDump)
 	}
 	version := string(m[1])
 	major, _ := strconv.Atoi(string(m[2]))
 	if major < MinPgDumpMajor || major > MaxPgDumpMajor {
-		return version, backup.Errorf(backup.CodeInternal,
-			"%s is version %s; backups need pg_dump %d to %d (archive version 1.14, the newest Mendix Cloud accepts)",
-			bin, version, MinPgDumpMajor, MaxPgDumpMajor)
+		return version, backup.Wrap(backup.CodeInternal,
+			fmt.Errorf("%s is version %s; backups need pg_dump %d to %d (archive version 1.14, the newest Mendix Cloud accepts)",
+				bin, version, MinPgDumpMajor, MaxPgDumpMajor), "%s", noPgDump)
 	}
 	d.version = version
 	return version, nil

@@ -3,6 +3,7 @@ package pg
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -25,7 +26,7 @@ func sqlState(err error) string {
 type stderrPattern struct {
 	anyOf [][]string // matches when stderr contains every string of one of these groups
 	code  backup.Code
-	msg   string // user-facing message; %s is the connection (user@host:port/db)
+	msg   string // the sentence users see; never any of stderr
 }
 
 // dumpFailures are checked in order, after the lock timeout. Failures not listed are transient: a
@@ -33,13 +34,15 @@ type stderrPattern struct {
 // succeed when retried, and the job bounds its retries.
 var dumpFailures = []stderrPattern{
 	{[][]string{{"password authentication failed"}, {"no pg_hba.conf entry"}, {"authentication failed"}},
-		backup.CodeInvalidState, "pg_dump could not log in to %s (wrong password or token, or no pg_hba.conf entry)"},
+		backup.CodeInvalidState, "the database server refused the backup service's login (its role or access token); a retry will not help until its access is fixed"},
 	{[][]string{{`database "`, "does not exist"}},
-		backup.CodeInvalidState, "pg_dump: the database of %s does not exist"},
+		backup.CodeInvalidState, "the app's database does not exist on its server"},
 	{[][]string{{"permission denied"}},
-		backup.CodeInvalidState, "pg_dump was refused access to an object in %s: the role needs SELECT on every table and sequence in schema public"},
+		backup.CodeInvalidState, "the backup service may not read every table and sequence of the app's database; its role needs SELECT on all of them"},
 	{[][]string{{"server version mismatch"}},
-		backup.CodeInvalidState, "the server of %s is newer than this service's pg_dump"},
+		backup.CodeInvalidState, "the app's database server runs a newer PostgreSQL than the backup service can dump into an archive Mendix Cloud accepts"},
+	{[][]string{{"certificate verify failed"}, {"server certificate for"}, {"root certificate file"}, {"certificate present, but not private key"}},
+		backup.CodeInvalidState, "the backup service could not verify the TLS certificate of the app's database server"},
 }
 
 func (p stderrPattern) matches(stderr string) bool {
@@ -55,29 +58,38 @@ func (p stderrPattern) matches(stderr string) bool {
 	return false
 }
 
-// classifyDumpFailure turns pg_dump's failure into a *backup.Error whose cause carries the end of its
-// stderr.
+// classifyDumpFailure turns pg_dump's failure into a *backup.Error whose Message is a sentence for
+// users and whose cause (Err, for the log) carries the connection and the end of pg_dump's stderr.
 func classifyDumpFailure(c Conn, lockWait time.Duration, exitErr error, stderr string) error {
-	cause := fmt.Errorf("pg_dump: %w", exitErr)
+	cause := fmt.Errorf("pg_dump of %s: %w", c, exitErr)
 	if stderr != "" {
-		cause = fmt.Errorf("pg_dump: %w: %s", exitErr, stderr)
+		cause = fmt.Errorf("pg_dump of %s: %w: %s", c, exitErr, stderr)
 	}
 	if table, ok := lockTimeout(stderr); ok {
 		return backup.Wrap(backup.CodeTransient, cause,
-			"pg_dump could not lock %s within %s: the app holds a conflicting lock; retry when the app is idle", table, lockWait)
+			"the database dump could not lock %s within %s: the app holds a conflicting lock; retry when the app is idle", table, lockWait)
 	}
 	for _, p := range dumpFailures {
 		if p.matches(stderr) {
-			return backup.Wrap(p.code, cause, p.msg, c)
+			return backup.Wrap(p.code, cause, "%s", p.msg)
 		}
 	}
-	return backup.Wrap(backup.CodeTransient, cause, "pg_dump of %s failed", c)
+	return backup.Wrap(backup.CodeTransient, cause, "the database dump failed for a reason that may be temporary")
 }
+
+// lockedTables matches the table list of pg_dump's LOCK TABLE statement: schema-qualified names, plain
+// or double-quoted (no control characters), each perhaps after ONLY, separated by ", ".
+var lockedTables = func() *regexp.Regexp {
+	ident := `(?:[\pL_][\pL\pN_$]*|"(?:[^"\x00-\x1f]|"")+")`
+	name := `(?:ONLY )?` + ident + `(?:\.` + ident + `)?`
+	return regexp.MustCompile(`^` + name + `(?:, ` + name + `)*$`)
+}()
 
 // lockTimeout recognises pg_dump's failure to lock a table within --lock-wait-timeout: pg_dump sets
 // statement_timeout before its LOCK TABLE statements, so the server cancels the one that waits too long
 // and pg_dump prints it as "Query was: LOCK TABLE <table> IN ACCESS SHARE MODE". It returns the table
-// ("table public.orders", or "one of the tables ..." when pg_dump locked several at once).
+// for users ("table public.orders", "one of the tables public.a, public.b"), or "a table" when the text
+// is not a list of table names (it is stderr: nothing else of it reaches users).
 func lockTimeout(stderr string) (string, bool) {
 	i := strings.Index(stderr, "LOCK TABLE ")
 	if i < 0 || !(strings.Contains(stderr, "statement timeout") || strings.Contains(stderr, "lock timeout") ||
@@ -85,19 +97,17 @@ func lockTimeout(stderr string) (string, bool) {
 		return "", false
 	}
 	rest := stderr[i+len("LOCK TABLE "):]
-	if end := strings.Index(rest, " IN "); end >= 0 {
-		rest = rest[:end]
-	} else if end := strings.IndexByte(rest, '\n'); end >= 0 {
+	if end := strings.IndexByte(rest, '\n'); end >= 0 {
 		rest = rest[:end]
 	}
-	rest = strings.TrimSpace(strings.TrimPrefix(rest, "ONLY "))
+	rest = strings.TrimSuffix(strings.TrimSpace(rest), " IN ACCESS SHARE MODE")
 	switch {
-	case rest == "":
+	case len(rest) > 200 || !lockedTables.MatchString(rest):
 		return "a table", true
-	case strings.Contains(rest, ","):
-		return "one of the tables " + truncate(rest, 200), true
+	case strings.Contains(rest, ", "):
+		return "one of the tables " + strings.ReplaceAll(rest, "ONLY ", ""), true
 	}
-	return "table " + rest, true
+	return "table " + strings.TrimPrefix(rest, "ONLY "), true
 }
 
 // tailBuffer keeps the last max bytes written to it.

@@ -248,30 +248,32 @@ func TestClassifyDumpFailure(t *testing.T) {
 		{"lock timeout, one table",
 			"pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout\n" +
 				"pg_dump: detail: Query was: LOCK TABLE public.\"shop$order\" IN ACCESS SHARE MODE",
-			backup.CodeTransient, `pg_dump could not lock table public."shop$order" within 2m0s: the app holds a conflicting lock; retry when the app is idle`},
+			backup.CodeTransient, `the database dump could not lock table public."shop$order" within 2m0s: the app holds a conflicting lock; retry when the app is idle`},
 		{"lock timeout, batch",
 			"pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout\n" +
 				"pg_dump: detail: Query was: LOCK TABLE public.a, public.b IN ACCESS SHARE MODE",
 			backup.CodeTransient, "could not lock one of the tables public.a, public.b within 2m0s"},
 		{"password",
 			`pg_dump: error: connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  password authentication failed for user "u"`,
-			backup.CodeInvalidState, "could not log in to u@h:5432/appdb"},
+			backup.CodeInvalidState, "refused the backup service's login"},
 		{"hba",
 			`pg_dump: error: connection to server at "h", port 5432 failed: FATAL:  no pg_hba.conf entry for host "10.0.0.9", user "u", database "appdb", no encryption`,
-			backup.CodeInvalidState, "could not log in"},
+			backup.CodeInvalidState, "refused the backup service's login"},
 		{"database gone",
 			`pg_dump: error: connection to server at "h", port 5432 failed: FATAL:  database "appdb" does not exist`,
 			backup.CodeInvalidState, "does not exist"},
 		{"permission",
 			"pg_dump: error: query failed: ERROR:  permission denied for table secret\npg_dump: detail: Query was: LOCK TABLE public.secret IN ACCESS SHARE MODE",
-			backup.CodeInvalidState, "refused access"},
+			backup.CodeInvalidState, "may not read every table and sequence"},
 		{"version mismatch",
 			"pg_dump: error: aborting because of server version mismatch\npg_dump: detail: server version: 16.1; pg_dump version: 15.18",
-			backup.CodeInvalidState, "newer than this service's pg_dump"},
+			backup.CodeInvalidState, "runs a newer PostgreSQL"},
 		{"connection lost",
 			"pg_dump: error: Dumping the contents of table \"x\" failed: PQgetResult() failed.\npg_dump: detail: Error message from server: server closed the connection unexpectedly",
-			backup.CodeTransient, "pg_dump of u@h:5432/appdb failed"},
-		{"no stderr", "", backup.CodeTransient, "pg_dump of u@h:5432/appdb failed"},
+			backup.CodeTransient, "the database dump failed for a reason that may be temporary"},
+		{"tls", `pg_dump: error: connection to server at "h" (10.0.0.1), port 5432 failed: SSL error: certificate verify failed`,
+			backup.CodeInvalidState, "could not verify the TLS certificate"},
+		{"no stderr", "", backup.CodeTransient, "the database dump failed for a reason that may be temporary"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -286,10 +288,66 @@ func TestClassifyDumpFailure(t *testing.T) {
 			if !strings.Contains(be.Message, tt.wantMsg) {
 				t.Errorf("got message %q, want it to contain %q", be.Message, tt.wantMsg)
 			}
-			if !strings.Contains(err.Error(), tt.stderr) || !errors.Is(err, exit1) {
-				t.Errorf("got %q, want the stderr and the exit status in it", err.Error())
+			if !strings.Contains(err.Error(), tt.stderr) || !errors.Is(err, exit1) || !strings.Contains(err.Error(), "u@h:5432/appdb") {
+				t.Errorf("got %q, want the stderr, the exit status and the connection in it", err.Error())
 			}
 		})
+	}
+}
+
+// pg_dump's stderr (server messages, addresses, names, query text) goes to the log through the cause,
+// never into the Message users see.
+func TestDumpFailureMessagesHideStderr(t *testing.T) {
+	c := Conn{Host: "h", Database: "appdb", User: "u"}
+	const leak = "LEAK-10.0.0.7-hunter2"
+	stderrs := []string{
+		"pg_dump: error: connection to server at \"h\" (10.0.0.7) failed: FATAL:  password authentication failed for user \"" + leak + "\"",
+		"pg_dump: error: connection failed: FATAL:  database \"" + leak + "\" does not exist",
+		"pg_dump: error: query failed: ERROR:  permission denied for table " + leak,
+		"pg_dump: error: aborting because of server version mismatch " + leak,
+		"pg_dump: error: SSL error: certificate verify failed " + leak,
+		"pg_dump: error: " + leak,
+		// A lock timeout whose query text is not a list of table names.
+		"pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout\npg_dump: detail: Query was: LOCK TABLE " + leak + ": FATAL x",
+		"ERROR:  canceling statement due to statement timeout\nQuery was: LOCK TABLE public.a IN ACCESS SHARE MODE; " + leak,
+		"ERROR:  canceling statement due to statement timeout\nQuery was: LOCK TABLE public.\"a\nb\" IN ACCESS SHARE MODE " + leak,
+	}
+	for _, stderr := range stderrs {
+		err := classifyDumpFailure(c, time.Minute, errors.New("exit status 1"), stderr)
+		var be *backup.Error
+		if !errors.As(err, &be) {
+			t.Fatalf("got %T %v, want a *backup.Error", err, err)
+		}
+		for _, bad := range []string{leak, "pg_dump:", "FATAL", "ERROR", "Query was"} {
+			if strings.Contains(be.Message, bad) {
+				t.Errorf("stderr %q: got message %q, want no %q in it", stderr, be.Message, bad)
+			}
+		}
+		if be.Err == nil || !strings.Contains(be.Err.Error(), leak) {
+			t.Errorf("stderr %q: got cause %v, want the stderr in it (for the log)", stderr, be.Err)
+		}
+	}
+	// Real table names do reach users: they name the app's own entities.
+	err := classifyDumpFailure(c, time.Minute, errors.New("exit status 1"),
+		"ERROR:  canceling statement due to statement timeout\nQuery was: LOCK TABLE ONLY public.\"shop$order\", public.plain IN ACCESS SHARE MODE")
+	if be := (*backup.Error)(nil); !errors.As(err, &be) || !strings.Contains(be.Message, `one of the tables public."shop$order", public.plain within 1m0s`) {
+		t.Errorf("got %v, want the locked tables named", err)
+	}
+}
+
+func TestVersionMessagesHideOutput(t *testing.T) {
+	for _, script := range []string{`echo "hello LEAK"`, `echo "LEAK" >&2; exit 3`, `echo "pg_dump (PostgreSQL) 16.2 LEAK"`} {
+		_, err := (&Dumper{BinDir: fakePgDump(t, script)}).Version(t.Context())
+		var be *backup.Error
+		if !errors.As(err, &be) {
+			t.Fatalf("%s: got %v, want a *backup.Error", script, err)
+		}
+		if strings.Contains(be.Message, "LEAK") || strings.Contains(be.Message, "/pg_dump") {
+			t.Errorf("%s: got message %q, want no output or path of pg_dump in it", script, be.Message)
+		}
+		if !strings.Contains(err.Error(), "/pg_dump") {
+			t.Errorf("%s: got %q, want the path of pg_dump in the cause", script, err)
+		}
 	}
 }
 
