@@ -51,7 +51,7 @@ func (f *fakeSnapshotter) Create(ctx context.Context, req backup.SnapshotRequest
 	defer f.mu.Unlock()
 	f.statusWhileDumping = f.readStatus(req)
 	f.blobs.put(req.BlobPath)
-	return backup.SnapshotResult{SizeBytes: 1234, SHA256: "abc", FilesCount: 3, Warnings: []string{"w1"}}, nil
+	return backup.SnapshotResult{SizeBytes: 1234, SHA256: "sha-of-" + req.BlobPath, FilesCount: 3, Warnings: []string{"w1"}}, nil
 }
 
 type fakeBlobs struct {
@@ -172,6 +172,8 @@ type jobFixture struct {
 	pub   *fakePublisher
 	now   time.Time
 	user  backup.Principal
+	// svc2Stores are the stores a second service instance uses (fencing tests).
+	svc2Stores backup.Stores
 }
 
 func newJobFixture(t *testing.T) *jobFixture {
@@ -255,7 +257,7 @@ func TestManualSnapshotLifecycle(t *testing.T) {
 		t.Errorf("status while dumping = %q, want it to explain pg_dump's locks", f.snap.statusWhileDumping)
 	}
 	got := f.snapshot(t, snap.ID)
-	if got.Status != backup.SnapshotFinished || got.StatusMessage != "" || got.SizeBytes != 1234 || got.SHA256 != "abc" || got.FilesCount != 3 || got.BlobPath == "" || got.FinishedAt.IsZero() {
+	if got.Status != backup.SnapshotFinished || got.StatusMessage != "" || got.SizeBytes != 1234 || got.SHA256 != "sha-of-"+got.BlobPath || got.FilesCount != 3 || got.BlobPath == "" || got.FinishedAt.IsZero() {
 		t.Fatalf("finished snapshot: %+v", got)
 	}
 	if lock, _ := f.st.GetLock(context.Background(), "ns-a", envID); lock.OperationID != "" {

@@ -175,11 +175,13 @@ func (s *Service) claim(ctx context.Context, namespace, envID, opID, worker stri
 		break
 	}
 	now := s.now()
+	var overtaken bool
 	rec, wrote, err := s.stores.Operations.UpdateOperation(ctx, namespace, envID, opID, func(o Operation, ok bool) (Operation, bool, error) {
-		if !ok || o.Phase.Done() {
-			return o, false, nil
+		overtaken = ok && !o.Phase.Done() && o.Fence >= fence
+		if !ok || o.Phase.Done() || overtaken {
+			return o, false, nil // ended, or a newer claim recorded itself first
 		}
-		o.Phase, o.Fence, o.Worker, o.LeaseUntil, o.UpdatedAt = OpRunning, max(o.Fence, fence), worker, now.Add(s.lease()), now
+		o.Phase, o.Fence, o.Worker, o.LeaseUntil, o.UpdatedAt = OpRunning, fence, worker, now.Add(s.lease()), now
 		if countAttempt {
 			o.Attempt++
 		}
@@ -191,10 +193,12 @@ func (s *Service) claim(ctx context.Context, namespace, envID, opID, worker stri
 	if err != nil {
 		return nil, err
 	}
+	if overtaken {
+		return nil, fmt.Errorf("claim under fence %d: %w", fence, ErrFenced)
+	}
 	if !wrote { // ended meanwhile by another claim
 		return &claimed{op: rec, ended: true}, nil
 	}
-	rec.Fence = fence // this claim's; if a newer one raced past it, every write of ours is fenced
 	return &claimed{op: rec, kind: kind, subject: subject}, nil
 }
 

@@ -14,7 +14,7 @@ import (
 const (
 	maxStatusMessage   = 2000
 	maxActivityMessage = 1000
-	maxWarnings        = 50      // warnings listed one by one; the rest are summarised
+	maxWarnings        = 50       // warnings listed one by one; the rest are summarised
 	maxWarningsBytes   = 16 << 10 // total text of the listed warnings
 	maxWarningLength   = 1000
 )
