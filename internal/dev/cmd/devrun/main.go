@@ -8,8 +8,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -23,12 +26,20 @@ import (
 )
 
 // stateDir keeps the issuer key and the description of the running instance, for `make token`.
-const stateDir = ".local"
+const (
+	stateDir      = ".local"
+	runFile       = "run.json"       // written when the stack is up, removed when it stops
+	issuerKeyFile = "issuer-key.pem" // stack.Start keeps the issuer's key here
+)
 
+// runState is .local/run.json: what `make token` and scripts need of the running instance.
 type runState struct {
 	URL       string `json:"url"`
 	IssuerURL string `json:"issuer_url"`
 	Audience  string `json:"audience"`
+	// BlobURL and StorageConnectionString reach the local Azurite, e.g. to download an archive.
+	BlobURL                 string `json:"blob_url"`
+	StorageConnectionString string `json:"storage_connection_string"`
 }
 
 func main() {
@@ -44,6 +55,10 @@ func main() {
 		err = token(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q (run, token)", os.Args[1])
+	}
+	if errors.Is(err, errNotRunning) {
+		fmt.Fprintln(os.Stderr, err) // a sentence for the user, nothing more
+		os.Exit(1)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "devrun:", err)
@@ -78,10 +93,13 @@ func run(args []string) error {
 			log.Warn().Err(err).Msg("stop")
 		}
 	}()
-	state, _ := json.Marshal(runState{URL: st.URL, IssuerURL: st.IssuerURL, Audience: stack.Audience})
-	if err := os.WriteFile(filepath.Join(abs, "run.json"), state, 0o600); err != nil {
-		return err
+	state, _ := json.Marshal(runState{URL: st.URL, IssuerURL: st.IssuerURL, Audience: stack.Audience,
+		BlobURL: st.Azurite.BlobURL, StorageConnectionString: st.Azurite.ConnectionString()})
+	runPath := filepath.Join(abs, runFile)
+	if err := os.WriteFile(runPath, state, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", runPath, err)
 	}
+	defer os.Remove(runPath) // runs before the stack stops: make token refuses from then on
 	log.Info().Msg("seeding the demo environment")
 	demo, err := st.SeedDemo(ctx)
 	if err != nil {
@@ -94,13 +112,16 @@ The backup service is running.
   OpenAPI:                     %[1]s/api/v1/openapi.json
   OIDC issuer:                 %[2]s
   Azurite blob/table:          %[3]s  %[4]s
+  Archives:                    container snapshots of that blob endpoint, <namespace>/<environment>/<snapshot>/attempt-NN.tar.gz
+  Azurite connection string:   %[10]s
   PostgreSQL 15:               127.0.0.1:%[5]d (user postgres, password %[6]s)
 Demo: namespace %[7]q, environment %[8]s (stopped, deployed), user %[9]s.
 Get a token:   TOKEN=$(make -s token)
 Try:           curl -H "Authorization: Bearer $TOKEN" %[1]s/api/v1/namespaces/%[7]s/environments
+These addresses (except %[1]s) change with every run; %[11]s has them too.
 Ctrl-C stops everything.
 `, st.URL, st.IssuerURL, st.Azurite.BlobURL, st.Azurite.TableURL, st.Postgres.Port, st.Postgres.Password,
-		demo.Namespace, demo.EnvironmentID, stack.DemoUserID)
+		demo.Namespace, demo.EnvironmentID, stack.DemoUserID, st.Azurite.ConnectionString(), filepath.Join(stateDir, runFile))
 	<-ctx.Done()
 	return nil
 }
@@ -111,22 +132,57 @@ func token(args []string) error {
 	name := fs.String("name", stack.DemoUserName, "display name")
 	ttl := fs.Duration("ttl", 8*time.Hour, "token lifetime")
 	_ = fs.Parse(args)
-	raw, err := os.ReadFile(filepath.Join(stateDir, "run.json"))
-	if err != nil {
-		return fmt.Errorf("no running instance found (%v): start one with `make run` first", err)
-	}
-	var state runState
-	if err := json.Unmarshal(raw, &state); err != nil {
-		return fmt.Errorf("read %s/run.json: %w", stateDir, err)
-	}
-	iss, err := localissuer.New(localissuer.Options{KeyFile: filepath.Join(stateDir, "issuer-key.pem"), Issuer: state.IssuerURL})
-	if err != nil {
-		return err
-	}
-	tok, err := iss.Token(localissuer.TokenRequest{Subject: *user, ObjectID: *user, Name: *name, Audience: state.Audience, TTL: *ttl})
+	tok, err := mintToken(context.Background(), stateDir, localissuer.TokenRequest{Subject: *user, ObjectID: *user, Name: *name, TTL: *ttl})
 	if err != nil {
 		return err
 	}
 	fmt.Println(tok)
 	return nil
+}
+
+// errNotRunning is what `make token` says when there is no `make run` to mint a token for.
+var errNotRunning = errors.New("make run is not running: start it in another terminal first")
+
+// mintToken mints a token for the `make run` described in dir/run.json, with its issuer key and
+// audience. It answers errNotRunning unless that run is alive: run.json exists (it is removed when the
+// run stops) and the run's issuer and Functions host both answer (the file outlives a killed run).
+func mintToken(ctx context.Context, dir string, req localissuer.TokenRequest) (string, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, runFile))
+	if err != nil {
+		return "", errNotRunning
+	}
+	var state runState
+	if err := json.Unmarshal(raw, &state); err != nil || state.URL == "" || state.IssuerURL == "" {
+		return "", errNotRunning
+	}
+	if !answers(ctx, state.IssuerURL+localissuer.DiscoveryPath) || !answers(ctx, state.URL+"/admin/host/status") {
+		return "", errNotRunning
+	}
+	iss, err := localissuer.New(localissuer.Options{KeyFile: filepath.Join(dir, issuerKeyFile), Issuer: state.IssuerURL})
+	if err != nil {
+		return "", fmt.Errorf("read the issuer key of make run: %w", err)
+	}
+	req.Audience = state.Audience
+	tok, err := iss.Token(req)
+	if err != nil {
+		return "", fmt.Errorf("mint a token: %w", err)
+	}
+	return tok, nil
+}
+
+// answers reports whether a GET of u answers 200 within a second.
+func answers(ctx context.Context, u string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
