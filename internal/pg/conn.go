@@ -5,19 +5,24 @@
 //
 // Contract, in short (details on each identifier):
 //   - Dumper.Start exports a REPEATABLE READ snapshot, reads the size and the file list in it, and starts
-//     `pg_dump -Fc -Z0 -O -x --snapshot=<id>` (pgDumpArgs) against it; the dump and the list describe the same
-//     moment.
+//     `pg_dump -Fc -Z0 -O -x --snapshot=<id>` (pgDumpArgs) against it; the dump and the list describe the
+//     same moment.
+//   - pgx and pg_dump get the same conninfo (conninfo): sslmode (default verify-full) and sslrootcert
+//     travel in it, and a host off Conn.AllowedHosts is refused before any password or token is fetched.
 //   - Every error is a *backup.Error: backup.CodeTransient when a retry may succeed (connection trouble, a
 //     table lock held by the app), backup.CodeInvalidState when the environment's database cannot be dumped
-//     as configured (login refused, database missing, permission denied, server newer than pg_dump), and
-//     backup.CodeInternal when this service is misconfigured (no pg_dump 12 to 15). Cancellation keeps
-//     context.Canceled in the chain.
+//     as configured (login refused, database missing, permission denied, server newer than pg_dump, host
+//     not allowed, certificate not verified), and backup.CodeInternal when this service is misconfigured
+//     (no pg_dump 12 to 15). Cancellation keeps context.Canceled in the chain. Message is a sentence for
+//     users; the detail (pg_dump's stderr, the connection) is only in the cause, for the log.
 //   - Nothing leaks: Dump.Wait or Dump.Abort (or the end of Start's context) ends pg_dump and the snapshot
 //     transaction.
 package pg
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -54,9 +59,16 @@ type Conn struct {
 	// PasswordFunc, when set, supplies the password instead of Password.
 	PasswordFunc PasswordFunc
 	// SSLMode is libpq's sslmode (disable, allow, prefer, require, verify-ca, verify-full); empty means
-	// prefer. pg_dump 15 resolves verify-ca/verify-full roots from ~/.postgresql/root.crt, not the system
-	// store.
+	// verify-full.
 	SSLMode string
+	// SSLRootCert is the PEM file of the CAs that verify the server's certificate; verify-ca and
+	// verify-full need it, since pg_dump 15 (libpq 15) cannot use the system store (sslrootcert=system
+	// came in libpq 16) and would look for ~/.postgresql/root.crt. pgx reads the same file. With require,
+	// a root file makes libpq and pgx verify the chain, as verify-ca does.
+	SSLRootCert string
+	// AllowedHosts, unless zero, lists the servers this Conn may reach; Dumper.Start refuses any other
+	// Host before it asks for a password or token.
+	AllowedHosts backup.HostAllowList
 }
 
 // String describes c without its password: user@host:port/database.
@@ -87,10 +99,12 @@ func (c Conn) validate() error {
 		return errors.New("database name is empty")
 	case c.User == "":
 		return errors.New("user is empty")
-	case c.SSLMode != "" && !sslModes[c.SSLMode]:
+	case !sslModes[c.sslMode()]:
 		return fmt.Errorf("sslmode %q is not one of disable, allow, prefer, require, verify-ca, verify-full", c.SSLMode)
+	case strings.HasPrefix(c.sslMode(), "verify-") && c.SSLRootCert == "":
+		return fmt.Errorf("sslmode %s needs a CA bundle file (SSLRootCert): pg_dump 15 cannot use the system store", c.sslMode())
 	}
-	for _, v := range []string{c.Host, c.Database, c.User, c.Password} {
+	for _, v := range []string{c.Host, c.Database, c.User, c.Password, c.SSLRootCert} {
 		if strings.ContainsRune(v, 0) {
 			return errors.New("connection settings contain a NUL byte")
 		}
@@ -98,21 +112,40 @@ func (c Conn) validate() error {
 	return nil
 }
 
-// conninfo is the libpq keyword/value string for c, without the password (which travels in PGPASSWORD
-// for pg_dump and in the config struct for pgx). Every value is quoted, so user input cannot add keywords.
-func (c Conn) conninfo() string {
-	sslmode := c.SSLMode
-	if sslmode == "" {
-		sslmode = "prefer"
+func (c Conn) sslMode() string {
+	if c.SSLMode == "" {
+		return "verify-full"
 	}
+	return c.SSLMode
+}
+
+// checkHost refuses a Host off AllowedHosts, so that a forged environment cannot make the service
+// send its token to another server.
+func (c Conn) checkHost() error {
+	if c.AllowedHosts.IsZero() || c.AllowedHosts.Allows(c.Host) {
+		return nil
+	}
+	return backup.Wrap(backup.CodeInvalidState,
+		fmt.Errorf("host %q of %s is not on the allowed database hosts %s", c.Host, c, c.AllowedHosts),
+		"the backup service may not connect to the database server this environment names")
+}
+
+// conninfo is the libpq keyword/value string for c, the same for pgx and pg_dump, without the password
+// (which travels in PGPASSWORD for pg_dump and in the config struct for pgx). Every value is quoted, so
+// user input cannot add keywords. sslrootcert is left out with sslmode disable, where pgx would still
+// read the file.
+func (c Conn) conninfo() string {
 	kv := []struct{ k, v string }{
 		{"host", c.Host},
 		{"port", strconv.Itoa(c.port())},
 		{"dbname", c.Database},
 		{"user", c.User},
-		{"sslmode", sslmode},
+		{"sslmode", c.sslMode()},
 		{"application_name", ApplicationName},
 		{"connect_timeout", strconv.Itoa(int(connectTimeout / time.Second))},
+	}
+	if c.SSLRootCert != "" && c.sslMode() != "disable" {
+		kv = append(kv, struct{ k, v string }{"sslrootcert", c.SSLRootCert})
 	}
 	var b strings.Builder
 	for i, p := range kv {
@@ -138,10 +171,14 @@ func (c Conn) password(ctx context.Context) (string, error) {
 		return c.Password, nil
 	}
 	pw, err := c.PasswordFunc(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return "", fmt.Errorf("get the password for %s: %w", c, err)
-		}
+	var be *backup.Error
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return "", fmt.Errorf("get the password for %s: %w", c, err)
+	case errors.As(err, &be):
+		return "", err // already classified, e.g. a refused host
+	default:
 		return "", backup.Wrap(backup.CodeTransient, err, "could not get a password or access token for database %s", c)
 	}
 	if strings.ContainsRune(pw, 0) {
@@ -153,8 +190,9 @@ func (c Conn) password(ctx context.Context) (string, error) {
 // connect opens a pgx connection to c with password pw.
 func connect(ctx context.Context, c Conn, pw string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(c.conninfo())
-	if err != nil {
-		return nil, backup.Wrap(backup.CodeInternal, err, "connection settings for database %s", c)
+	if err != nil { // an unreadable sslrootcert, say
+		return nil, backup.Wrap(backup.CodeInternal, fmt.Errorf("connection settings for database %s: %w", c, err),
+			"the backup service's settings for the app's database are invalid")
 	}
 	cfg.Password = pw
 	conn, err := pgx.ConnectConfig(ctx, cfg)
@@ -180,6 +218,10 @@ func classifyConnectError(ctx context.Context, c Conn, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("connect to database %s: %w", c, errors.Join(ctx.Err(), err))
 	}
+	if tlsVerifyFailed(err) {
+		return backup.Wrap(backup.CodeInvalidState, fmt.Errorf("connect to database %s: %w", c, err),
+			"the backup service could not verify the TLS certificate of the app's database server")
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
@@ -195,4 +237,16 @@ func classifyConnectError(ctx context.Context, c Conn, err error) error {
 		}
 	}
 	return backup.Wrap(backup.CodeTransient, err, "could not connect to database %s", c)
+}
+
+// tlsVerifyFailed reports whether err says the server's certificate did not verify: a retry will not
+// help until the CA bundle or the server's certificate changes.
+func tlsVerifyFailed(err error) bool {
+	var (
+		verify    *tls.CertificateVerificationError
+		authority x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &authority) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }

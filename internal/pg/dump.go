@@ -158,13 +158,19 @@ var pgDumpArgs = []string{
 	"--no-password", // never prompt
 }
 
-// startPgDump starts pg_dump on the exported snapshot with its stdout on a pipe of ours.
-func (dump *Dump) startPgDump(bin, pw string) error {
-	args := append(slices.Clone(pgDumpArgs),
+// pgDumpCommandArgs are pg_dump's arguments for this dump; the connection, with its sslmode and
+// sslrootcert, is in --dbname.
+func (dump *Dump) pgDumpCommandArgs() []string {
+	return append(slices.Clone(pgDumpArgs),
 		"--snapshot="+dump.snapshot,
 		"--lock-wait-timeout="+strconv.FormatInt(max(dump.lockWait.Milliseconds(), 1), 10),
 		"--dbname="+dump.conn.conninfo(),
 	)
+}
+
+// startPgDump starts pg_dump on the exported snapshot with its stdout on a pipe of ours.
+func (dump *Dump) startPgDump(bin, pw string) error {
+	args := dump.pgDumpCommandArgs()
 	r, w, err := os.Pipe()
 	if err != nil {
 		return backup.Wrap(backup.CodeTransient, fmt.Errorf("create a pipe for pg_dump: %w", err), "the backup service could not start pg_dump")

@@ -142,7 +142,11 @@ func (d *Dumper) Start(ctx context.Context, conn Conn) (*Dump, error) {
 		return nil, err
 	}
 	if err := conn.validate(); err != nil {
-		return nil, backup.Wrap(backup.CodeInternal, err, "connection settings for database %s", conn)
+		return nil, backup.Wrap(backup.CodeInternal, fmt.Errorf("connection settings for database %s: %w", conn, err),
+			"the backup service's settings for the app's database are invalid")
+	}
+	if err := conn.checkHost(); err != nil {
+		return nil, err
 	}
 	version, err := d.Version(ctx)
 	if err != nil {

@@ -47,6 +47,8 @@ func TestConninfoQuotesEveryValue(t *testing.T) {
 	}{
 		{"plain", Conn{Host: "db.example.com", Port: 6543, Database: "app_db", User: "backup", SSLMode: "require"}},
 		{"default port and sslmode", Conn{Host: "10.0.0.4", Database: "d", User: "u"}},
+		{"verify-ca", Conn{Host: "h", Database: "d", User: "u", SSLMode: "verify-ca"}},
+		{"prefer", Conn{Host: "h", Database: "d", User: "u", SSLMode: "prefer"}},
 		{"quotes and backslashes", Conn{Host: "h", Database: `it's a \ db`, User: `o'brien\`, SSLMode: "disable"}},
 		{"keyword injection attempt", Conn{Host: "h", Database: "x' host='evil", User: "u sslmode=disable"}},
 		{"entra user name", Conn{Host: "srv.postgres.database.azure.com", Database: "d", User: "mendix-backups-identity@tenant"}},
@@ -59,7 +61,7 @@ func TestConninfoQuotesEveryValue(t *testing.T) {
 			}
 			wantSSL := tt.conn.SSLMode
 			if wantSSL == "" {
-				wantSSL = "prefer"
+				wantSSL = "verify-full"
 			}
 			got := fmt.Sprintf("%s|%d|%s|%s|%s|%s", cfg.Host, cfg.Port, cfg.Database, cfg.User,
 				cfg.RuntimeParams["application_name"], tlsMode(cfg))
@@ -75,20 +77,25 @@ func TestConninfoQuotesEveryValue(t *testing.T) {
 	}
 }
 
-// tlsMode says how pgx will use TLS, in sslmode words for the modes the test uses.
+// tlsMode says how pgx will use TLS, in sslmode words.
 func tlsMode(cfg *pgx.ConnConfig) string {
-	switch {
-	case cfg.TLSConfig == nil:
+	switch tls := cfg.TLSConfig; {
+	case tls == nil:
 		return "disable"
 	case len(cfg.Fallbacks) > 0 && cfg.Fallbacks[0].TLSConfig == nil:
 		return "prefer"
-	default:
+	case tls.InsecureSkipVerify && tls.VerifyPeerCertificate == nil:
 		return "require"
+	case tls.InsecureSkipVerify:
+		return "verify-ca"
+	case tls.ServerName == cfg.Host:
+		return "verify-full"
 	}
+	return "unknown"
 }
 
 func TestConnValidate(t *testing.T) {
-	ok := Conn{Host: "h", Database: "d", User: "u"}
+	ok := Conn{Host: "h", Database: "d", User: "u", SSLRootCert: "/etc/ssl/roots.pem"}
 	tests := []struct {
 		name    string
 		change  func(*Conn)
@@ -101,6 +108,8 @@ func TestConnValidate(t *testing.T) {
 		{"no database", func(c *Conn) { c.Database = "" }, "database name is empty"},
 		{"no user", func(c *Conn) { c.User = "" }, "user is empty"},
 		{"bad sslmode", func(c *Conn) { c.SSLMode = "on" }, "sslmode"},
+		{"verify-full without CA bundle", func(c *Conn) { c.SSLRootCert = "" }, "verify-full needs a CA bundle"},
+		{"require without CA bundle", func(c *Conn) { c.SSLMode, c.SSLRootCert = "require", "" }, ""},
 		{"nul byte", func(c *Conn) { c.Password = "a\x00b" }, "NUL"},
 	}
 	for _, tt := range tests {
@@ -206,7 +215,7 @@ func TestVersion(t *testing.T) {
 	})
 	t.Run("refused at Start", func(t *testing.T) {
 		d := &Dumper{BinDir: fakePgDump(t, `echo "pg_dump (PostgreSQL) 16.2"`)}
-		_, err := d.Start(ctx, Conn{Host: "127.0.0.1", Port: 1, Database: "d", User: "u"})
+		_, err := d.Start(ctx, Conn{Host: "127.0.0.1", Port: 1, Database: "d", User: "u", SSLMode: "disable"})
 		checkErr(t, err, "need pg_dump 12 to 15", backup.CodeInternal)
 	})
 }
