@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 )
@@ -36,7 +35,7 @@ func boundWarnings(ws []string) []string {
 	for i, w := range ws {
 		w = truncate(w, maxWarningLength)
 		if len(out) == maxWarnings || size+len(w) > maxWarningsBytes {
-			out = append(out, fmt.Sprintf("and %s more", count(len(ws)-i, "warning")))
+			out = append(out, "and "+strings.Replace(count(len(ws)-i, "warning"), " ", " more ", 1))
 			break
 		}
 		out = append(out, w)
