@@ -3,15 +3,22 @@
 package config
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/mxazure/backups/internal/backup"
 )
+
+// DefaultSSLRootCert is the OS's CA bundle (Debian's ca-certificates), which holds the roots Azure
+// Database for PostgreSQL uses; the worker image points PG_SSLROOTCERT at a bundle of only those roots.
+const DefaultSSLRootCert = "/etc/ssl/certs/ca-certificates.crt"
 
 // Secret is a string that never prints its value.
 type Secret string
@@ -68,12 +75,21 @@ type Config struct {
 	AuthAudience  string
 
 	// Environments' databases: the service's own role (PG_USER; in Azure the managed identity's Entra
-	// role name), its password (PG_PASSWORD; empty in Azure, where an Entra token is used instead), the
-	// TLS mode (PG_SSLMODE, default "require") and where pg_dump/pg_restore 15 are (PG_BIN_DIR).
+	// role name), its password (PG_PASSWORD; empty in Azure, where an Entra token is used instead) and
+	// where pg_dump/pg_restore 15 are (PG_BIN_DIR).
 	PGUser     string
 	PGPassword Secret
-	PGSSLMode  string
 	PGBinDir   string
+	// PGSSLMode is libpq's sslmode for pgx and pg_dump alike (PG_SSLMODE, default "verify-full").
+	// PGSSLRootCert is the PEM file of the CAs that verify the servers (PG_SSLROOTCERT); with verify-ca or
+	// verify-full it defaults to the OS bundle, DefaultSSLRootCert. It must be a file: pg_dump 15 knows
+	// no sslrootcert=system.
+	PGSSLMode     string
+	PGSSLRootCert string
+	// PGAllowedHosts are the only database servers environments may name (PG_ALLOWED_HOSTS,
+	// comma-separated host names, addresses and .suffixes; default backup.DefaultDatabaseHosts, Azure
+	// Flexible Server).
+	PGAllowedHosts backup.HostAllowList
 	// PGLockWaitTimeout bounds how long pg_dump waits for a table lock (PG_LOCK_WAIT_TIMEOUT, default 2m).
 	PGLockWaitTimeout time.Duration
 
@@ -107,7 +123,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		LogLevel:                   orDefault(getenv("LOG_LEVEL"), "info"),
 		PGUser:                     getenv("PG_USER"),
 		PGPassword:                 Secret(getenv("PG_PASSWORD")),
-		PGSSLMode:                  orDefault(getenv("PG_SSLMODE"), "require"),
+		PGSSLMode:                  orDefault(getenv("PG_SSLMODE"), "verify-full"),
+		PGSSLRootCert:              getenv("PG_SSLROOTCERT"),
 		PGBinDir:                   orDefault(getenv("PG_BIN_DIR"), "/usr/lib/postgresql/15/bin"),
 	}
 	var errs []error
@@ -119,7 +136,13 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		}
 		c.Port = p
 	}
+	if c.PGSSLRootCert == "" && strings.HasPrefix(c.PGSSLMode, "verify-") {
+		c.PGSSLRootCert = DefaultSSLRootCert
+	}
 	var err error
+	if c.PGAllowedHosts, err = backup.ParseHostAllowList(orDefault(getenv("PG_ALLOWED_HOSTS"), backup.DefaultDatabaseHosts)); err != nil {
+		errs = append(errs, fmt.Errorf("PG_ALLOWED_HOSTS: %w", err))
+	}
 	if c.ShutdownTimeout, err = duration(getenv, "SHUTDOWN_TIMEOUT", 25*time.Second); err != nil {
 		errs = append(errs, err)
 	}
@@ -194,6 +217,14 @@ func (c Config) Validate() error {
 	default:
 		bad("PG_SSLMODE: %q is not a libpq sslmode", c.PGSSLMode)
 	}
+	if c.PGSSLRootCert != "" && c.PGSSLMode != "disable" {
+		if err := checkCABundle(c.PGSSLRootCert); err != nil {
+			bad("PG_SSLROOTCERT: %v", err)
+		}
+	}
+	if c.PGAllowedHosts.IsZero() {
+		bad("PG_ALLOWED_HOSTS: must list the database servers environments may name")
+	}
 	if c.PGLockWaitTimeout <= 0 {
 		bad("PG_LOCK_WAIT_TIMEOUT: must be positive")
 	}
@@ -212,6 +243,32 @@ func (c Config) Validate() error {
 		bad("LOG_LEVEL: %q is not one of trace, debug, info, warn, error", c.LogLevel)
 	}
 	return errors.Join(errs...)
+}
+
+// checkCABundle reports why path is not a readable PEM file of at least one CA certificate.
+func checkCABundle(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("cannot read the CA bundle: %w", err)
+	}
+	n := 0
+	for rest := data; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Errorf("%s holds a certificate that does not parse: %w", path, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return nil
 }
 
 func checkURL(errs *[]error, name, raw string) {

@@ -1,10 +1,20 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -76,6 +86,14 @@ func TestInvalidSettingsNameTheVariable(t *testing.T) {
 		{"bad duration", func(e map[string]string) { e["SHUTDOWN_TIMEOUT"] = "soon" }, "SHUTDOWN_TIMEOUT"},
 		{"no pg user", func(e map[string]string) { delete(e, "PG_USER") }, "PG_USER"},
 		{"bad sslmode", func(e map[string]string) { e["PG_SSLMODE"] = "sometimes" }, "PG_SSLMODE"},
+		{"missing CA bundle", func(e map[string]string) { e["PG_SSLROOTCERT"] = "/nonexistent/roots.pem" }, "PG_SSLROOTCERT: cannot read"},
+		{"CA bundle without certificates", func(e map[string]string) { e["PG_SSLROOTCERT"] = "config_test.go" }, "holds no PEM certificate"},
+		{"CA bundle checked with require too", func(e map[string]string) {
+			e["PG_SSLMODE"], e["PG_SSLROOTCERT"] = "require", "/nonexistent/roots.pem"
+		}, "PG_SSLROOTCERT"},
+		{"bad allowed host", func(e map[string]string) { e["PG_ALLOWED_HOSTS"] = "db.example.com,*" }, `PG_ALLOWED_HOSTS: entry "*"`},
+		{"allowed hosts blank", func(e map[string]string) { e["PG_ALLOWED_HOSTS"] = " , " }, "PG_ALLOWED_HOSTS: empty entry"},
+		{"allowed suffix too wide", func(e map[string]string) { e["PG_ALLOWED_HOSTS"] = ".azure" }, "PG_ALLOWED_HOSTS"},
 		{"bad lock wait", func(e map[string]string) { e["PG_LOCK_WAIT_TIMEOUT"] = "-1s" }, "PG_LOCK_WAIT_TIMEOUT"},
 		{"bad compression level", func(e map[string]string) { e["ARCHIVE_COMPRESSION_LEVEL"] = "12" }, "ARCHIVE_COMPRESSION_LEVEL"},
 		{"compression level not a number", func(e map[string]string) { e["ARCHIVE_COMPRESSION_LEVEL"] = "best" }, "ARCHIVE_COMPRESSION_LEVEL"},
@@ -113,5 +131,66 @@ func TestSecretsNeverPrint(t *testing.T) {
 	}
 	if c.StorageConnectionString.Value() != azurite {
 		t.Errorf("Value() = %q, want the secret itself", c.StorageConnectionString.Value())
+	}
+}
+
+func TestDatabaseSettingsDefaults(t *testing.T) {
+	c, err := FromEnv(func(k string) string { return validEnv()[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PGSSLMode != "verify-full" || c.PGSSLRootCert != DefaultSSLRootCert {
+		t.Errorf("got sslmode %q, sslrootcert %q; want verify-full with %s", c.PGSSLMode, c.PGSSLRootCert, DefaultSSLRootCert)
+	}
+	if got := c.PGAllowedHosts.String(); got != ".postgres.database.azure.com" {
+		t.Errorf("got allowed hosts %q, want Azure Flexible Server's suffix", got)
+	}
+	if c.PGAllowedHosts.Allows("127.0.0.1") || !c.PGAllowedHosts.Allows("srv.postgres.database.azure.com") {
+		t.Error("the default allow-list must allow Azure Flexible Servers only")
+	}
+}
+
+func TestDatabaseSettingsOverrides(t *testing.T) {
+	bundle := filepath.Join(t.TempDir(), "roots.pem")
+	writeTestCA(t, bundle)
+	env := validEnv()
+	env["PG_SSLMODE"], env["PG_SSLROOTCERT"] = "verify-ca", bundle
+	env["PG_ALLOWED_HOSTS"] = "127.0.0.1, localhost"
+	c, err := load(t, env)
+	if err != nil {
+		t.Fatalf("got %v, want the settings accepted", err)
+	}
+	if c.PGSSLMode != "verify-ca" || c.PGSSLRootCert != bundle || c.PGAllowedHosts.String() != "127.0.0.1,localhost" {
+		t.Errorf("got %q %q %q", c.PGSSLMode, c.PGSSLRootCert, c.PGAllowedHosts)
+	}
+	// The local stack: no TLS, so no CA bundle is read or needed.
+	env = validEnv()
+	env["PG_SSLMODE"] = "disable"
+	if c, err := load(t, env); err != nil || c.PGSSLRootCert != "" {
+		t.Errorf("sslmode disable: got %v, sslrootcert %q; want it accepted without a bundle", err, c.PGSSLRootCert)
+	}
+	// The allow-list shows in the start-up log.
+	var sb strings.Builder
+	log := zerolog.New(&sb)
+	log.Info().Interface("config", c).Msg("start")
+	if !strings.Contains(sb.String(), `"PGAllowedHosts":"127.0.0.1,localhost"`) {
+		t.Errorf("got log %s, want the allow-list in it", sb.String())
+	}
+}
+
+func writeTestCA(t *testing.T, path string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test root"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
