@@ -226,13 +226,21 @@ func (a *app) close() {
 const entraDatabaseScope = "https://ossrdbms-aad.database.windows.net/.default"
 
 // databaseConn tells the snapshotter how to reach an environment's database: the service's own role
-// (PG_USER), with a configured password locally or an Entra access token of the managed identity in Azure.
+// (PG_USER), with a configured password locally or an Entra access token of the managed identity in Azure,
+// over TLS as PG_SSLMODE and PG_SSLROOTCERT say, and only on a server of PG_ALLOWED_HOSTS (pg refuses
+// others; the token function checks again, so no token is made for another host).
 func databaseConn(cfg config.Config, credential func() (azcore.TokenCredential, error)) func(backup.Environment) pg.Conn {
 	return func(env backup.Environment) pg.Conn {
 		c := pg.Conn{Host: env.Database.Host, Port: env.Database.Port, Database: env.Database.Name,
-			User: cfg.PGUser, SSLMode: cfg.PGSSLMode, Password: cfg.PGPassword.Value()}
+			User: cfg.PGUser, SSLMode: cfg.PGSSLMode, SSLRootCert: cfg.PGSSLRootCert,
+			AllowedHosts: cfg.PGAllowedHosts, Password: cfg.PGPassword.Value()}
 		if c.Password == "" {
 			c.PasswordFunc = func(ctx context.Context) (string, error) {
+				if !cfg.PGAllowedHosts.Allows(c.Host) {
+					return "", backup.Wrap(backup.CodeInvalidState,
+						fmt.Errorf("no token for host %q: not on PG_ALLOWED_HOSTS %s", c.Host, cfg.PGAllowedHosts),
+						"the backup service may not connect to the database server this environment names")
+				}
 				cred, err := credential()
 				if err != nil {
 					return "", err
