@@ -112,6 +112,7 @@ func Start(ctx context.Context, opts Options) (st *Stack, err error) {
 		"PG_USER":                   serviceRole,
 		"PG_PASSWORD":               serviceRolePass,
 		"PG_SSLMODE":                "disable",
+		"PG_ALLOWED_HOSTS":          "127.0.0.1,localhost",
 		"PG_BIN_DIR":                st.Postgres.BinDir,
 	}
 	for k, v := range opts.Env {
