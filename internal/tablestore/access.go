@@ -3,8 +3,10 @@ package tablestore
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"strings"
+	"time"
 
 	"github.com/mxazure/backups/internal/backup"
 )
@@ -38,9 +40,9 @@ type environmentEntity struct {
 	DBRole            string
 	FilesContainer    string
 	FilesPrefix       string
-	EventTime         string
+	EventTime         time.Time
 	EventID           string
-	UpdatedAt         string
+	UpdatedAt         time.Time
 }
 
 func (e *environmentEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
@@ -51,7 +53,7 @@ func (e *environmentEntity) toDomain() backup.Environment {
 		Deployed: e.Deployed, DeploymentPackage: e.DeploymentPackage, ModelVersion: e.ModelVersion,
 		Database:  backup.DatabaseLocation{Host: e.DBHost, Port: int(e.DBPort), Name: e.DBName, Role: e.DBRole},
 		Files:     backup.FileLocation{Container: e.FilesContainer, Prefix: e.FilesPrefix},
-		EventTime: parseTime(e.EventTime), EventID: e.EventID, UpdatedAt: parseTime(e.UpdatedAt),
+		EventTime: e.EventTime, EventID: e.EventID, UpdatedAt: e.UpdatedAt,
 	}
 }
 
@@ -61,7 +63,7 @@ func environmentFromDomain(e backup.Environment) *environmentEntity {
 		Deployed: e.Deployed, DeploymentPackage: e.DeploymentPackage, ModelVersion: e.ModelVersion,
 		DBHost: e.Database.Host, DBPort: int32(e.Database.Port), DBName: e.Database.Name, DBRole: e.Database.Role,
 		FilesContainer: e.Files.Container, FilesPrefix: e.Files.Prefix,
-		EventTime: formatTime(e.EventTime), EventID: e.EventID, UpdatedAt: formatTime(e.UpdatedAt),
+		EventTime: e.EventTime, EventID: e.EventID, UpdatedAt: e.UpdatedAt,
 	}
 }
 
@@ -130,14 +132,14 @@ type grantEntity struct {
 	PartitionKey string
 	RowKey       string
 	Permissions  string
-	EventTime    string
+	EventTime    time.Time
 	EventID      string
 }
 
 func (g *grantEntity) keys() (string, string) { return g.PartitionKey, g.RowKey }
 
 func (g *grantEntity) toDomain() backup.Grant {
-	out := backup.Grant{Namespace: g.PartitionKey, PrincipalID: g.RowKey, EventTime: parseTime(g.EventTime), EventID: g.EventID}
+	out := backup.Grant{Namespace: g.PartitionKey, PrincipalID: g.RowKey, EventTime: g.EventTime, EventID: g.EventID}
 	for _, p := range strings.Split(g.Permissions, ",") {
 		if p != "" {
 			out.Permissions = append(out.Permissions, backup.Permission(p))
@@ -174,7 +176,7 @@ func (s *Store) UpdateGrant(ctx context.Context, namespace, principalID string, 
 				perms[i] = string(p)
 			}
 			return &grantEntity{PartitionKey: namespace, RowKey: principalID, Permissions: strings.Join(perms, ","),
-				EventTime: formatTime(n.EventTime), EventID: n.EventID}, true, nil
+				EventTime: n.EventTime, EventID: n.EventID}, true, nil
 		})
 	if err != nil {
 		return backup.Grant{}, false, err
@@ -187,7 +189,7 @@ type settingsEntity struct {
 	PartitionKey   string
 	RowKey         string
 	BackupsEnabled bool
-	UpdatedAt      string
+	UpdatedAt      time.Time
 	UpdatedBy      string
 }
 
@@ -199,20 +201,23 @@ func (s *Store) GetSettings(ctx context.Context, namespace string) (backup.Setti
 	if err != nil || !found {
 		return backup.Settings{Namespace: namespace}, err
 	}
-	return backup.Settings{Namespace: namespace, BackupsEnabled: e.BackupsEnabled, UpdatedAt: parseTime(e.UpdatedAt), UpdatedBy: e.UpdatedBy}, nil
+	return backup.Settings{Namespace: namespace, BackupsEnabled: e.BackupsEnabled, UpdatedAt: e.UpdatedAt, UpdatedBy: e.UpdatedBy}, nil
 }
 
 func (s *Store) PutSettings(ctx context.Context, set backup.Settings) error {
 	return upsert(ctx, s.table(tableSettings), &settingsEntity{PartitionKey: set.Namespace, RowKey: "settings",
-		BackupsEnabled: set.BackupsEnabled, UpdatedAt: formatTime(set.UpdatedAt), UpdatedBy: set.UpdatedBy})
+		BackupsEnabled: set.BackupsEnabled, UpdatedAt: set.UpdatedAt, UpdatedBy: set.UpdatedBy})
 }
 
-// activityEntity: PartitionKey = namespace "|" environment, RowKey = inverted time + random suffix, so a
-// partition query returns the newest first.
+// activityEntity: PartitionKey = namespace "|" environment, RowKey = inverted time "-" suffix, so a
+// partition query returns the newest first. The suffix of an entry with an ID is a hash of the ID, so the
+// same (Time, ID) always has the same key and is stored once; other entries get a random suffix. Entries
+// of the same time come in the order of their suffixes.
 type activityEntity struct {
 	PartitionKey string
 	RowKey       string
-	Time         string
+	ID           string
+	Time         time.Time
 	Action       string
 	Status       string
 	Actor        string
@@ -223,25 +228,45 @@ type activityEntity struct {
 
 func (e *activityEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
 
-func (s *Store) AddActivity(ctx context.Context, a backup.ActivityEntry) error {
-	return insert(ctx, s.table(tableActivity), &activityEntity{
-		PartitionKey: a.Namespace + "|" + a.EnvironmentID, RowKey: invertedTime(a.Time) + "-" + randomSuffix(),
-		Time: formatTime(a.Time), Action: string(a.Action), Status: string(a.Status), Actor: a.Actor,
-		SnapshotID: a.SnapshotID, RestoreID: a.RestoreID, Message: a.Message,
-	})
+func activityRowKey(a backup.ActivityEntry) string {
+	if a.ID == "" {
+		return invertedTime(a.Time) + "-" + randomSuffix()
+	}
+	h := sha256.Sum256([]byte(a.ID))
+	return invertedTime(a.Time) + "-" + hex.EncodeToString(h[:8]) // 16 digits: never a random suffix (12)
 }
 
+// AddActivity inserts the entry; for an entry with an ID an existing entity of the same key is the same
+// entry added before (by a retried step, or by an SDK retry of an insert that had succeeded), so the
+// conflict is success and the first entry stays as it was.
+func (s *Store) AddActivity(ctx context.Context, a backup.ActivityEntry) error {
+	err := insert(ctx, s.table(tableActivity), &activityEntity{
+		PartitionKey: a.Namespace + "|" + a.EnvironmentID, RowKey: activityRowKey(a), ID: a.ID,
+		Time: a.Time, Action: string(a.Action), Status: string(a.Status), Actor: a.Actor,
+		SnapshotID: a.SnapshotID, RestoreID: a.RestoreID, Message: a.Message,
+	})
+	if err == errConflict && a.ID != "" {
+		return nil
+	}
+	return err
+}
+
+// ListActivity reads the environment's whole partition and pages in memory, which the total needs
+// anyway (Table Storage does not count). An environment's log grows by a few entries per operation and
+// is not pruned today, so a partition holds thousands of entries after years: a few pages of 1,000, read
+// only when a user opens the log. When it grows past that, keep a count and read pages by key instead.
 func (s *Store) ListActivity(ctx context.Context, namespace, environmentID string, offset, limit int) ([]backup.ActivityEntry, int, error) {
 	entities, err := query[activityEntity](ctx, s.table(tableActivity), "PartitionKey eq "+odataString(namespace+"|"+environmentID), 0, "activity of "+environmentID)
 	if err != nil {
 		return nil, 0, err
 	}
 	total := len(entities)
-	entities = entities[min(offset, total):min(total, offset+limit)]
+	start := min(max(offset, 0), total)
+	entities = entities[start : start+min(max(limit, 0), total-start)]
 	out := make([]backup.ActivityEntry, len(entities))
 	for i, e := range entities {
-		out[i] = backup.ActivityEntry{Namespace: namespace, EnvironmentID: environmentID,
-			Time: parseTime(e.Time), Action: backup.ActivityAction(e.Action), Status: backup.ActivityStatus(e.Status),
+		out[i] = backup.ActivityEntry{ID: e.ID, Namespace: namespace, EnvironmentID: environmentID,
+			Time: e.Time, Action: backup.ActivityAction(e.Action), Status: backup.ActivityStatus(e.Status),
 			Actor: e.Actor, SnapshotID: e.SnapshotID, RestoreID: e.RestoreID, Message: e.Message}
 	}
 	return out, total, nil
@@ -251,7 +276,7 @@ func (s *Store) ListActivity(ctx context.Context, namespace, environmentID strin
 type rejectedEntity struct {
 	PartitionKey string
 	RowKey       string
-	Time         string
+	Time         time.Time
 	MessageID    string
 	Reason       string
 	Body         string
@@ -262,7 +287,7 @@ func (e *rejectedEntity) keys() (string, string) { return e.PartitionKey, e.RowK
 func (s *Store) AddRejectedEvent(ctx context.Context, r backup.RejectedEvent) error {
 	return insert(ctx, s.table(tableRejected), &rejectedEntity{
 		PartitionKey: r.Time.UTC().Format("2006-01-02"), RowKey: invertedTime(r.Time) + "-" + randomSuffix(),
-		Time: formatTime(r.Time), MessageID: r.MessageID, Reason: r.Reason, Body: r.Body,
+		Time: r.Time, MessageID: r.MessageID, Reason: r.Reason, Body: r.Body,
 	})
 }
 

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 )
 
@@ -24,34 +26,86 @@ const (
 	tableRejected     = "RejectedEvents"
 )
 
-var allTables = []string{tableEnvironments, tablePermissions, tableSettings, tableSnapshots, tableOperations, tableActivity, tableRejected}
+var allTables = []string{tableEnvironments, tablePermissions, tableSettings, tableSnapshots, tableOperations,
+	tableActivity, tableRejected}
+
+// The SDK's retry policy for every Table Storage call, set explicitly rather than left to azcore's
+// defaults, which have no TryTimeout: a try on a connection that hangs would wait as long as its
+// caller's context allows, and a worker's may allow hours. A table call is small (a point read or write
+// of at most 1 MiB, a page of at most 1,000 entities), so 30 s bounds a hung try generously. The worst
+// case of one call is 4 tries of 30 s plus at most about 7 s of backoff (0.5 s, 1.5 s, 3.5 s, with up to
+// 30 % jitter, each capped at 4 s): about two minutes, after which the caller gets a transient error it
+// can retry at its own level (a redelivery, a recovery run). The statuses retried are azcore's: 408,
+// 429, 500, 502, 503, 504.
+const (
+	MaxRetries    = 3
+	TryTimeout    = 30 * time.Second
+	RetryDelay    = 500 * time.Millisecond
+	MaxRetryDelay = 4 * time.Second
+)
+
+// RetryOptions is the retry policy a Store uses unless WithRetryOptions changes it.
+func RetryOptions() policy.RetryOptions {
+	return policy.RetryOptions{MaxRetries: MaxRetries, TryTimeout: TryTimeout, RetryDelay: RetryDelay, MaxRetryDelay: MaxRetryDelay}
+}
+
+// Option changes how a Store talks to Table Storage. Production uses none; tests shorten the retry
+// delays and watch the requests.
+type Option func(*azcore.ClientOptions)
+
+// WithRetryOptions replaces the retry policy (RetryOptions).
+func WithRetryOptions(r policy.RetryOptions) Option {
+	return func(o *azcore.ClientOptions) { o.Retry = r }
+}
+
+// WithPolicy adds p to the pipeline after the retry policy, so it sees every try.
+func WithPolicy(p policy.Policy) Option {
+	return func(o *azcore.ClientOptions) { o.PerRetryPolicies = append(o.PerRetryPolicies, p) }
+}
+
+func clientOptions(opts []Option) *aztables.ClientOptions {
+	o := &aztables.ClientOptions{ClientOptions: azcore.ClientOptions{Retry: RetryOptions()}}
+	for _, opt := range opts {
+		opt(&o.ClientOptions)
+	}
+	return o
+}
 
 // Store is the Table Storage adapter. Create it with New or NewFromConnectionString, then call
 // EnsureTables once at start.
 type Store struct {
-	svc    *aztables.ServiceClient
-	prefix string
+	svc     *aztables.ServiceClient
+	prefix  string
+	options *aztables.ClientOptions // as built, for tests
 }
 
 // NewFromConnectionString uses a storage connection string (Azurite locally).
-func NewFromConnectionString(connectionString, prefix string) (*Store, error) {
-	svc, err := aztables.NewServiceClientFromConnectionString(connectionString, nil)
+func NewFromConnectionString(connectionString, prefix string, opts ...Option) (*Store, error) {
+	o := clientOptions(opts)
+	svc, err := aztables.NewServiceClientFromConnectionString(connectionString, o)
 	if err != nil {
 		return nil, fmt.Errorf("table service client: %w", err)
 	}
-	return &Store{svc: svc, prefix: prefix}, nil
+	return &Store{svc: svc, prefix: prefix, options: o}, nil
 }
 
 // New uses an account URL (https://<account>.table.core.windows.net) and an Entra ID credential.
-func New(serviceURL string, cred azcore.TokenCredential, prefix string) (*Store, error) {
-	svc, err := aztables.NewServiceClient(serviceURL, cred, nil)
+func New(serviceURL string, cred azcore.TokenCredential, prefix string, opts ...Option) (*Store, error) {
+	o := clientOptions(opts)
+	svc, err := aztables.NewServiceClient(serviceURL, cred, o)
 	if err != nil {
 		return nil, fmt.Errorf("table service client for %s: %w", serviceURL, err)
 	}
-	return &Store{svc: svc, prefix: prefix}, nil
+	return &Store{svc: svc, prefix: prefix, options: o}, nil
 }
 
-func (s *Store) table(name string) *aztables.Client { return s.svc.NewClient(s.prefix + name) }
+// table is one table's client with the table's name (without the prefix), for messages.
+type table struct {
+	*aztables.Client
+	name string
+}
+
+func (s *Store) table(name string) table { return table{s.svc.NewClient(s.prefix + name), name} }
 
 // EnsureTables creates every table the service uses; existing tables are left alone.
 func (s *Store) EnsureTables(ctx context.Context) error {

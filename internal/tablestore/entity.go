@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"strings"
 	"time"
 
@@ -23,54 +24,54 @@ type keyed interface {
 }
 
 // get reads one entity into v. found is false when it does not exist.
-func get(ctx context.Context, t *aztables.Client, pk, rk string, v any) (etag azcore.ETag, found bool, err error) {
+func get(ctx context.Context, t table, pk, rk string, v any) (etag azcore.ETag, found bool, err error) {
 	resp, err := t.GetEntity(ctx, pk, rk, nil)
 	if isNotFound(err) {
 		return "", false, nil
 	}
 	if err != nil {
-		return "", false, transient(err, "read %s/%s", pk, rk)
+		return "", false, transient(err, "read %s %s/%s", t.name, pk, rk)
 	}
-	if err := json.Unmarshal(resp.Value, v); err != nil {
-		return "", false, fmt.Errorf("decode entity %s/%s: %w", pk, rk, err)
+	if err := decodeEntity(resp.Value, v); err != nil {
+		return "", false, fmt.Errorf("table storage: decode %s %s/%s: %w", t.name, pk, rk, err)
 	}
 	return resp.ETag, true, nil
 }
 
-// upsert writes v unconditionally (replace).
-func upsert(ctx context.Context, t *aztables.Client, v keyed) error {
-	b, err := json.Marshal(v)
+// upsert writes v unconditionally (insert or replace).
+func upsert(ctx context.Context, t table, v keyed) error {
+	b, err := encodeEntity(t.name, v)
 	if err != nil {
-		return fmt.Errorf("encode entity: %w", err)
+		return err
 	}
 	if _, err := t.UpsertEntity(ctx, b, &aztables.UpsertEntityOptions{UpdateMode: aztables.UpdateModeReplace}); err != nil {
 		pk, rk := v.keys()
-		return transient(err, "write %s/%s", pk, rk)
+		return transient(err, "write %s %s/%s", t.name, pk, rk)
 	}
 	return nil
 }
 
 // insert adds v; it fails with errConflict when the entity exists.
-func insert(ctx context.Context, t *aztables.Client, v keyed) error {
-	b, err := json.Marshal(v)
+func insert(ctx context.Context, t table, v keyed) error {
+	b, err := encodeEntity(t.name, v)
 	if err != nil {
-		return fmt.Errorf("encode entity: %w", err)
+		return err
 	}
 	if _, err := t.AddEntity(ctx, b, nil); err != nil {
-		if statusOf(err) == 409 {
+		if statusOf(err) == http.StatusConflict {
 			return errConflict
 		}
 		pk, rk := v.keys()
-		return transient(err, "insert %s/%s", pk, rk)
+		return transient(err, "insert %s %s/%s", t.name, pk, rk)
 	}
 	return nil
 }
 
 // replaceIfMatch replaces v if the stored ETag is still etag; errConflict otherwise.
-func replaceIfMatch(ctx context.Context, t *aztables.Client, v keyed, etag azcore.ETag) error {
-	b, err := json.Marshal(v)
+func replaceIfMatch(ctx context.Context, t table, v keyed, etag azcore.ETag) error {
+	b, err := encodeEntity(t.name, v)
 	if err != nil {
-		return fmt.Errorf("encode entity: %w", err)
+		return err
 	}
 	_, err = t.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeReplace})
 	if isPreconditionFailed(err) {
@@ -78,9 +79,27 @@ func replaceIfMatch(ctx context.Context, t *aztables.Client, v keyed, etag azcor
 	}
 	if err != nil {
 		pk, rk := v.keys()
-		return transient(err, "update %s/%s", pk, rk)
+		return transient(err, "update %s %s/%s", t.name, pk, rk)
 	}
 	return nil
+}
+
+// remove deletes an entity, if etag is not empty only while it is unchanged. A missing entity is not an
+// error; a changed one is errConflict.
+func remove(ctx context.Context, t table, pk, rk string, etag azcore.ETag) error {
+	var opts *aztables.DeleteEntityOptions
+	if etag != "" {
+		opts = &aztables.DeleteEntityOptions{IfMatch: &etag}
+	}
+	_, err := t.DeleteEntity(ctx, pk, rk, opts)
+	switch {
+	case err == nil || isNotFound(err):
+		return nil
+	case statusOf(err) == http.StatusPreconditionFailed:
+		return errConflict
+	default:
+		return transient(err, "delete %s %s/%s", t.name, pk, rk)
+	}
 }
 
 var errConflict = backup.Errorf(backup.CodeConflict, "the record was changed by someone else; try again")
@@ -90,7 +109,7 @@ var errConflict = backup.Errorf(backup.CodeConflict, "the record was changed by 
 func update[E any, PE interface {
 	*E
 	keyed
-}](ctx context.Context, t *aztables.Client, pk, rk string, decide func(cur PE, exists bool) (PE, bool, error)) (PE, bool, error) {
+}](ctx context.Context, t table, pk, rk string, decide func(cur PE, exists bool) (PE, bool, error)) (PE, bool, error) {
 	for attempt := 0; attempt < maxUpdateAttempts; attempt++ {
 		cur := PE(new(E))
 		etag, exists, err := get(ctx, t, pk, rk, cur)
@@ -118,31 +137,45 @@ func update[E any, PE interface {
 }
 
 // query reads every entity matching filter (at most top when top > 0), following continuation pages.
-func query[E any](ctx context.Context, t *aztables.Client, filter string, top int, what string) ([]E, error) {
+func query[E any](ctx context.Context, t table, filter string, top int, what string) ([]E, error) {
+	var out []E
+	err := pages(ctx, t, filter, top, what, func(raw []byte, _ azcore.ETag) (bool, error) {
+		var e E
+		if err := decodeEntity(raw, &e); err != nil {
+			return false, fmt.Errorf("table storage: decode %s: %w", what, err)
+		}
+		out = append(out, e)
+		return top <= 0 || len(out) < top, nil
+	})
+	return out, err
+}
+
+// pages calls fn with every entity matching filter (pages of at most top, or 1,000, entities) and its
+// ETag, until fn returns false or an error.
+func pages(ctx context.Context, t table, filter string, top int, what string, fn func(raw []byte, etag azcore.ETag) (bool, error)) error {
 	opts := &aztables.ListEntitiesOptions{Filter: &filter}
 	if top > 0 {
 		n := int32(min(top, 1000))
 		opts.Top = &n
 	}
 	pager := t.NewListEntitiesPager(opts)
-	var out []E
-	for pager.More() && (top <= 0 || len(out) < top) {
+	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {
-			return nil, transient(err, "list %s", what)
+			return transient(err, "list %s", what)
 		}
 		for _, raw := range page.Entities {
-			var e E
-			if err := json.Unmarshal(raw, &e); err != nil {
-				return nil, fmt.Errorf("decode %s: %w", what, err)
+			var meta struct {
+				ETag string `json:"odata.etag"`
 			}
-			out = append(out, e)
+			_ = json.Unmarshal(raw, &meta) // decoded again by fn; an entity that is not JSON fails there
+			more, err := fn(raw, azcore.ETag(meta.ETag))
+			if err != nil || !more {
+				return err
+			}
 		}
 	}
-	if top > 0 && len(out) > top {
-		out = out[:top]
-	}
-	return out, nil
+	return nil
 }
 
 // transient marks a storage failure: 5xx, throttling and network errors are worth a retry; other
@@ -164,18 +197,6 @@ func invertedTime(t time.Time) string {
 	return fmt.Sprintf("%019d", math.MaxInt64-t.UnixNano())
 }
 
-func formatTime(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(time.RFC3339Nano)
-}
-
-func parseTime(s string) time.Time {
-	t, _ := time.Parse(time.RFC3339Nano, s) // written by formatTime; empty means zero
-	return t
-}
-
 // updateEnvRecord is update for a domain record keyed by environment and id (a snapshot, an
 // operation): fn sees and returns the domain value, the entity conversions happen here, and setKeys
 // puts the keys back after fn so that it cannot move the record.
@@ -183,7 +204,7 @@ func updateEnvRecord[D any, E any, PE interface {
 	*E
 	keyed
 	toDomain() D
-}](ctx context.Context, t *aztables.Client, namespace, envID, id string, fn backup.UpdateFunc[D],
+}](ctx context.Context, t table, namespace, envID, id string, fn backup.UpdateFunc[D],
 	fromDomain func(D) PE, setKeys func(*D)) (D, bool, error) {
 	next, wrote, err := update(ctx, t, envPartition(namespace, envID), id, func(cur PE, exists bool) (PE, bool, error) {
 		var d D

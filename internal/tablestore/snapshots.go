@@ -8,23 +8,21 @@ import (
 	"github.com/mxazure/backups/internal/backup"
 )
 
-var (
-	_ backup.SnapshotStore  = (*Store)(nil)
-	_ backup.OperationStore = (*Store)(nil)
-)
+var _ backup.SnapshotStore = (*Store)(nil)
 
 // snapshotEntity: PartitionKey = namespace "|" environment, RowKey = snapshot id. An environment holds
-// tens of snapshots (retention bounds them), so listing reads the partition and pages in memory.
+// tens of snapshots (retention bounds them), so listing reads the partition and pages in memory; marked
+// ones (DeletedAt) are left out by backup.PageNewestFirst.
 type snapshotEntity struct {
 	PartitionKey      string
 	RowKey            string
 	Status            string
 	Kind              string
 	Comment           string
-	CreatedAt         string
-	UpdatedAt         string
-	FinishedAt        string
-	ExpiresAt         string
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	FinishedAt        time.Time
+	ExpiresAt         time.Time
 	CreatedBy         string
 	DeploymentPackage string
 	ModelVersion      string
@@ -38,7 +36,9 @@ type snapshotEntity struct {
 	Warnings          string // JSON array
 	Progress          string // JSON object or ""
 	OperationID       string
+	Fence             int64
 	BlobPath          string
+	DeletedAt         time.Time
 }
 
 func (e *snapshotEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
@@ -48,11 +48,12 @@ func envPartition(namespace, envID string) string { return namespace + "|" + env
 func (e *snapshotEntity) toDomain() backup.Snapshot {
 	ns, env := splitPartition(e.PartitionKey)
 	out := backup.Snapshot{ID: e.RowKey, Namespace: ns, EnvironmentID: env, Status: backup.SnapshotStatus(e.Status),
-		Kind: backup.SnapshotKind(e.Kind), Comment: e.Comment, CreatedAt: parseTime(e.CreatedAt), UpdatedAt: parseTime(e.UpdatedAt),
-		FinishedAt: parseTime(e.FinishedAt), ExpiresAt: parseTime(e.ExpiresAt), CreatedBy: e.CreatedBy,
+		Kind: backup.SnapshotKind(e.Kind), Comment: e.Comment, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
+		FinishedAt: e.FinishedAt, ExpiresAt: e.ExpiresAt, CreatedBy: e.CreatedBy,
 		DeploymentPackage: e.DeploymentPackage, ModelVersion: e.ModelVersion, SizeBytes: e.SizeBytes,
 		DatabaseSizeBytes: e.DatabaseSizeBytes, DumpSizeBytes: e.DumpSizeBytes, FilesBytes: e.FilesBytes,
-		FilesCount: int(e.FilesCount), SHA256: e.SHA256, StatusMessage: e.StatusMessage, OperationID: e.OperationID, BlobPath: e.BlobPath}
+		FilesCount: int(e.FilesCount), SHA256: e.SHA256, StatusMessage: e.StatusMessage, OperationID: e.OperationID,
+		Fence: e.Fence, BlobPath: e.BlobPath, DeletedAt: e.DeletedAt}
 	if e.Warnings != "" {
 		_ = json.Unmarshal([]byte(e.Warnings), &out.Warnings) // written by snapshotFromDomain
 	}
@@ -67,11 +68,12 @@ func (e *snapshotEntity) toDomain() backup.Snapshot {
 
 func snapshotFromDomain(s backup.Snapshot) *snapshotEntity {
 	e := &snapshotEntity{PartitionKey: envPartition(s.Namespace, s.EnvironmentID), RowKey: s.ID, Status: string(s.Status),
-		Kind: string(s.Kind), Comment: s.Comment, CreatedAt: formatTime(s.CreatedAt), UpdatedAt: formatTime(s.UpdatedAt),
-		FinishedAt: formatTime(s.FinishedAt), ExpiresAt: formatTime(s.ExpiresAt), CreatedBy: s.CreatedBy,
+		Kind: string(s.Kind), Comment: s.Comment, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt,
+		FinishedAt: s.FinishedAt, ExpiresAt: s.ExpiresAt, CreatedBy: s.CreatedBy,
 		DeploymentPackage: s.DeploymentPackage, ModelVersion: s.ModelVersion, SizeBytes: s.SizeBytes,
 		DatabaseSizeBytes: s.DatabaseSizeBytes, DumpSizeBytes: s.DumpSizeBytes, FilesBytes: s.FilesBytes,
-		FilesCount: int64(s.FilesCount), SHA256: s.SHA256, StatusMessage: s.StatusMessage, OperationID: s.OperationID, BlobPath: s.BlobPath}
+		FilesCount: int64(s.FilesCount), SHA256: s.SHA256, StatusMessage: s.StatusMessage, OperationID: s.OperationID,
+		Fence: s.Fence, BlobPath: s.BlobPath, DeletedAt: s.DeletedAt}
 	if len(s.Warnings) > 0 {
 		b, _ := json.Marshal(s.Warnings)
 		e.Warnings = string(b)
@@ -127,121 +129,5 @@ func (s *Store) UpdateSnapshot(ctx context.Context, namespace, envID, id string,
 }
 
 func (s *Store) DeleteSnapshot(ctx context.Context, namespace, envID, id string) error {
-	_, err := s.table(tableSnapshots).DeleteEntity(ctx, envPartition(namespace, envID), id, nil)
-	if err != nil && !isNotFound(err) {
-		return transient(err, "delete snapshot %s", id)
-	}
-	return nil
-}
-
-// operationEntity: PartitionKey = namespace "|" environment, RowKey = operation id. The environment's
-// lock lives in the same partition under RowKey lockRowKey.
-type operationEntity struct {
-	PartitionKey  string
-	RowKey        string
-	Kind          string
-	SnapshotID    string
-	Phase         string
-	Actor         string
-	Attempt       int64
-	LeaseUntil    string
-	Worker        string
-	StatusMessage string
-	CreatedAt     string
-	UpdatedAt     string
-	StartedAt     string
-	FinishedAt    string
-}
-
-func (e *operationEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
-
-func (e *operationEntity) toDomain() backup.Operation {
-	ns, env := splitPartition(e.PartitionKey)
-	return backup.Operation{ID: e.RowKey, Namespace: ns, EnvironmentID: env, Kind: backup.OperationKind(e.Kind),
-		SubjectID: e.SnapshotID, Phase: backup.OperationPhase(e.Phase), Actor: e.Actor, Attempt: int(e.Attempt),
-		LeaseUntil: parseTime(e.LeaseUntil), Worker: e.Worker, StatusMessage: e.StatusMessage, CreatedAt: parseTime(e.CreatedAt),
-		UpdatedAt: parseTime(e.UpdatedAt), StartedAt: parseTime(e.StartedAt), FinishedAt: parseTime(e.FinishedAt)}
-}
-
-func operationFromDomain(o backup.Operation) *operationEntity {
-	return &operationEntity{PartitionKey: envPartition(o.Namespace, o.EnvironmentID), RowKey: o.ID, Kind: string(o.Kind),
-		SnapshotID: o.SubjectID, Phase: string(o.Phase), Actor: o.Actor, Attempt: int64(o.Attempt),
-		LeaseUntil: formatTime(o.LeaseUntil), Worker: o.Worker, StatusMessage: o.StatusMessage, CreatedAt: formatTime(o.CreatedAt),
-		UpdatedAt: formatTime(o.UpdatedAt), StartedAt: formatTime(o.StartedAt), FinishedAt: formatTime(o.FinishedAt)}
-}
-
-const lockRowKey = "~lock"
-
-type lockEntity struct {
-	PartitionKey string
-	RowKey       string
-	OperationID  string
-	Kind         string
-	Since        string
-}
-
-func (e *lockEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
-
-func (s *Store) GetOperation(ctx context.Context, namespace, envID, id string) (backup.Operation, error) {
-	var e operationEntity
-	_, found, err := get(ctx, s.table(tableOperations), envPartition(namespace, envID), id, &e)
-	if err != nil {
-		return backup.Operation{}, err
-	}
-	if !found || id == lockRowKey {
-		return backup.Operation{}, backup.Errorf(backup.CodeNotFound, "operation %s not found", id)
-	}
-	return e.toDomain(), nil
-}
-
-func (s *Store) CreateOperation(ctx context.Context, op backup.Operation) error {
-	return insert(ctx, s.table(tableOperations), operationFromDomain(op))
-}
-
-func (s *Store) UpdateOperation(ctx context.Context, namespace, envID, id string, fn backup.UpdateFunc[backup.Operation]) (backup.Operation, bool, error) {
-	return updateEnvRecord(ctx, s.table(tableOperations), namespace, envID, id, fn, operationFromDomain,
-		func(n *backup.Operation) { n.Namespace, n.EnvironmentID, n.ID = namespace, envID, id })
-}
-
-func (s *Store) ListActiveOperations(ctx context.Context) ([]backup.Operation, error) {
-	entities, err := query[operationEntity](ctx, s.table(tableOperations), "Phase eq 'Queued' or Phase eq 'Running'", 0, "active operations")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]backup.Operation, len(entities))
-	for i := range entities {
-		out[i] = entities[i].toDomain()
-	}
-	return out, nil
-}
-
-// PruneOperations is not yet indexed: it deletes nothing until the operations index lands.
-func (s *Store) PruneOperations(ctx context.Context, endedBefore time.Time, limit int) (int, error) {
-	return 0, ctx.Err()
-}
-
-func (s *Store) GetLock(ctx context.Context, namespace, envID string) (backup.Lock, error) {
-	var e lockEntity
-	_, _, err := get(ctx, s.table(tableOperations), envPartition(namespace, envID), lockRowKey, &e)
-	if err != nil {
-		return backup.Lock{}, err
-	}
-	return backup.Lock{OperationID: e.OperationID, Kind: backup.OperationKind(e.Kind), Since: parseTime(e.Since)}, nil
-}
-
-func (s *Store) UpdateLock(ctx context.Context, namespace, envID string, fn backup.UpdateFunc[backup.Lock]) (backup.Lock, bool, error) {
-	pk := envPartition(namespace, envID)
-	next, wrote, err := update(ctx, s.table(tableOperations), pk, lockRowKey,
-		func(cur *lockEntity, exists bool) (*lockEntity, bool, error) {
-			d := backup.Lock{OperationID: cur.OperationID, Kind: backup.OperationKind(cur.Kind), Since: parseTime(cur.Since)}
-			n, write, err := fn(d, exists)
-			if err != nil || !write {
-				return cur, false, err
-			}
-			return &lockEntity{PartitionKey: pk, RowKey: lockRowKey, OperationID: n.OperationID, Kind: string(n.Kind), Since: formatTime(n.Since)}, true, nil
-		})
-	if err != nil {
-		return backup.Lock{}, false, err
-	}
-	return backup.Lock{OperationID: next.OperationID, Kind: backup.OperationKind(next.Kind), Since: parseTime(next.Since)}, wrote, nil
+	return remove(ctx, s.table(tableSnapshots), envPartition(namespace, envID), id, "")
 }
