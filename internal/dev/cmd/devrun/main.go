@@ -3,6 +3,7 @@
 //
 //	devrun run -app dist [-listen 127.0.0.1:7071]   Azurite + PostgreSQL + issuer + local host + demo seed
 //	devrun token [-user <oid>]                      a bearer token for the running instance
+//	devrun archive -snapshot <id> [-o file]         download a snapshot's archive from its Azurite
 package main
 
 import (
@@ -19,9 +20,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/rs/zerolog"
 
 	"github.com/mxazure/backups/internal/auth/localissuer"
+	"github.com/mxazure/backups/internal/backup"
+	"github.com/mxazure/backups/internal/blobstore"
 	"github.com/mxazure/backups/internal/dev/devstack/stack"
 )
 
@@ -44,7 +48,7 @@ type runState struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: devrun run -app DIR | devrun token [-user OID]")
+		fmt.Fprintln(os.Stderr, "usage: devrun run -app DIR | devrun token [-user OID] | devrun archive -snapshot ID [-o FILE]")
 		os.Exit(2)
 	}
 	var err error
@@ -53,8 +57,10 @@ func main() {
 		err = run(os.Args[2:])
 	case "token":
 		err = token(os.Args[2:])
+	case "archive":
+		err = archiveCmd(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q (run, token)", os.Args[1])
+		err = fmt.Errorf("unknown command %q (run, token, archive)", os.Args[1])
 	}
 	if errors.Is(err, errNotRunning) {
 		fmt.Fprintln(os.Stderr, err) // a sentence for the user, nothing more
@@ -140,23 +146,33 @@ func token(args []string) error {
 	return nil
 }
 
+func archiveCmd(args []string) error {
+	fs := flag.NewFlagSet("archive", flag.ExitOnError)
+	ns := fs.String("namespace", stack.DemoNamespace, "namespace")
+	env := fs.String("environment", stack.DemoEnvironmentID, "environment id")
+	snap := fs.String("snapshot", "", "snapshot id (required)")
+	out := fs.String("o", "", "output file (default <snapshot>.tar.gz)")
+	_ = fs.Parse(args)
+	file, blobName, err := downloadArchive(context.Background(), stateDir, *ns, *env, *snap, *out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "%s/%s -> %s\n", snapshotsContainer, blobName, file)
+	return nil
+}
+
+// snapshotsContainer holds the archives: the handler's default SNAPSHOTS_CONTAINER, which the stack keeps.
+const snapshotsContainer = "snapshots"
+
 // errNotRunning is what `make token` says when there is no `make run` to mint a token for.
 var errNotRunning = errors.New("make run is not running: start it in another terminal first")
 
 // mintToken mints a token for the `make run` described in dir/run.json, with its issuer key and
-// audience. It answers errNotRunning unless that run is alive: run.json exists (it is removed when the
-// run stops) and the run's issuer and Functions host both answer (the file outlives a killed run).
+// audience; errNotRunning unless that run is alive (see liveRun).
 func mintToken(ctx context.Context, dir string, req localissuer.TokenRequest) (string, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, runFile))
+	state, err := liveRun(ctx, dir)
 	if err != nil {
-		return "", errNotRunning
-	}
-	var state runState
-	if err := json.Unmarshal(raw, &state); err != nil || state.URL == "" || state.IssuerURL == "" {
-		return "", errNotRunning
-	}
-	if !answers(ctx, state.IssuerURL+localissuer.DiscoveryPath) || !answers(ctx, state.URL+"/admin/host/status") {
-		return "", errNotRunning
+		return "", err
 	}
 	iss, err := localissuer.New(localissuer.Options{KeyFile: filepath.Join(dir, issuerKeyFile), Issuer: state.IssuerURL})
 	if err != nil {
@@ -168,6 +184,71 @@ func mintToken(ctx context.Context, dir string, req localissuer.TokenRequest) (s
 		return "", fmt.Errorf("mint a token: %w", err)
 	}
 	return tok, nil
+}
+
+// liveRun returns the running `make run` described in dir/run.json, or errNotRunning: when there is no
+// run.json (it is removed when the run stops), or the run's issuer or Functions host does not answer
+// (the file outlives a killed run).
+func liveRun(ctx context.Context, dir string) (runState, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, runFile))
+	if err != nil {
+		return runState{}, errNotRunning
+	}
+	var state runState
+	if err := json.Unmarshal(raw, &state); err != nil || state.URL == "" || state.IssuerURL == "" {
+		return runState{}, errNotRunning
+	}
+	if !answers(ctx, state.IssuerURL+localissuer.DiscoveryPath) || !answers(ctx, state.URL+"/admin/host/status") {
+		return runState{}, errNotRunning
+	}
+	return state, nil
+}
+
+// downloadArchive saves the archive of one snapshot from the running `make run`'s Azurite to out (default
+// <snapshot>.tar.gz) and returns the file and the blob it came from.
+func downloadArchive(ctx context.Context, dir, namespace, envID, snapshotID, out string) (file, blobName string, err error) {
+	state, err := liveRun(ctx, dir)
+	if err != nil {
+		return "", "", err
+	}
+	if snapshotID, err = backup.ValidateUUID("snapshot id", snapshotID); err != nil {
+		return "", "", err
+	}
+	client, err := azblob.NewClientFromConnectionString(state.StorageConnectionString, nil)
+	if err != nil {
+		return "", "", fmt.Errorf("azurite: %w", err)
+	}
+	prefix := blobstore.Layout{}.SnapshotPrefix(namespace, envID, snapshotID)
+	pager := client.NewListBlobsFlatPager(snapshotsContainer, &azblob.ListBlobsFlatOptions{Prefix: &prefix})
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return "", "", fmt.Errorf("list %s/%s: %w", snapshotsContainer, prefix, err)
+		}
+		for _, b := range page.Segment.BlobItems {
+			blobName = *b.Name // names sort by attempt: the last one is the newest
+		}
+	}
+	if blobName == "" {
+		return "", "", fmt.Errorf("snapshot %s has no archive in container %s (is it Finished?)", snapshotID, snapshotsContainer)
+	}
+	if out == "" {
+		out = snapshotID + ".tar.gz"
+	}
+	resp, err := client.DownloadStream(ctx, snapshotsContainer, blobName, nil)
+	if err != nil {
+		return "", "", fmt.Errorf("download %s: %w", blobName, err)
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(out)
+	if err != nil {
+		return "", "", err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return "", "", fmt.Errorf("download %s: %w", blobName, err)
+	}
+	return out, blobName, f.Close()
 }
 
 // answers reports whether a GET of u answers 200 within a second.

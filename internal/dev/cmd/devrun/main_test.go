@@ -17,9 +17,9 @@ import (
 	"github.com/mxazure/backups/internal/auth/localissuer"
 )
 
-// liveRun is a stand-in for a running `make run`: an issuer and a Functions host that answer, and the
+// fakeRun is a stand-in for a running `make run`: an issuer and a Functions host that answer, and the
 // run.json and key file the run leaves in dir.
-func liveRun(t *testing.T, dir string) runState {
+func fakeRun(t *testing.T, dir string) runState {
 	t.Helper()
 	iss, err := localissuer.New(localissuer.Options{KeyFile: filepath.Join(dir, issuerKeyFile)})
 	if err != nil {
@@ -65,7 +65,7 @@ func deadURL(t *testing.T) string {
 }
 
 // TestTokenWithoutARun: without a live `make run` (never started, stopped, killed, or another program
-// on its port) minting fails with exactly errNotRunning.
+// on its port) minting a token and downloading an archive fail with exactly errNotRunning.
 func TestTokenWithoutARun(t *testing.T) {
 	cases := map[string]func(t *testing.T, dir string){
 		"never started": func(*testing.T, string) {},
@@ -76,12 +76,12 @@ func TestTokenWithoutARun(t *testing.T) {
 			writeRun(t, dir, runState{URL: deadURL(t), IssuerURL: deadURL(t), Audience: "a"})
 		},
 		"issuer gone, something else on the host port": func(t *testing.T, dir string) {
-			state := liveRun(t, dir)
+			state := fakeRun(t, dir)
 			state.IssuerURL = deadURL(t)
 			writeRun(t, dir, state)
 		},
 		"host gone": func(t *testing.T, dir string) {
-			state := liveRun(t, dir)
+			state := fakeRun(t, dir)
 			state.URL = deadURL(t)
 			writeRun(t, dir, state)
 		},
@@ -94,6 +94,13 @@ func TestTokenWithoutARun(t *testing.T) {
 			if !errors.Is(err, errNotRunning) || tok != "" {
 				t.Errorf("got %q, %v; want errNotRunning", tok, err)
 			}
+			out := filepath.Join(dir, "a.tar.gz")
+			if _, _, err := downloadArchive(context.Background(), dir, "demo", "e", "11111111-2222-3333-4444-555555555555", out); !errors.Is(err, errNotRunning) {
+				t.Errorf("archive: %v, want errNotRunning", err)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Error("archive: a file was written")
+			}
 		})
 	}
 }
@@ -101,7 +108,7 @@ func TestTokenWithoutARun(t *testing.T) {
 // TestTokenForALiveRun: with a live run, the token is signed by the run's issuer for its audience.
 func TestTokenForALiveRun(t *testing.T) {
 	dir := t.TempDir()
-	state := liveRun(t, dir)
+	state := fakeRun(t, dir)
 	tok, err := mintToken(context.Background(), dir, localissuer.TokenRequest{Subject: "u", ObjectID: "u", Name: "Demo"})
 	if err != nil {
 		t.Fatal(err)
