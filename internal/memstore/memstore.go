@@ -23,7 +23,7 @@ type Store struct {
 	snapshots    map[string]backup.Snapshot
 	operations   map[string]backup.Operation
 	locks        map[string]backup.Lock
-	activeLists  int // calls of ListActiveOperations, for tests
+	activeLists  int // calls of ListActiveOperations, for tests (ActiveLists)
 }
 
 var (
@@ -182,14 +182,13 @@ func (s *Store) ListActivity(ctx context.Context, namespace, environmentID strin
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	all := slices.Clone(s.activity[key(namespace, environmentID)])
-	// Newest first; entries with the same time keep reverse insertion order, like the table's keys.
+	// Newest first. Entries of the same time come here in reverse insertion order; tablestore orders them
+	// by the suffix of their keys (a hash or a random value), so callers must not rely on either order.
 	slices.Reverse(all)
 	slices.SortStableFunc(all, func(a, b backup.ActivityEntry) int { return b.Time.Compare(a.Time) })
 	total := len(all)
-	if offset >= total {
-		return []backup.ActivityEntry{}, total, nil
-	}
-	return all[offset:min(total, offset+limit)], total, nil
+	start := min(max(offset, 0), total)
+	return all[start : start+min(max(limit, 0), total-start)], total, nil
 }
 
 func (s *Store) AddRejectedEvent(ctx context.Context, r backup.RejectedEvent) error {

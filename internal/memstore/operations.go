@@ -154,23 +154,39 @@ func (s *Store) ListActiveOperations(ctx context.Context) ([]backup.Operation, e
 	return out, nil
 }
 
+// PruneOperations deletes the settled operations that finished before endedBefore, oldest first, at most
+// limit (tablestore goes by the day they finished, oldest first, too).
 func (s *Store) PruneOperations(ctx context.Context, endedBefore time.Time, limit int) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
+	var ended []string
 	for k, op := range s.operations {
-		if n >= limit {
-			break
-		}
 		if op.Settled && op.FinishedAt.Before(endedBefore) {
-			delete(s.operations, k)
-			n++
+			ended = append(ended, k)
 		}
 	}
+	sort.Slice(ended, func(i, j int) bool {
+		a, b := s.operations[ended[i]], s.operations[ended[j]]
+		if !a.FinishedAt.Equal(b.FinishedAt) {
+			return a.FinishedAt.Before(b.FinishedAt)
+		}
+		return ended[i] < ended[j]
+	})
+	n := min(max(limit, 0), len(ended))
+	for _, k := range ended[:n] {
+		delete(s.operations, k)
+	}
 	return n, nil
+}
+
+// ActiveLists counts the calls of ListActiveOperations, for tests.
+func (s *Store) ActiveLists() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.activeLists
 }
 
 // Operations returns every operation, for tests.

@@ -6,6 +6,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -27,6 +28,8 @@ func Run(t *testing.T, newStores func(t *testing.T) backup.Stores) {
 	t.Run("grants", func(t *testing.T) { testGrants(t, newStores(t)) })
 	t.Run("settings", func(t *testing.T) { testSettings(t, newStores(t)) })
 	t.Run("activity newest first", func(t *testing.T) { testActivity(t, newStores(t)) })
+	t.Run("activity pages", func(t *testing.T) { testActivityPages(t, newStores(t)) })
+	t.Run("activity idempotent by id", func(t *testing.T) { testActivityIdempotent(t, newStores(t)) })
 	t.Run("rejected events", func(t *testing.T) { testRejected(t, newStores(t)) })
 }
 
@@ -222,6 +225,97 @@ func testActivity(t *testing.T, s backup.Stores) {
 	}
 	if got[0].Action != backup.ActionBackup || got[0].Status != backup.ActivityStarted || !got[0].Time.Equal(base.Add(4*time.Minute)) {
 		t.Errorf("entry fields lost: %+v", got[0])
+	}
+}
+
+func testActivityPages(t *testing.T, s backup.Stores) {
+	ctx := context.Background()
+	env := uuid.NewString()
+	base := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)
+	const n = 7
+	for i := 0; i < n; i++ {
+		// Fractions of a second and whole seconds mixed: the order must follow time, not text.
+		at := base.Add(time.Duration(i) * 500 * time.Millisecond)
+		err := s.Activity.AddActivity(ctx, backup.ActivityEntry{Namespace: "ns-a", EnvironmentID: env, Time: at,
+			Action: backup.ActionBackup, Status: backup.ActivityFinished, Actor: "u", Message: fmt.Sprint(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = s.Activity.AddActivity(ctx, backup.ActivityEntry{Namespace: "ns-a", EnvironmentID: uuid.NewString(), Time: base, Message: "elsewhere"})
+	for _, c := range []struct {
+		offset, limit int
+		want          []string
+	}{
+		{0, 3, []string{"6", "5", "4"}},
+		{3, 3, []string{"3", "2", "1"}},
+		{6, 3, []string{"0"}},
+		{7, 3, []string{}},
+		{20, 3, []string{}},
+		{2, 0, []string{}},
+		{0, 100, []string{"6", "5", "4", "3", "2", "1", "0"}},
+	} {
+		got, total, err := s.Activity.ListActivity(ctx, "ns-a", env, c.offset, c.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs := []string{}
+		for _, e := range got {
+			msgs = append(msgs, e.Message)
+		}
+		if total != n || !slices.Equal(msgs, c.want) {
+			t.Errorf("offset %d limit %d: got %v (total %d), want %v (total %d)", c.offset, c.limit, msgs, total, c.want, n)
+		}
+	}
+}
+
+// testActivityIdempotent: an entry with an ID added again (a retried step) is stored once; entries
+// without an ID are all kept, even at the same time.
+func testActivityIdempotent(t *testing.T, s backup.Stores) {
+	ctx := context.Background()
+	env := uuid.NewString()
+	at := time.Date(2026, 11, 3, 4, 5, 6, 7, time.UTC)
+	entry := backup.ActivityEntry{ID: "op-1/finished", Namespace: "ns-a", EnvironmentID: env, Time: at,
+		Action: backup.ActionBackup, Status: backup.ActivityFinished, Actor: "u", SnapshotID: "s", RestoreID: "r", Message: "first"}
+	add := func(e backup.ActivityEntry) {
+		t.Helper()
+		if err := s.Activity.AddActivity(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(entry)
+	again := entry
+	again.Message = "second"
+	add(again) // the same (Time, ID): changes nothing
+	later := entry
+	later.Time = at.Add(time.Second) // the same ID at another time is another entry
+	add(later)
+	other := entry
+	other.ID = "op-2/finished"
+	add(other)
+	anon := entry
+	anon.ID = ""
+	add(anon)
+	add(anon) // no ID: kept twice
+	got, total, err := s.Activity.ListActivity(ctx, "ns-a", env, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != 5 || len(got) != 5 {
+		t.Fatalf("got %d entries (total %d), want 5: %+v", len(got), total, got)
+	}
+	if !reflect.DeepEqual(got[0], later) {
+		t.Errorf("newest entry:\n got %+v\nwant %+v", got[0], later)
+	}
+	byID := map[string]int{}
+	for _, e := range got[1:] {
+		byID[e.ID]++
+		if e.ID == entry.ID && !reflect.DeepEqual(e, entry) {
+			t.Errorf("entry added twice: got %+v, want the first one %+v", e, entry)
+		}
+	}
+	if want := map[string]int{entry.ID: 1, other.ID: 1, "": 2}; !reflect.DeepEqual(byID, want) {
+		t.Errorf("entries at %v by id: got %v, want %v", at, byID, want)
 	}
 }
 

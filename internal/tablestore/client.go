@@ -17,17 +17,18 @@ import (
 
 // Table names, without the configured prefix.
 const (
-	tableEnvironments = "Environments"
-	tablePermissions  = "Permissions"
-	tableSettings     = "NamespaceSettings"
-	tableSnapshots    = "Snapshots"
-	tableOperations   = "Operations"
-	tableActivity     = "Activity"
-	tableRejected     = "RejectedEvents"
+	tableEnvironments   = "Environments"
+	tablePermissions    = "Permissions"
+	tableSettings       = "NamespaceSettings"
+	tableSnapshots      = "Snapshots"
+	tableOperations     = "Operations"
+	tableOperationIndex = "OperationIndex"
+	tableActivity       = "Activity"
+	tableRejected       = "RejectedEvents"
 )
 
 var allTables = []string{tableEnvironments, tablePermissions, tableSettings, tableSnapshots, tableOperations,
-	tableActivity, tableRejected}
+	tableOperationIndex, tableActivity, tableRejected}
 
 // The SDK's retry policy for every Table Storage call, set explicitly rather than left to azcore's
 // defaults, which have no TryTimeout: a try on a connection that hangs would wait as long as its

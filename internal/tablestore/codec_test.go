@@ -86,13 +86,14 @@ func TestPayloads(t *testing.T) {
 		tableOperations: {"Fence", "Attempt", "Enqueues"},
 	}
 	wantTimes := map[string][]string{
-		tableSnapshots:    {"CreatedAt", "UpdatedAt", "FinishedAt", "ExpiresAt", "DeletedAt"},
-		tableOperations:   {"LeaseUntil", "EnqueuedAt", "CreatedAt", "UpdatedAt", "StartedAt", "FinishedAt"},
-		tableEnvironments: {"EventTime", "UpdatedAt"},
-		tablePermissions:  {"EventTime"},
-		tableSettings:     {"UpdatedAt"},
-		tableActivity:     {"Time"},
-		tableRejected:     {"Time"},
+		tableSnapshots:      {"CreatedAt", "UpdatedAt", "FinishedAt", "ExpiresAt", "DeletedAt"},
+		tableOperations:     {"LeaseUntil", "EnqueuedAt", "CreatedAt", "UpdatedAt", "StartedAt", "FinishedAt"},
+		tableEnvironments:   {"EventTime", "UpdatedAt"},
+		tablePermissions:    {"EventTime"},
+		tableSettings:       {"UpdatedAt"},
+		tableActivity:       {"Time"},
+		tableRejected:       {"Time"},
+		tableOperationIndex: {"IndexedAt"},
 	}
 	seen := map[string]bool{}
 	for _, r := range rec.take() {

@@ -12,7 +12,8 @@ import (
 var _ backup.OperationStore = (*Store)(nil)
 
 // operationEntity: PartitionKey = namespace "|" environment, RowKey = operation id. The environment's
-// lock lives in the same partition under RowKey lockRowKey.
+// lock lives in the same partition under RowKey lockRowKey. The OperationIndex table (opindex.go) finds
+// the unsettled and the prunable ones without reading this table whole.
 type operationEntity struct {
 	PartitionKey  string
 	RowKey        string
@@ -76,30 +77,42 @@ func (s *Store) GetOperation(ctx context.Context, namespace, envID, id string) (
 	return op, nil
 }
 
+// CreateOperation writes the operation's index entry first, so that the index always holds every
+// unsettled operation (an entry without its operation, left by a crash in between, is dropped by
+// ListActiveOperations).
 func (s *Store) CreateOperation(ctx context.Context, op backup.Operation) error {
-	return insert(ctx, s.table(tableOperations), operationFromDomain(op))
+	if err := s.indexActive(ctx, op.Namespace, op.EnvironmentID, op.ID); err != nil {
+		return err
+	}
+	if err := insert(ctx, s.table(tableOperations), operationFromDomain(op)); err != nil {
+		return err
+	}
+	if op.Settled {
+		s.indexSettled(ctx, op, "")
+	}
+	return nil
 }
 
+// UpdateOperation keeps the index in step with the write: an operation that becomes unsettled (or is
+// created here) gets its active entry before the write, and one written settled moves to its ended
+// day's partition after the write. Settled is final in the domain, so the first case is only the
+// creation.
 func (s *Store) UpdateOperation(ctx context.Context, namespace, envID, id string, fn backup.UpdateFunc[backup.Operation]) (backup.Operation, bool, error) {
-	return updateEnvRecord(ctx, s.table(tableOperations), namespace, envID, id, fn, operationFromDomain,
+	indexFirst := func(cur backup.Operation, exists bool) (backup.Operation, bool, error) {
+		next, write, err := fn(cur, exists)
+		if err == nil && write && !next.Settled && (!exists || cur.Settled) {
+			if err := s.indexActive(ctx, namespace, envID, id); err != nil {
+				return cur, false, err
+			}
+		}
+		return next, write, err
+	}
+	op, wrote, err := updateEnvRecord(ctx, s.table(tableOperations), namespace, envID, id, indexFirst, operationFromDomain,
 		func(n *backup.Operation) { n.Namespace, n.EnvironmentID, n.ID = namespace, envID, id })
-}
-
-func (s *Store) ListActiveOperations(ctx context.Context) ([]backup.Operation, error) {
-	entities, err := query[operationEntity](ctx, s.table(tableOperations), "Phase eq 'Queued' or Phase eq 'Running'", 0, "active operations")
-	if err != nil {
-		return nil, err
+	if err == nil && wrote && op.Settled {
+		s.indexSettled(ctx, op, "")
 	}
-	out := make([]backup.Operation, len(entities))
-	for i := range entities {
-		out[i] = entities[i].toDomain()
-	}
-	return out, nil
-}
-
-// PruneOperations is not yet indexed: it deletes nothing until the operations index lands.
-func (s *Store) PruneOperations(ctx context.Context, endedBefore time.Time, limit int) (int, error) {
-	return 0, ctx.Err()
+	return op, wrote, err
 }
 
 // readOperation reads an operation with its ETag; the lock row is not an operation.
