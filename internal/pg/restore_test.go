@@ -32,25 +32,33 @@ BEGIN
 END $$`
 
 // A plain `pg_restore -O -x -d <fresh database>`, run by the database's owner (no superuser, as in
-// Azure), exits 0 and restores every object and row.
+// Azure), exits 0 and restores every object and row; also when schema public has another owner and a
+// comment (a database upgraded from PostgreSQL 14, say).
 func testPlainRestoreIntoFreshDatabase(t *testing.T, e *env) {
-	db := e.newDB(t, "app", seedSQL+extensionSQL)
-	path := e.dumpToFile(t, db)
+	for _, tt := range []struct{ name, sql string }{
+		{"fresh public", ""},
+		{"public owned by the app", `RESET ROLE; ALTER SCHEMA public OWNER TO app; SET ROLE app; COMMENT ON SCHEMA public IS 'the app''s';`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			db := e.newDB(t, "app", tt.sql+seedSQL+extensionSQL)
+			path := e.dumpToFile(t, db)
 
-	list := e.pgRestore(t, "--list", path)
-	if strings.Contains(list, "SCHEMA - public") {
-		t.Errorf("pg_restore --list has an entry creating schema public, want none (a fresh database has it):\n%s", list)
-	}
-	for _, want := range []string{"EXTENSION - pg_trgm", `INDEX public idx_shop$customer_name_trgm`, `SEQUENCE public shop$order_nr_seq`,
-		`TABLE DATA public system$filedocument`} {
-		if !strings.Contains(list, want) {
-			t.Errorf("pg_restore --list has no %q:\n%s", want, list)
-		}
-	}
+			if sql := e.pgRestore(t, "--file=-", path); strings.Contains(sql, "CREATE SCHEMA") {
+				t.Errorf("the dump creates a schema, want none (a fresh database has public):\n%s", sql)
+			}
+			list := e.pgRestore(t, "--list", path)
+			for _, want := range []string{"EXTENSION - pg_trgm", `INDEX public idx_shop$customer_name_trgm`,
+				`SEQUENCE public shop$order_nr_seq`, `TABLE DATA public system$filedocument`} {
+				if !strings.Contains(list, want) {
+					t.Errorf("pg_restore --list has no %q:\n%s", want, list)
+				}
+			}
 
-	fresh := e.newDB(t, "app", "")
-	e.pgRestoreAs(t, "app", "app-secret", "--no-owner", "--no-privileges", "--dbname="+e.conninfo(fresh, "app"), path)
-	e.assertSameApp(t, db, fresh)
+			fresh := e.newDB(t, "app", "")
+			e.pgRestoreAs(t, "app", "app-secret", "--no-owner", "--no-privileges", "--dbname="+e.conninfo(fresh, "app"), path)
+			e.assertSameApp(t, db, fresh)
+		})
+	}
 }
 
 // m2ee-tools' `pg_restore -O -x -n public -d <db>` into the environment's database, whose schema public
