@@ -8,7 +8,7 @@ import (
 	"github.com/mxazure/backups/internal/backup"
 )
 
-// environmentJSON is an Environment as the API shows it (spec/api.md).
+// environmentJSON is an Environment as the API shows it (docs/api.md).
 type environmentJSON struct {
 	EnvironmentID     string `json:"environment_id"`
 	Namespace         string `json:"namespace"`
@@ -111,7 +111,7 @@ func (s *Server) listActivity(w http.ResponseWriter, r *http.Request, p backup.P
 // maxLimit is the largest page a list call returns.
 const maxLimit = 1000
 
-// paging reads ?offset= and ?limit= (spec/api.md: default 0 and def, limit at most 1000).
+// paging reads ?offset= and ?limit= (docs/api.md: default 0 and def, limit at most 1000).
 func paging(r *http.Request, def int) (offset, limit int, err error) {
 	q := r.URL.Query()
 	offset, limit = 0, def

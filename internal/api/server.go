@@ -1,4 +1,4 @@
-// Package api owns the service's HTTP API (spec/api.md): the route table, authentication and
+// Package api owns the service's HTTP API (docs/api.md): the route table, authentication and
 // authorisation of each call, request decoding, and the mapping of domain errors to problem+json.
 // Handlers return errors; one adapter turns them into responses.
 package api
