@@ -110,7 +110,8 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 		Log:         log,
 	}
 	svc := backup.NewService(backup.Deps{Stores: a.tables.Stores(), Publisher: a.publisher, Snapshotter: snap,
-		Archives: a.blobs, Layout: blobstore.Layout{}, Now: time.Now, Log: log})
+		Archives: a.blobs, Layout: blobstore.Layout{}, Now: time.Now, Log: log,
+		StallTimeout: cfg.JobStallTimeout, DatabaseHosts: cfg.PGAllowedHosts})
 	a.api = api.New(api.Deps{
 		Log: log, Version: cfg.Version, Authenticator: authn, Service: svc,
 		Checks: []api.Check{

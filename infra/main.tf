@@ -339,7 +339,7 @@ resource "azurerm_linux_function_app" "this" {
       AUTH_ISSUER_URL      = var.auth_issuer_url
       AUTH_AUDIENCE        = var.auth_audience
       PG_USER              = local.pg_user
-      PG_SSLMODE           = "require"
+      PG_SSLMODE           = "verify-full"                # with PG_SSLROOTCERT, the Azure root CAs in the image (Dockerfile)
       PG_BIN_DIR           = "/usr/lib/postgresql/15/bin" # where postgresql-client-15 installs (Dockerfile)
       PG_LOCK_WAIT_TIMEOUT = var.pg_lock_wait_timeout
       LOG_LEVEL            = var.log_level

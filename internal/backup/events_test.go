@@ -342,3 +342,22 @@ func TestEventNamingADisallowedDatabaseHostIsRejected(t *testing.T) {
 		t.Errorf("deleted event: got %v", err)
 	}
 }
+
+func TestServiceRejectsEventsNamingAHostOffTheList(t *testing.T) {
+	hosts, err := backup.ParseHostAllowList(backup.DefaultDatabaseHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := memstore.New()
+	svc := backup.NewService(backup.Deps{Stores: st.Stores(), Now: func() time.Time { return t0 }, DatabaseHosts: hosts})
+	if err := svc.HandleEnvironmentEvent(context.Background(), "msg-1", []byte(updated("e1", t0, backup.StateRunning, "v1")), zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	rej := st.RejectedEvents()
+	if len(rej) != 1 || !strings.Contains(rej[0].Reason, `database.host "pg.local" is not an allowed database server`) {
+		t.Errorf("rejected %+v, want the event naming pg.local", rej)
+	}
+	if _, err := st.GetEnvironment(context.Background(), "ns-a", envID); backup.CodeOf(err) != backup.CodeEnvironmentNotFound {
+		t.Errorf("the environment was stored: %v", err)
+	}
+}

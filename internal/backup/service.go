@@ -51,6 +51,7 @@ type Service struct {
 	kinds            map[OperationKind]JobKind
 	stallTimeout     time.Duration
 	progressInterval time.Duration
+	databaseHosts    HostAllowList
 }
 
 // Deps are the service's dependencies. Now is time.Now in production, a fixed clock in tests.
@@ -67,6 +68,9 @@ type Deps struct {
 	// DefaultProgressInterval; tests make it short).
 	StallTimeout     time.Duration
 	ProgressInterval time.Duration
+	// DatabaseHosts are the database servers environment events may name (PG_ALLOWED_HOSTS); the zero
+	// list checks nothing.
+	DatabaseHosts HostAllowList
 }
 
 // NewService builds the service.
@@ -77,7 +81,8 @@ func NewService(d Deps) *Service {
 	}
 	s := &Service{stores: d.Stores, publisher: d.Publisher, snapshotter: d.Snapshotter, archives: d.Archives,
 		layout: d.Layout, log: d.Log, now: func() time.Time { return now().UTC() },
-		stallTimeout: cmp.Or(d.StallTimeout, DefaultStallTimeout), progressInterval: cmp.Or(d.ProgressInterval, DefaultProgressInterval)}
+		stallTimeout: cmp.Or(d.StallTimeout, DefaultStallTimeout), progressInterval: cmp.Or(d.ProgressInterval, DefaultProgressInterval),
+		databaseHosts: d.DatabaseHosts}
 	s.kinds = map[OperationKind]JobKind{OpBackup: backupJob{s}}
 	return s
 }
@@ -110,7 +115,7 @@ func (s *Service) Authorize(ctx context.Context, p Principal, namespace string, 
 // store and nil is returned (acknowledged: redelivery cannot fix it); a storage failure is returned as is
 // so the message is redelivered.
 func (s *Service) HandleEnvironmentEvent(ctx context.Context, messageID string, body []byte, log zerolog.Logger) error {
-	ev, err := ParseEvent(body)
+	ev, err := ParseEvent(body, WithDatabaseHosts(s.databaseHosts))
 	if err != nil {
 		log.Error().Err(err).Str("message", messageID).Msg("malformed environment event rejected")
 		rec := RejectedEvent{Time: s.now(), MessageID: messageID, Reason: err.Error(), Body: string(body)}

@@ -99,6 +99,10 @@ type Config struct {
 	ArchiveCompressionLevel int
 	FileWorkers             int
 
+	// JobStallTimeout is how long a job may go without progress before its attempt is abandoned as
+	// stalled (JOB_STALL_TIMEOUT, default 5m; longer than PG_LOCK_WAIT_TIMEOUT).
+	JobStallTimeout time.Duration
+
 	// ShutdownTimeout bounds graceful shutdown on SIGTERM (SHUTDOWN_TIMEOUT, default 25s).
 	ShutdownTimeout time.Duration
 	// LogLevel is the zerolog level (LOG_LEVEL, default "info").
@@ -147,6 +151,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		errs = append(errs, err)
 	}
 	if c.PGLockWaitTimeout, err = duration(getenv, "PG_LOCK_WAIT_TIMEOUT", 2*time.Minute); err != nil {
+		errs = append(errs, err)
+	}
+	if c.JobStallTimeout, err = duration(getenv, "JOB_STALL_TIMEOUT", backup.DefaultStallTimeout); err != nil {
 		errs = append(errs, err)
 	}
 	if c.ArchiveCompressionLevel, err = integer(getenv, "ARCHIVE_COMPRESSION_LEVEL", 6); err != nil {
@@ -224,6 +231,9 @@ func (c Config) Validate() error {
 	}
 	if c.PGAllowedHosts.IsZero() {
 		bad("PG_ALLOWED_HOSTS: must list the database servers environments may name")
+	}
+	if c.JobStallTimeout <= c.PGLockWaitTimeout {
+		bad("JOB_STALL_TIMEOUT: %s must be longer than PG_LOCK_WAIT_TIMEOUT (%s), or a dump waiting for a lock counts as stalled", c.JobStallTimeout, c.PGLockWaitTimeout)
 	}
 	if c.PGLockWaitTimeout <= 0 {
 		bad("PG_LOCK_WAIT_TIMEOUT: must be positive")

@@ -86,6 +86,7 @@ func TestInvalidSettingsNameTheVariable(t *testing.T) {
 		{"bad duration", func(e map[string]string) { e["SHUTDOWN_TIMEOUT"] = "soon" }, "SHUTDOWN_TIMEOUT"},
 		{"no pg user", func(e map[string]string) { delete(e, "PG_USER") }, "PG_USER"},
 		{"bad sslmode", func(e map[string]string) { e["PG_SSLMODE"] = "sometimes" }, "PG_SSLMODE"},
+		{"stall shorter than the lock wait", func(e map[string]string) { e["JOB_STALL_TIMEOUT"] = "1m" }, "JOB_STALL_TIMEOUT: 1m0s must be longer than PG_LOCK_WAIT_TIMEOUT"},
 		{"missing CA bundle", func(e map[string]string) { e["PG_SSLROOTCERT"] = "/nonexistent/roots.pem" }, "PG_SSLROOTCERT: cannot read"},
 		{"CA bundle without certificates", func(e map[string]string) { e["PG_SSLROOTCERT"] = "config_test.go" }, "holds no PEM certificate"},
 		{"CA bundle checked with require too", func(e map[string]string) {
