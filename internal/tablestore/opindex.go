@@ -21,8 +21,10 @@ import (
 //	PartitionKey "active", RowKey "<namespace>|<environment>|<operation id>": an operation that may be
 //	    unsettled. Written (insert or replace) before the operation, so the partition always holds every
 //	    unsettled operation.
-//	PartitionKey "ended-<YYYY-MM-DD>", the same RowKey: a settled operation, by the UTC day of its
-//	    FinishedAt. Written after the operation was written settled; the active entry is deleted after it.
+//	PartitionKey "ended-<YYYY-MM-DD>", RowKey "<FinishedAt>|<namespace>|<environment>|<operation id>": a
+//	    settled operation, by the UTC day and the time it finished (the fixed-width form, which sorts as
+//	    text, so pruning reads only what ended before its cutoff, even on the cutoff's day). Written after
+//	    the operation was written settled; the active entry is deleted after it.
 //
 // A crash leaves an entry too many, never one too few: an active entry without its operation (a crash
 // between the two writes of CreateOperation) is dropped by ListActiveOperations once it is older than
@@ -63,8 +65,20 @@ func parseIndexKey(rk string) (namespace, envID, id string, ok bool) {
 	return namespace, envID, id, ok1 && ok2
 }
 
-func endedPartition(finishedAt time.Time) string {
-	return endedPrefix + finishedAt.UTC().Format("2006-01-02")
+func endedPartition(t time.Time) string { return endedPrefix + t.UTC().Format("2006-01-02") }
+
+// endedKeys are the keys of a settled operation's ended entry.
+func endedKeys(op backup.Operation) (pk, rk string) {
+	return endedPartition(op.FinishedAt), formatTime(op.FinishedAt) + "|" + indexKey(op.Namespace, op.EnvironmentID, op.ID)
+}
+
+// parseEndedKey splits a RowKey written by endedKeys.
+func parseEndedKey(rk string) (namespace, envID, id string, ok bool) {
+	_, rest, ok := strings.Cut(rk, "|")
+	if !ok {
+		return "", "", "", false
+	}
+	return parseIndexKey(rest)
 }
 
 // indexActive writes the operation's active entry.
@@ -78,11 +92,13 @@ func (s *Store) indexActive(ctx context.Context, namespace, envID, id string) er
 // effort: the operation is already written, and a failure leaves the active entry, which the next
 // ListActiveOperations moves.
 func (s *Store) indexSettled(ctx context.Context, op backup.Operation, activeETag azcore.ETag) {
-	idx, rk := s.table(tableOperationIndex), indexKey(op.Namespace, op.EnvironmentID, op.ID)
-	if err := upsert(ctx, idx, &indexEntity{PartitionKey: endedPartition(op.FinishedAt), RowKey: rk, IndexedAt: time.Now()}); err != nil {
+	idx := s.table(tableOperationIndex)
+	pk, rk := endedKeys(op)
+	if err := upsert(ctx, idx, &indexEntity{PartitionKey: pk, RowKey: rk, IndexedAt: time.Now()}); err != nil {
 		return
 	}
-	_ = remove(ctx, idx, activePartition, rk, activeETag) // a conflict: written again since, by a creation
+	// A conflict: written again since, by a creation.
+	_ = remove(ctx, idx, activePartition, indexKey(op.Namespace, op.EnvironmentID, op.ID), activeETag)
 }
 
 // readIndex lists the index entries matching filter; fn returns false to stop.
@@ -144,15 +160,18 @@ func (s *Store) ListActiveOperations(ctx context.Context) ([]backup.Operation, e
 	return out, nil
 }
 
-// PruneOperations reads the ended partitions of the index up to endedBefore's day, oldest day first (a
-// range query over the index's PartitionKey: it reads the index's small ended rows only, not the
-// Operations table), and deletes each settled operation that finished before endedBefore, then its
-// entry, at most limit operations.
+// PruneOperations reads the ended entries of operations that finished before endedBefore, oldest first
+// (a range query over the index's keys: the ended days before endedBefore's, and its own day up to its
+// time; it reads the index's small rows only, not the Operations table), and deletes each operation,
+// then its entry, at most limit operations. Entries that ended after endedBefore are not read at all, so
+// a run every few minutes costs what it deletes.
 func (s *Store) PruneOperations(ctx context.Context, endedBefore time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, ctx.Err()
 	}
-	filter := "PartitionKey ge " + odataString(endedPrefix) + " and PartitionKey le " + odataString(endedPartition(endedBefore))
+	day := odataString(endedPartition(endedBefore))
+	filter := "(PartitionKey ge " + odataString(endedPrefix) + " and PartitionKey lt " + day + ") or (PartitionKey eq " + day +
+		" and RowKey lt " + odataString(formatTime(endedBefore)) + ")"
 	var deleted atomic.Int64
 	var batch []indexEntry
 	flush := func() error {
@@ -185,26 +204,28 @@ func (s *Store) PruneOperations(ctx context.Context, endedBefore time.Time, limi
 // pruneEntry handles one ended entry and reports whether it deleted its operation.
 func (s *Store) pruneEntry(ctx context.Context, e indexEntry, endedBefore time.Time) (bool, error) {
 	idx := s.table(tableOperationIndex)
-	ns, env, id, ok := parseIndexKey(e.RowKey)
+	ns, env, id, ok := parseEndedKey(e.RowKey)
 	if !ok {
-		return false, nil
+		return false, nil // not written by endedKeys
 	}
 	op, etag, exists, err := s.readOperation(ctx, ns, env, id)
-	switch {
-	case err != nil:
+	if err != nil {
 		return false, err
+	}
+	pk, rk := endedKeys(op)
+	switch {
 	case !exists || !op.Settled:
 		// Deleted already (a crash before its entry was), or unsettled again (which writes the active entry
 		// first): the entry is stale.
 		return false, ignoreConflict(remove(ctx, idx, e.PartitionKey, e.RowKey, e.etag))
-	case endedPartition(op.FinishedAt) != e.PartitionKey:
-		// FinishedAt changed after the entry was written: move the entry to its day.
-		if err := upsert(ctx, idx, &indexEntity{PartitionKey: endedPartition(op.FinishedAt), RowKey: e.RowKey, IndexedAt: time.Now()}); err != nil {
+	case pk != e.PartitionKey || rk != e.RowKey:
+		// FinishedAt changed after the entry was written: the entry moves to its time.
+		if err := upsert(ctx, idx, &indexEntity{PartitionKey: pk, RowKey: rk, IndexedAt: time.Now()}); err != nil {
 			return false, err
 		}
 		return false, ignoreConflict(remove(ctx, idx, e.PartitionKey, e.RowKey, e.etag))
 	case !op.FinishedAt.Before(endedBefore):
-		return false, nil // finished on endedBefore's day, after it
+		return false, nil // cannot be: the query reads only entries that ended before
 	}
 	if err := remove(ctx, s.table(tableOperations), envPartition(ns, env), id, etag); err == errConflict {
 		return false, nil // written since it was read: left for the next run

@@ -84,7 +84,8 @@ func writeSettled(t *testing.T, s *Store, n int, finished time.Time) {
 		op := sampleOp(fmt.Sprintf("env-%d", i%10), backup.OpSucceeded)
 		op.Settled, op.FinishedAt = true, finished
 		add(tableOperations, operationFromDomain(op))
-		add(tableOperationIndex, &indexEntity{PartitionKey: endedPartition(finished), RowKey: indexKey(op.Namespace, op.EnvironmentID, op.ID)})
+		pk, rk := endedKeys(op)
+		add(tableOperationIndex, &indexEntity{PartitionKey: pk, RowKey: rk})
 	}
 	for key, actions := range batches {
 		tbl, _, _ := strings.Cut(key, "/")
@@ -119,10 +120,13 @@ func TestIndexRepairs(t *testing.T) {
 	idx := s.table(tableOperationIndex)
 	orphanOld := indexKey("ns", "env", uuid.NewString())
 	orphanNew := indexKey("ns", "env", uuid.NewString())
+	gone := sampleOp("env", backup.OpSucceeded) // pruned, but a crash left its ended entry
+	gone.FinishedAt = time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	_, goneKey := endedKeys(gone)
 	for _, e := range []indexEntity{
 		{PartitionKey: activePartition, RowKey: orphanOld, IndexedAt: time.Now().Add(-2 * time.Minute)},
 		{PartitionKey: activePartition, RowKey: orphanNew, IndexedAt: time.Now()},
-		{PartitionKey: endedPartition(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)), RowKey: indexKey("ns", "env", uuid.NewString())},
+		{PartitionKey: endedPartition(gone.FinishedAt), RowKey: goneKey},
 	} {
 		if err := upsert(ctx, idx, &e); err != nil {
 			t.Fatal(err)
@@ -162,8 +166,9 @@ func TestIndexRepairs(t *testing.T) {
 		t.Errorf("active partition after listing: %v, want the running operation's entry and the young orphan", keys)
 	}
 	var moved indexEntity
-	if _, found, err := get(ctx, idx, endedPartition(settled.FinishedAt), indexKey("ns", "env", settled.ID), &moved); err != nil || !found {
-		t.Errorf("the settled operation's entry was not moved to its ended day: %v", err)
+	pk, rk := endedKeys(settled)
+	if _, found, err := get(ctx, idx, pk, rk, &moved); err != nil || !found {
+		t.Errorf("the settled operation's entry was not moved to its ended day (%s/%s): found %v, %v", pk, rk, found, err)
 	}
 
 	n, err := s.PruneOperations(ctx, settled.FinishedAt.AddDate(0, 0, 1), 10)
@@ -176,5 +181,72 @@ func TestIndexRepairs(t *testing.T) {
 	left, err := query[indexEntity](ctx, idx, "PartitionKey ge 'ended-'", 0, "index")
 	if err != nil || len(left) != 0 {
 		t.Errorf("ended entries after pruning: %+v, %v; want none", left, err)
+	}
+}
+
+// TestPruneReadsOnlyWhatItDeletes: recovery prunes every run (every 5 minutes) with a cutoff that moves
+// through a day of ended operations. Pruning must read only the entries that ended before the cutoff,
+// not the rest of the cutoff's day: with 500 operations that ended on that day after the cutoff and 2
+// before it, one run reads one page of the index, 2 operations, and deletes 2 operations and 2 entries.
+func TestPruneReadsOnlyWhatItDeletes(t *testing.T) {
+	az := azurite.ForTest(t)
+	rec := &recorder{}
+	s := newStore(t, az, WithPolicy(rec))
+	ctx := context.Background()
+	cutoff := time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)
+	writeSettled(t, s, 500, cutoff.Add(time.Hour))
+	writeSettled(t, s, 2, cutoff.Add(-time.Nanosecond))
+	rec.take()
+	n, err := s.PruneOperations(ctx, cutoff, 1000)
+	if err != nil || n != 2 {
+		t.Fatalf("pruned %d, %v; want 2", n, err)
+	}
+	reqs := rec.take()
+	ops, index := count(s, reqs, tableOperations), count(s, reqs, tableOperationIndex)
+	t.Logf("pruning: %d requests: Operations %v, OperationIndex %v", len(reqs), ops, index)
+	if ops["point read"] != 2 || ops["write"] != 2 || ops["query"] != 0 || index["query"] != 1 || index["write"] != 2 || len(reqs) != 7 {
+		t.Errorf("Operations %v, OperationIndex %v: want 2 reads and 2 deletes of operations, one index page and 2 index deletes", ops, index)
+	}
+	start := time.Now()
+	if n, err := s.PruneOperations(ctx, cutoff.Add(time.Hour+time.Nanosecond), 1000); err != nil || n != 500 {
+		t.Errorf("with the cutoff past the rest: pruned %d, %v; want 500", n, err)
+	}
+	t.Logf("pruning 500 operations: %v, %d requests", time.Since(start).Round(time.Millisecond), len(rec.take()))
+}
+
+// TestIndexWriteOrder: the order that keeps the active partition a superset of the unsettled operations
+// whatever crashes: the active entry before the operation on creation; on settling, the operation, then
+// the ended entry, then the active entry's deletion.
+func TestIndexWriteOrder(t *testing.T) {
+	az := azurite.ForTest(t)
+	rec := &recorder{}
+	s := newStore(t, az, WithPolicy(rec))
+	ctx := context.Background()
+	op := sampleOp("env", backup.OpQueued)
+	rec.take()
+	if err := s.CreateOperation(ctx, op); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := s.UpdateOperation(ctx, "ns", "env", op.ID, func(o backup.Operation, _ bool) (backup.Operation, bool, error) {
+		o.Phase, o.FinishedAt, o.Settled = backup.OpSucceeded, time.Now(), true
+		return o, true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rec.take() {
+		got = append(got, r.Method+" "+strings.TrimPrefix(r.Table, s.prefix))
+	}
+	want := []string{
+		"PUT OperationIndex",    // active entry (insert or replace)
+		"POST Operations",       // the operation
+		"GET Operations",        // UpdateOperation reads
+		"PUT Operations",        // and writes it settled
+		"PUT OperationIndex",    // ended entry
+		"DELETE OperationIndex", // active entry
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("requests:\n got %q\nwant %q", got, want)
 	}
 }
