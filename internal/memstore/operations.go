@@ -155,7 +155,7 @@ func (s *Store) ListActiveOperations(ctx context.Context) ([]backup.Operation, e
 }
 
 // PruneOperations deletes the settled operations that finished before endedBefore, oldest first, at most
-// limit (tablestore goes by the day they finished, oldest first, too).
+// limit, like tablestore (whose index keys ended operations by their finish time).
 func (s *Store) PruneOperations(ctx context.Context, endedBefore time.Time, limit int) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
