@@ -1,6 +1,7 @@
 // Package tablestore keeps the service's records in Azure Table Storage (aztables): environments,
-// permissions, namespace settings, snapshots, operations, activity. It implements the domain's store
-// interfaces; optimistic concurrency uses the entities' ETags.
+// permissions, namespace settings, snapshots, operations and their index, activity, rejected events. It
+// implements the domain's store interfaces; optimistic concurrency uses the entities' ETags. Entities
+// are encoded in codec.go (Edm.Int64 integers, times that sort as text, Azure's size limits).
 package tablestore
 
 import (
