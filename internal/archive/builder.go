@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mxazure/backups/internal/backup"
 )
 
 // BlockSink receives the blocks of one archive blob. The blob adapter implements it with Azure Stage
@@ -253,7 +255,7 @@ func (b *Builder) WriteDatabase(r io.Reader) (int64, error) {
 // returns the error and the build goes on. Errors of the build itself (see Err) are returned too.
 // Adding the same UUID twice fails Finish.
 func (b *Builder) AddFile(uuid string, size int64, r io.Reader) error {
-	u, ok := CanonicalUUID(uuid)
+	u, ok := backup.CanonicalUUID(uuid)
 	if !ok {
 		return fmt.Errorf("add file %q: not a UUID", uuid)
 	}

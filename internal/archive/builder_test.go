@@ -464,27 +464,6 @@ func TestBlockIDsAreEqualLength(t *testing.T) {
 	}
 }
 
-func TestCanonicalUUID(t *testing.T) {
-	tests := []struct {
-		in, want string
-		ok       bool
-	}{
-		{"0d3e301f-5551-46f8-ad44-8de2be084c95", "0d3e301f-5551-46f8-ad44-8de2be084c95", true},
-		{"0D3E301F-5551-46F8-AD44-8DE2BE084C95", "0d3e301f-5551-46f8-ad44-8de2be084c95", true},
-		{"0d3e301f555146f8ad448de2be084c95", "", false},
-		{"{0d3e301f-5551-46f8-ad44-8de2be084c95}", "", false},
-		{"0d3e301f-5551-46f8-ad44-8de2be084c9g", "", false},
-		{"0d3e301f-5551-46f8-ad44_8de2be084c95", "", false},
-		{"", "", false},
-	}
-	for _, tt := range tests {
-		got, ok := CanonicalUUID(tt.in)
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("CanonicalUUID(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
-		}
-	}
-}
-
 func TestFormatBytes(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 bytes", 1: "1 byte", 300: "300 bytes", 9 << 30: "9 GiB", 3 << 19: "1.5 MiB"} {
 		if got := formatBytes(n); got != want {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -31,30 +30,9 @@ type Metadata struct {
 }
 
 // TreeName is the archive path of the file document uuid, in the nested form this package writes:
-// tree/<u[0:2]>/<u[2:4]>/<u>. uuid must be canonical (see CanonicalUUID).
+// tree/<u[0:2]>/<u[2:4]>/<u>. uuid must be canonical (see backup.CanonicalUUID).
 func TreeName(uuid string) string {
 	return treeDir + uuid[0:2] + "/" + uuid[2:4] + "/" + uuid
-}
-
-// CanonicalUUID returns s in lowercase canonical form (8-4-4-4-12 hexadecimal digits) and true, or ""
-// and false when s is not a UUID in that form. Uppercase digits are accepted.
-func CanonicalUUID(s string) (string, bool) {
-	if len(s) != 36 {
-		return "", false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if c != '-' {
-				return "", false
-			}
-		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
-		default:
-			return "", false
-		}
-	}
-	return strings.ToLower(s), true
 }
 
 // tarHeader returns the tar header bytes of a regular file, as archive/tar writes them: USTAR when it

@@ -406,7 +406,7 @@ func (in *inspector) file(name string, hdr *tar.Header, tr *tar.Reader) error {
 // treeUUID returns the UUID of a file document path: tree/<u> or tree/<u[0:2]>/<u[2:4]>/<u>.
 func treeUUID(name string) (string, bool) {
 	parts := strings.Split(strings.TrimPrefix(name, treeDir), "/")
-	u, ok := CanonicalUUID(parts[len(parts)-1])
+	u, ok := backup.CanonicalUUID(parts[len(parts)-1])
 	switch {
 	case !ok:
 		return "", false

@@ -262,7 +262,7 @@ func (s *Service) refundAttempt(ctx context.Context, op Operation) error {
 // fail records a final failure on the subject, then ends and settles the operation.
 func (s *Service) fail(ctx context.Context, kind JobKind, op Operation, reason string, log zerolog.Logger) error {
 	c := context.WithoutCancel(ctx)
-	if err := kind.Fail(c, op, truncate(reason, maxStatusMessage)); err != nil {
+	if err := kind.Fail(c, op, Truncate(reason, maxStatusMessage)); err != nil {
 		return s.ignoreFenced(err, log)
 	}
 	return s.end(c, kind, op, OpFailed, reason, log)
@@ -277,7 +277,7 @@ func (s *Service) end(ctx context.Context, kind JobKind, op Operation, phase Ope
 			return o, false, nil
 		}
 		now := s.now()
-		o.Phase, o.StatusMessage, o.FinishedAt, o.UpdatedAt, o.LeaseUntil = phase, truncate(reason, maxStatusMessage), now, now, time.Time{}
+		o.Phase, o.StatusMessage, o.FinishedAt, o.UpdatedAt, o.LeaseUntil = phase, Truncate(reason, maxStatusMessage), now, now, time.Time{}
 		return o, true, nil
 	})
 	if err != nil {
@@ -316,13 +316,13 @@ func (s *Service) settleWith(ctx context.Context, kind JobKind, op Operation, lo
 	}
 	a := notice.Activity
 	a.ID, a.Time, a.Namespace, a.EnvironmentID = op.ID+":"+string(a.Status), op.FinishedAt, op.Namespace, op.EnvironmentID
-	a.Message = truncate(a.Message, maxActivityMessage)
+	a.Message = Truncate(a.Message, maxActivityMessage)
 	if err := s.stores.Activity.AddActivity(c, a); err != nil {
 		return Wrap(CodeTransient, err, "record the activity entry")
 	}
 	if ev := notice.Event; ev != nil {
 		ev.EventID, ev.OccurredAt, ev.Namespace, ev.EnvironmentID = op.ID+":"+ev.Type, op.FinishedAt, op.Namespace, op.EnvironmentID
-		ev.StatusMessage = truncate(ev.StatusMessage, maxActivityMessage)
+		ev.StatusMessage = Truncate(ev.StatusMessage, maxActivityMessage)
 		if err := s.publishEvent(c, *ev); err != nil {
 			return Wrap(CodeTransient, err, "publish the %s event", ev.Type)
 		}

@@ -119,7 +119,7 @@ func (s *Service) startBackup(ctx context.Context, env Environment, kind Snapsho
 				return o, false, nil
 			}
 			// Settled: the lock is released below, and there is nothing to tell (the caller gets the error).
-			o.Phase, o.StatusMessage, o.FinishedAt, o.UpdatedAt, o.Settled = OpFailed, truncate("could not be queued: "+cause.Error(), maxStatusMessage), s.now(), s.now(), true
+			o.Phase, o.StatusMessage, o.FinishedAt, o.UpdatedAt, o.Settled = OpFailed, Truncate("could not be queued: "+cause.Error(), maxStatusMessage), s.now(), s.now(), true
 			return o, true, nil
 		})
 		s.releaseLock(c, env.Namespace, env.ID, opID)

@@ -18,8 +18,9 @@ const (
 	maxWarningLength   = 1000
 )
 
-// truncate shortens a message for storage and display, on a rune boundary.
-func truncate(s string, n int) string {
+// Truncate shortens a message for storage and display to about n bytes, on a rune boundary. It is the
+// one truncation helper of the service.
+func Truncate(s string, n int) string {
 	s = strings.TrimSpace(s)
 	if len(s) <= n {
 		return s
@@ -33,7 +34,7 @@ func boundWarnings(ws []string) []string {
 	out := make([]string, 0, min(len(ws), maxWarnings+1))
 	size := 0
 	for i, w := range ws {
-		w = truncate(w, maxWarningLength)
+		w = Truncate(w, maxWarningLength)
 		if len(out) == maxWarnings || size+len(w) > maxWarningsBytes {
 			out = append(out, "and "+strings.Replace(count(len(ws)-i, "warning"), " ", " more ", 1))
 			break

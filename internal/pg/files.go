@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/mxazure/backups/internal/backup"
 )
 
 // maxWarnings bounds the individual warnings kept about file rows; the rest are counted in one line, so
@@ -52,8 +54,8 @@ func (dump *Dump) readFiles(ctx context.Context) error {
 		switch {
 		case uuid == nil:
 			warn.add("file document %d has no UUID; it is not in the snapshot", id)
-		case !validUUID(*uuid):
-			warn.add("file document %d has an invalid UUID %q; it is not in the snapshot", id, truncate(*uuid, 64))
+		case !isUUID(*uuid):
+			warn.add("file document %d has an invalid UUID %q; it is not in the snapshot", id, backup.Truncate(*uuid, 64))
 		case strings.EqualFold(*uuid, prev):
 			warn.add("file document %d repeats UUID %s; the file is in the snapshot once", id, *uuid)
 		default:
@@ -70,34 +72,6 @@ func (dump *Dump) readFiles(ctx context.Context) error {
 	}
 	dump.files, dump.warnings = files, warn.list()
 	return nil
-}
-
-// validUUID reports whether s is a UUID in the 8-4-4-4-12 hexadecimal form (either case), the only form
-// the archive accepts under tree/.
-func validUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if c != '-' {
-				return false
-			}
-		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // warnings keeps the first maxWarnings messages and counts the rest.
@@ -120,3 +94,5 @@ func (w *warnings) list() []string {
 	}
 	return append(w.kept, fmt.Sprintf("%d more file documents were left out of the snapshot or repeated a UUID (see above for the kinds of problem)", w.dropped))
 }
+
+func isUUID(s string) bool { _, ok := backup.CanonicalUUID(s); return ok }
