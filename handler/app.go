@@ -191,7 +191,8 @@ func (a *app) handler() http.Handler {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write(envelope.Response{Logs: []string{"storage not ready; retry"}}.Marshal())
 	}))
-	return mux
+	// Go's mux would answer an unclean path (.., //) with a redirect; the API answers it with a problem.
+	return a.api.RefuseUncleanPaths(mux)
 }
 
 // How long a request waits for storage initialisation before it is refused.

@@ -7,7 +7,7 @@ output "function_app_name" {
 }
 
 output "api_base_url" {
-  description = "Base URL of the portal API (spec/api.md)."
+  description = "Base URL of the portal API (docs/api.md)."
   value       = "https://${azurerm_linux_function_app.this.default_hostname}/api/v1"
 }
 

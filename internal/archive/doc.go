@@ -1,4 +1,4 @@
-// Package archive owns the snapshot archive format (spec/archive.md): a gzip-compressed tar holding
+// Package archive owns the snapshot archive format (docs/archive-format.md): a gzip-compressed tar holding
 // `.metadata`, `db/db.backup` (a pg_dump custom-format dump) and `tree/xx/yy/<uuid>` file documents.
 // It writes archives in one streaming pass ([Builder]) and reads and validates them ([Inspect]). It
 // talks to neither Azure nor PostgreSQL: the builder stages blocks through [BlockSink], which the blob
@@ -63,7 +63,7 @@
 //
 // # Reading
 //
-// [Inspect] streams an archive through gzip and tar once, checks it against spec/archive.md and
+// [Inspect] streams an archive through gzip and tar once, checks it against docs/archive-format.md and
 // [Limits], computes its SHA-256 and hands db/db.backup and each file to a callback. Every rejection is
 // a *backup.Error with code backup.CodeInvalidParameters and a message meant for the user.
 package archive

@@ -20,7 +20,7 @@ const blockSize = 512 // tar record size
 // zeroBlocks is the end-of-archive marker: two zero records. Its first 511 bytes also serve as padding.
 var zeroBlocks [2 * blockSize]byte
 
-// Metadata is the .metadata entry, every value a string as Mendix writes it (spec/archive.md).
+// Metadata is the .metadata entry, every value a string as Mendix writes it (docs/archive-format.md).
 type Metadata struct {
 	Duration     string `json:"duration"`     // seconds the snapshot took
 	DumpSize     string `json:"dumpSize"`     // bytes of db/db.backup

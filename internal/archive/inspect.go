@@ -97,7 +97,7 @@ const (
 	maxWarnings      = 50
 )
 
-// Inspect reads an archive from r once, checks it against spec/archive.md and limits, and returns what
+// Inspect reads an archive from r once, checks it against docs/archive-format.md and limits, and returns what
 // it holds. visit, if not nil, is called for db/db.backup and for each file document, in archive order,
 // with a reader of that entry's bytes; it may read all, part or none of them. r is read to its end, so
 // that CompressedSize and SHA256 cover all of it.
@@ -452,7 +452,7 @@ func (in *inspector) warn(msg string) {
 		return
 	}
 	in.dropped++
-	note := fmt.Sprintf("%d more warnings not shown", in.dropped)
+	note := backup.Count(in.dropped, "more warning") + " not shown"
 	if in.overflowNoted {
 		in.m.Warnings[len(in.m.Warnings)-1] = note
 	} else {

@@ -9,7 +9,7 @@ import (
 	"fmt"
 )
 
-// Code is a stable error code, part of the public API contract (spec/api.md). The HTTP status and the
+// Code is a stable error code, part of the public API contract (docs/api.md). The HTTP status and the
 // retry decision for each code live in one table, below.
 type Code string
 

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Inbound event types on the environment-events queue (spec/api.md).
+// Inbound event types on the environment-events queue (docs/api.md).
 const (
 	EventEnvironmentUpdated   = "environment.updated"
 	EventEnvironmentDeleted   = "environment.deleted"

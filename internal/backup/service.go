@@ -286,7 +286,7 @@ func (s *Service) publishEvent(ctx context.Context, ev OutboundEvent) error {
 	return s.publisher.Publish(ctx, TopicBackupEvents, Message{ID: ev.EventID, SessionID: ev.EnvironmentID, Body: body, ContentType: "application/json"})
 }
 
-// OutboundEvent is a message on the backup-events topic (spec/api.md).
+// OutboundEvent is a message on the backup-events topic (docs/api.md).
 type OutboundEvent struct {
 	Type          string    `json:"type"`
 	EventID       string    `json:"event_id"`
@@ -315,20 +315,9 @@ func (s *Service) lockBlocker(ctx context.Context, namespace, envID string) (str
 	if err != nil {
 		return "", err
 	}
-	if lock.OperationID == "" {
-		return "", nil
-	}
-	kind := lock.Kind
-	holder, err := s.stores.Operations.GetOperation(ctx, namespace, envID, lock.OperationID)
-	switch {
-	case err == nil && holder.Phase.Done():
-		return "", nil
-	case err == nil:
-		kind = holder.Kind
-	case !IsNotFound(err):
+	kind, blocks, err := s.lockHolder(ctx, namespace, envID, lock)
+	if err != nil || !blocks {
 		return "", err
-	case s.now().Sub(lock.Since) >= time.Minute:
-		return "", nil
 	}
 	switch kind {
 	case OpBackup:

@@ -27,8 +27,8 @@ const (
 	KindUploaded SnapshotKind = "uploaded"
 )
 
-// ExpiresAt is the end of retention for a snapshot of kind k created at t (spec/schedule.md rule 4:
-// calendar arithmetic, exact to the instant).
+// ExpiresAt is the end of retention for a snapshot of kind k created at t: calendar arithmetic, exact
+// to the instant (14 days, 3 calendar months, 1 calendar year).
 func (k SnapshotKind) ExpiresAt(t time.Time) time.Time {
 	switch k {
 	case KindWeekly:
@@ -131,7 +131,7 @@ type Operation struct {
 	EnqueuedAt time.Time
 	// Settled is set once everything after the end is done: lock released, activity written, event
 	// published, blobs of other attempts removed (best effort). An ended operation that is not settled
-	// is finished by the next delivery or by recovery.
+	// is finished by the next delivery or by recovery. Settled is final: once true it is never set back.
 	Settled    bool
 	CreatedAt  time.Time
 	UpdatedAt  time.Time

@@ -65,7 +65,7 @@ type Layout interface {
 	SnapshotArchive(namespace, envID, snapshotID string, fence int) string
 }
 
-// maxCommentLength is the longest comment a snapshot may carry (spec/api.md).
+// maxCommentLength is the longest comment a snapshot may carry (docs/api.md).
 const maxCommentLength = 1000
 
 func validateComment(c string) error {
@@ -155,15 +155,12 @@ func (s *Service) acquireLock(ctx context.Context, namespace, envID, opID string
 			return err
 		}
 		if cur.OperationID != "" && cur.OperationID != opID {
-			holder, err := s.stores.Operations.GetOperation(ctx, namespace, envID, cur.OperationID)
-			switch {
-			case err == nil && !holder.Phase.Done():
-				return Errorf(CodeEnvironmentBusy, "another %s is running on this environment (since %s)", holder.Kind, cur.Since.Format(time.RFC3339))
-			case err != nil && !IsNotFound(err):
+			kind, blocks, err := s.lockHolder(ctx, namespace, envID, cur)
+			if err != nil {
 				return err
-			case err != nil && s.now().Sub(cur.Since) < time.Minute:
-				// The holder's record may be about to be written: a young lock is respected.
-				return Errorf(CodeEnvironmentBusy, "another operation is starting on this environment")
+			}
+			if blocks {
+				return Errorf(CodeEnvironmentBusy, "another %s is running on this environment (since %s)", kind, cur.Since.Format(time.RFC3339))
 			}
 		}
 		seen := cur.OperationID
@@ -181,6 +178,24 @@ func (s *Service) acquireLock(ctx context.Context, namespace, envID, opID string
 		}
 	}
 	return Errorf(CodeEnvironmentBusy, "the environment is busy")
+}
+
+// lockHolder says whether lock blocks others and the holder's kind. A lock whose operation ended is
+// stale; so is one naming an operation that does not exist a minute after it was taken (a crash between
+// taking the lock and writing the operation), while a younger one is respected: its holder's record may
+// be about to be written.
+func (s *Service) lockHolder(ctx context.Context, namespace, envID string, lock Lock) (OperationKind, bool, error) {
+	if lock.OperationID == "" {
+		return "", false, nil
+	}
+	holder, err := s.stores.Operations.GetOperation(ctx, namespace, envID, lock.OperationID)
+	switch {
+	case err == nil:
+		return holder.Kind, !holder.Phase.Done(), nil
+	case !IsNotFound(err):
+		return "", false, err
+	}
+	return lock.Kind, s.now().Sub(lock.Since) < time.Minute, nil
 }
 
 // releaseLock frees the lock if opID holds it. Failures are left to the stale-lock rule.

@@ -36,7 +36,7 @@ func boundWarnings(ws []string) []string {
 	for i, w := range ws {
 		w = Truncate(w, maxWarningLength)
 		if len(out) == maxWarnings || size+len(w) > maxWarningsBytes {
-			out = append(out, "and "+strings.Replace(count(len(ws)-i, "warning"), " ", " more ", 1))
+			out = append(out, "and "+Count(len(ws)-i, "more warning"))
 			break
 		}
 		out = append(out, w)
@@ -45,8 +45,8 @@ func boundWarnings(ws []string) []string {
 	return out
 }
 
-// count says "1 file", "2 files", "10,000 files".
-func count(n int, noun string) string {
+// Count says "1 file", "2 files", "10,000 files".
+func Count(n int, noun string) string {
 	if n == 1 {
 		return "1 " + noun
 	}
@@ -58,7 +58,7 @@ func warningsNote(n int) string {
 	if n == 0 {
 		return ""
 	}
-	return ", " + count(n, "warning")
+	return ", " + Count(n, "warning")
 }
 
 // thousands formats n with comma separators: 1234567 → "1,234,567".

@@ -1,5 +1,5 @@
 // Package envelope owns the JSON envelope the Azure Functions host sends a custom handler for every
-// non-HTTP trigger (spec/functions-host.md), and the reply it expects.
+// non-HTTP trigger (docs/functions-host.md), and the reply it expects.
 //
 // The host encodes inconsistently: strings and numbers arrive as JSON text inside a JSON string, sometimes
 // wrapped twice (`"\"abc\""`, `"1"`), objects arrive as real objects, nulls are dropped and unknown keys

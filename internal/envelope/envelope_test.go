@@ -88,7 +88,7 @@ func TestMissingBindingIsAnError(t *testing.T) {
 }
 
 func TestServiceBusCapturedPayload(t *testing.T) {
-	// The shape captured from the real host (spec/functions-host.md), including the top-level key of the
+	// The shape captured from the real host (docs/functions-host.md), including the top-level key of the
 	// body copied into Metadata and double-encoded strings.
 	payload := `{"Data":{"msg":"\"{\\\"hello\\\":\\\"world\\\"}\""},
 	 "Metadata":{"DeliveryCount":"3","LockToken":"\"4223\"","MessageId":"\"088f\"",

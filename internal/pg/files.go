@@ -16,7 +16,7 @@ const maxWarnings = 50
 // may not have it.
 const fileDocumentExists = `SELECT to_regclass('public."system$filedocument"') IS NOT NULL`
 
-// fileDocuments selects the rows a snapshot includes (spec/archive.md), ordered so that repeated UUIDs,
+// fileDocuments selects the rows a snapshot includes (docs/archive-format.md), ordered so that repeated UUIDs,
 // whatever their case, are adjacent.
 const fileDocuments = `SELECT id, "__uuid__", "size" FROM public."system$filedocument"
 WHERE hascontents = true AND deleteafterdownload = false

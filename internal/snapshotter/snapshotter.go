@@ -142,7 +142,7 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 }
 
 // copyFiles streams every listed file blob into the archive with FileWorkers downloads in flight. A
-// row whose blob is missing becomes a warning (spec/archive.md), never a silent omission.
+// row whose blob is missing becomes a warning (docs/archive-format.md), never a silent omission.
 func (s *Snapshotter) copyFiles(ctx context.Context, env backup.Environment, files []pg.File, b *archive.Builder, warn func(string)) error {
 	workers := s.FileWorkers
 	if workers <= 0 {

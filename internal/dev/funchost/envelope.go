@@ -10,7 +10,7 @@ import (
 )
 
 // The real host encodes binding data values for a custom handler in a peculiar way (see
-// spec/functions-host.md): strings and numbers are JSON text inside a JSON string, objects are real
+// docs/functions-host.md): strings and numbers are JSON text inside a JSON string, objects are real
 // objects. These helpers reproduce the captured payloads byte for byte in shape.
 
 // jsonText returns v marshalled, then that JSON text marshalled again as a string.

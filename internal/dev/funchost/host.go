@@ -1,5 +1,5 @@
 // Package funchost is the project's local Azure Functions host. It owns everything `func start` would do
-// for the custom handler, reproduced from spec/functions-host.md: reading host.json, function.json and
+// for the custom handler, reproduced from docs/functions-host.md: reading host.json, function.json and
 // local.settings.json; starting, probing, logging and restarting the handler process; forwarding HTTP
 // requests; firing timers on NCRONTAB schedules; and an in-memory Service Bus with peek-lock
 // redelivery, DeliveryCount, dead-lettering, sessions, duplicate detection and scheduled messages.
