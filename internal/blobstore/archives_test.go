@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -102,10 +103,13 @@ func TestOpenFile(t *testing.T) {
 	if !bytes.Equal(got, []byte("hello")) {
 		t.Errorf("got %q", got)
 	}
-	for _, c := range []struct{ container, name string }{{"app-files", "docs/missing"}, {"no-such-container", "docs/a"}} {
-		if _, _, found, err := s.OpenFile(ctx, c.container, c.name); found || err != nil {
-			t.Errorf("%s/%s: got found %v, err %v; want not found and no error", c.container, c.name, found, err)
-		}
+	if _, _, found, err := s.OpenFile(ctx, "app-files", "docs/missing"); found || err != nil {
+		t.Errorf("missing blob: got found %v, err %v; want not found and no error", found, err)
+	}
+	_, _, found, err = s.OpenFile(ctx, "no-such-container", "docs/a")
+	var be *backup.Error
+	if found || !errors.As(err, &be) || be.Code != backup.CodeInvalidState || !strings.Contains(be.Message, "no-such-container") {
+		t.Errorf("missing container: got found %v, err %v; want a permanent error naming the container", found, err)
 	}
 }
 

@@ -5,36 +5,102 @@ package blobstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 )
+
+// The SDK's retry policy for every request of the Store, set explicitly rather than left to the SDK's
+// defaults (which have no per-try timeout, so one hung call could hold a job until the function timeout).
+const (
+	// MaxRetries: 5 tries in all, with pauses of about 1, 3, 7 and 15 s (RetryDelay grown exponentially
+	// with jitter, capped by MaxRetryDelay; Retry-After wins when Storage throttles), so half a minute
+	// of throttling or a failover does not fail a backup.
+	MaxRetries    = 4
+	RetryDelay    = time.Second
+	MaxRetryDelay = 30 * time.Second
+	// TryTimeout bounds one try, its response body included: a 4 MiB block staged, or one range of a
+	// read (DefaultRangeSize), still fits at 140 KB/s, and a hung call gives up after its 5 tries,
+	// about 10 minutes, not hours.
+	TryTimeout = 2 * time.Minute
+	// DefaultRangeSize is the most one GET of a streamed read asks for: TryTimeout bounds a whole
+	// response, so a blob of many GB is read as consecutive ranges.
+	DefaultRangeSize = 16 << 20
+)
+
+// Options tune a Store. The zero value is the service's configuration (the constants above); tests
+// shorten the retry policy and the ranges.
+type Options struct {
+	// Retry replaces the retry policy; zero fields take MaxRetries, TryTimeout, RetryDelay and
+	// MaxRetryDelay.
+	Retry policy.RetryOptions
+	// RangeSize is the most one GET of a streamed read asks for; default DefaultRangeSize.
+	RangeSize int64
+	// Transport sends the requests (tests); default the SDK's HTTP client.
+	Transport policy.Transporter
+}
+
+func (o Options) withDefaults() Options {
+	if o.Retry.MaxRetries == 0 {
+		o.Retry.MaxRetries = MaxRetries
+	}
+	if o.Retry.TryTimeout == 0 {
+		o.Retry.TryTimeout = TryTimeout
+	}
+	if o.Retry.RetryDelay == 0 {
+		o.Retry.RetryDelay = RetryDelay
+	}
+	if o.Retry.MaxRetryDelay == 0 {
+		o.Retry.MaxRetryDelay = MaxRetryDelay
+	}
+	if o.RangeSize <= 0 {
+		o.RangeSize = DefaultRangeSize
+	}
+	return o
+}
+
+func (o Options) client() *azblob.ClientOptions {
+	return &azblob.ClientOptions{ClientOptions: azcore.ClientOptions{Retry: o.Retry, Transport: o.Transport}}
+}
 
 // Store is the Blob Storage adapter.
 type Store struct {
 	client    *azblob.Client
 	snapshots string // container holding snapshot archives
+	opts      Options
 }
 
-// NewFromConnectionString uses a storage connection string (Azurite locally).
-func NewFromConnectionString(connectionString, snapshotsContainer string) (*Store, error) {
-	c, err := azblob.NewClientFromConnectionString(connectionString, nil)
+// NewFromConnectionString uses a storage connection string (Azurite locally). At most one Options.
+func NewFromConnectionString(connectionString, snapshotsContainer string, opts ...Options) (*Store, error) {
+	o := options(opts)
+	c, err := azblob.NewClientFromConnectionString(connectionString, o.client())
 	if err != nil {
 		return nil, fmt.Errorf("blob client: %w", err)
 	}
-	return &Store{client: c, snapshots: snapshotsContainer}, nil
+	return &Store{client: c, snapshots: snapshotsContainer, opts: o}, nil
 }
 
-// New uses an account URL (https://<account>.blob.core.windows.net) and an Entra ID credential.
-func New(serviceURL string, cred azcore.TokenCredential, snapshotsContainer string) (*Store, error) {
-	c, err := azblob.NewClient(serviceURL, cred, nil)
+// New uses an account URL (https://<account>.blob.core.windows.net) and an Entra ID credential. At most
+// one Options.
+func New(serviceURL string, cred azcore.TokenCredential, snapshotsContainer string, opts ...Options) (*Store, error) {
+	o := options(opts)
+	c, err := azblob.NewClient(serviceURL, cred, o.client())
 	if err != nil {
 		return nil, fmt.Errorf("blob client for %s: %w", serviceURL, err)
 	}
-	return &Store{client: c, snapshots: snapshotsContainer}, nil
+	return &Store{client: c, snapshots: snapshotsContainer, opts: o}, nil
+}
+
+func options(opts []Options) Options {
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	return o.withDefaults()
 }
 
 // Client exposes the underlying client to the adapter's own files and tests.
@@ -44,7 +110,7 @@ func (s *Store) Client() *azblob.Client { return s.client }
 func (s *Store) EnsureContainers(ctx context.Context) error {
 	_, err := s.client.CreateContainer(ctx, s.snapshots, nil)
 	if err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
-		return fmt.Errorf("create container %s: %w", s.snapshots, err)
+		return transient(err, "create container %s", s.snapshots)
 	}
 	return nil
 }
@@ -52,16 +118,7 @@ func (s *Store) EnsureContainers(ctx context.Context) error {
 // Ping reads the snapshots container's properties.
 func (s *Store) Ping(ctx context.Context) error {
 	if _, err := s.client.ServiceClient().NewContainerClient(s.snapshots).GetProperties(ctx, nil); err != nil {
-		return fmt.Errorf("blob storage: %w", err)
+		return transient(err, "read the properties of container %s", s.snapshots)
 	}
 	return nil
-}
-
-// statusOf returns the HTTP status of an Azure response error, or 0 for errors without a response.
-func statusOf(err error) int {
-	var re *azcore.ResponseError
-	if errors.As(err, &re) {
-		return re.StatusCode
-	}
-	return 0
 }

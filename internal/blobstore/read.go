@@ -1,0 +1,191 @@
+package blobstore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+
+	"github.com/mxazure/backups/internal/backup"
+)
+
+// OpenArchive streams an archive blob of the snapshots container.
+func (s *Store) OpenArchive(ctx context.Context, path string) (io.ReadCloser, int64, error) {
+	r, err := s.open(ctx, s.snapshots, path, "read the archive")
+	if err != nil {
+		if bloberror.HasCode(err, bloberror.BlobNotFound) {
+			return nil, 0, backup.Wrap(backup.CodeNotFound, err, "the snapshot's archive does not exist")
+		}
+		return nil, 0, transient(err, "read the archive")
+	}
+	return r, r.size, nil
+}
+
+// OpenFile streams the blob of a file document from an environment's container. found is false when
+// the blob does not exist; a missing container is a permanent error. The size comes from the response,
+// before any byte is read. Errors of the reader are classified like those of the call.
+func (s *Store) OpenFile(ctx context.Context, containerName, name string) (r io.ReadCloser, size int64, found bool, err error) {
+	what := fmt.Sprintf("read blob %s in container %s", name, containerName)
+	br, err := s.open(ctx, containerName, name, what)
+	switch {
+	case err == nil:
+		return br, br.size, true, nil
+	case bloberror.HasCode(err, bloberror.BlobNotFound):
+		return nil, 0, false, nil
+	case bloberror.HasCode(err, bloberror.ContainerNotFound):
+		return nil, 0, false, containerMissing(containerName, err)
+	}
+	return nil, 0, false, transient(err, "%s", what)
+}
+
+// CheckFileContainer fails, permanently and naming the container, when an environment's file container
+// does not exist or the service may not read it.
+func (s *Store) CheckFileContainer(ctx context.Context, containerName string) error {
+	_, err := s.client.ServiceClient().NewContainerClient(containerName).GetProperties(ctx, nil)
+	switch {
+	case err == nil:
+		return nil
+	case bloberror.HasCode(err, bloberror.ContainerNotFound):
+		return containerMissing(containerName, err)
+	}
+	return transient(err, "read file container %s", containerName)
+}
+
+func containerMissing(name string, err error) error {
+	return backup.Wrap(backup.CodeInvalidState, err,
+		"the environment's file container %s does not exist in the storage account, so its file documents cannot be backed up", name)
+}
+
+// blobReader streams a blob as consecutive range GETs of at most rangeSize bytes. The SDK retries each
+// GET and TryTimeout bounds it, body included: ranges keep a slow read of a large blob inside that
+// bound, while a hung one still fails. Ranges after the first are pinned to the first one's ETag, so a
+// blob replaced or deleted during the read fails it (transient) instead of mixing two versions. ctx
+// aborts any request or read in flight.
+type blobReader struct {
+	ctx       context.Context
+	client    *azblob.Client
+	container string
+	name      string
+	what      string // for messages: "read the archive"
+	rangeSize int64
+
+	size int64        // bytes of the blob, from the first response
+	etag *azcore.ETag // of the first response
+	off  int64        // bytes handed out
+	end  int64        // end of the range being read
+	body io.ReadCloser
+	err  error // sticky
+}
+
+// open sends the first GET; its error is the SDK's, for the caller to map.
+func (s *Store) open(ctx context.Context, containerName, name, what string) (*blobReader, error) {
+	r := &blobReader{ctx: ctx, client: s.client, container: containerName, name: name, what: what, rangeSize: s.opts.RangeSize}
+	resp, err := r.get(0, r.rangeSize)
+	if bloberror.HasCode(err, bloberror.InvalidRange) {
+		// Storage refuses every range of an empty blob.
+		resp, err = s.client.DownloadStream(ctx, containerName, name, nil)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if resp.ContentLength == nil {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s: the response has no Content-Length", what)
+	}
+	r.size, r.end, r.etag, r.body = *resp.ContentLength, *resp.ContentLength, resp.ETag, resp.Body
+	if resp.ContentRange != nil { // a range: the total is after the slash, "bytes 0-99/1234"
+		total, err := strconv.ParseInt((*resp.ContentRange)[strings.LastIndexByte(*resp.ContentRange, '/')+1:], 10, 64)
+		if err != nil || total < r.end {
+			resp.Body.Close()
+			return nil, fmt.Errorf("%s: unexpected Content-Range %q", what, *resp.ContentRange)
+		}
+		r.size = total
+	}
+	return r, nil
+}
+
+func (r *blobReader) get(off, n int64) (azblob.DownloadStreamResponse, error) {
+	opts := &azblob.DownloadStreamOptions{Range: azblob.HTTPRange{Offset: off, Count: n}}
+	if r.etag != nil {
+		opts.AccessConditions = &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: r.etag}}
+	}
+	return r.client.DownloadStream(r.ctx, r.container, r.name, opts)
+}
+
+// next opens the range that starts at off.
+func (r *blobReader) next() error {
+	want := min(r.rangeSize, r.size-r.off)
+	resp, err := r.get(r.off, want)
+	switch {
+	case bloberror.HasCode(err, bloberror.ConditionNotMet, bloberror.BlobNotFound):
+		return backup.Wrap(backup.CodeTransient, err, "could not %s: the blob changed or was deleted while it was read", r.what)
+	case err != nil:
+		return transient(err, "%s", r.what)
+	case resp.ContentLength == nil || *resp.ContentLength != want:
+		resp.Body.Close()
+		return backup.Errorf(backup.CodeTransient, "could not %s: Blob Storage sent a range of another length than asked", r.what)
+	}
+	r.body, r.end = resp.Body, r.off+want
+	return nil
+}
+
+func (r *blobReader) Read(p []byte) (int, error) {
+	for {
+		if r.err != nil {
+			return 0, r.err
+		}
+		if r.body == nil {
+			if r.off >= r.size {
+				return 0, io.EOF
+			}
+			if r.err = r.next(); r.err != nil {
+				return 0, r.err
+			}
+		}
+		n, err := r.body.Read(p)
+		r.off += int64(n)
+		if err == io.EOF {
+			r.closeBody()
+			err = nil
+			if r.off < r.end {
+				err = io.ErrUnexpectedEOF
+			}
+		}
+		if err == nil && r.off > r.end {
+			err = fmt.Errorf("got more bytes than the %d asked for", r.end)
+		}
+		if err != nil {
+			r.closeBody()
+			if r.ctx.Err() != nil {
+				err = fmt.Errorf("%w: %w", r.ctx.Err(), err)
+			}
+			r.err = transient(err, "%s", r.what)
+			return n, r.err
+		}
+		if n > 0 || len(p) == 0 {
+			return n, nil
+		}
+	}
+}
+
+func (r *blobReader) closeBody() {
+	if r.body != nil {
+		r.body.Close()
+		r.body = nil
+	}
+}
+
+// Close releases the range being read.
+func (r *blobReader) Close() error {
+	r.closeBody()
+	if r.err == nil {
+		r.err = fmt.Errorf("%s: reader closed", r.what)
+	}
+	return nil
+}
