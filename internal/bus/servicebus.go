@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
@@ -16,10 +17,54 @@ import (
 	"github.com/mxazure/backups/internal/backup"
 )
 
-// ServiceBus publishes with azservicebus. The SDK retries transient failures itself (its RetryOptions);
+// The SDK's retry policy, set explicitly, and the bound on one Publish. Publishes happen inside HTTP
+// calls (starting a backup answers 202 only once its job is queued; the Azure front end gives up after
+// 230 s) and at the end of jobs, so a broker that does not answer must fail the call within a minute,
+// not hold it: azservicebus has no per-try timeout, so PublishTimeout bounds the whole call, retries
+// included.
+const (
+	// MaxRetries: 4 tries in all, with pauses of about 1, 3 and 7 s (RetryDelay grown exponentially,
+	// capped by MaxRetryDelay): rides out a dropped connection or a short throttling.
+	MaxRetries     = 3
+	RetryDelay     = time.Second
+	MaxRetryDelay  = 10 * time.Second
+	PublishTimeout = time.Minute
+)
+
+// Options tune a ServiceBus publisher. The zero value is the service's configuration (the constants
+// above); tests shorten it.
+type Options struct {
+	// Retry replaces the SDK's retry policy; zero fields take MaxRetries, RetryDelay and MaxRetryDelay.
+	Retry azservicebus.RetryOptions
+	// PublishTimeout bounds one Publish, retries included; default PublishTimeout.
+	PublishTimeout time.Duration
+}
+
+func options(opts []Options) Options {
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.Retry.MaxRetries == 0 {
+		o.Retry.MaxRetries = MaxRetries
+	}
+	if o.Retry.RetryDelay == 0 {
+		o.Retry.RetryDelay = RetryDelay
+	}
+	if o.Retry.MaxRetryDelay == 0 {
+		o.Retry.MaxRetryDelay = MaxRetryDelay
+	}
+	if o.PublishTimeout <= 0 {
+		o.PublishTimeout = PublishTimeout
+	}
+	return o
+}
+
+// ServiceBus publishes with azservicebus. The SDK retries transient failures itself (Options.Retry);
 // this type adds no retry loop of its own.
 type ServiceBus struct {
-	client *azservicebus.Client
+	client  *azservicebus.Client
+	timeout time.Duration // of one Publish
 
 	mu      sync.Mutex
 	senders map[string]*azservicebus.Sender
@@ -27,23 +72,26 @@ type ServiceBus struct {
 
 var _ backup.Publisher = (*ServiceBus)(nil)
 
-// NewServiceBusFromConnectionString connects with a connection string (shared access key).
-func NewServiceBusFromConnectionString(connectionString string) (*ServiceBus, error) {
-	c, err := azservicebus.NewClientFromConnectionString(connectionString, nil)
+// NewServiceBusFromConnectionString connects with a connection string (shared access key). At most one
+// Options.
+func NewServiceBusFromConnectionString(connectionString string, opts ...Options) (*ServiceBus, error) {
+	o := options(opts)
+	c, err := azservicebus.NewClientFromConnectionString(connectionString, &azservicebus.ClientOptions{RetryOptions: o.Retry})
 	if err != nil {
 		return nil, fmt.Errorf("service bus client: %w", err)
 	}
-	return &ServiceBus{client: c, senders: map[string]*azservicebus.Sender{}}, nil
+	return &ServiceBus{client: c, timeout: o.PublishTimeout, senders: map[string]*azservicebus.Sender{}}, nil
 }
 
 // NewServiceBus connects to namespace (e.g. "mybus.servicebus.windows.net") with an Entra ID credential
-// (the function app's managed identity in Azure).
-func NewServiceBus(namespace string, cred azcore.TokenCredential) (*ServiceBus, error) {
-	c, err := azservicebus.NewClient(namespace, cred, nil)
+// (the function app's managed identity in Azure). At most one Options.
+func NewServiceBus(namespace string, cred azcore.TokenCredential, opts ...Options) (*ServiceBus, error) {
+	o := options(opts)
+	c, err := azservicebus.NewClient(namespace, cred, &azservicebus.ClientOptions{RetryOptions: o.Retry})
 	if err != nil {
 		return nil, fmt.Errorf("service bus client for %s: %w", namespace, err)
 	}
-	return &ServiceBus{client: c, senders: map[string]*azservicebus.Sender{}}, nil
+	return &ServiceBus{client: c, timeout: o.PublishTimeout, senders: map[string]*azservicebus.Sender{}}, nil
 }
 
 func (s *ServiceBus) sender(entity string) (*azservicebus.Sender, error) {
@@ -60,12 +108,14 @@ func (s *ServiceBus) sender(entity string) (*azservicebus.Sender, error) {
 	return snd, nil
 }
 
-// Publish sends msgs in as few batches as fit. Scheduled messages are sent in the same batches: the
-// ScheduledEnqueueTime property makes the broker hold them.
+// Publish sends msgs in as few batches as fit, within the publish timeout. Scheduled messages are sent
+// in the same batches: the ScheduledEnqueueTime property makes the broker hold them.
 func (s *ServiceBus) Publish(ctx context.Context, entity string, msgs ...backup.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	snd, err := s.sender(entity)
 	if err != nil {
 		return err
