@@ -6,13 +6,13 @@ package snapshotter
 
 import (
 	"context"
+	"crypto/md5"
 	"errors"
 	"fmt"
 	"io"
 	"runtime/debug"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -36,6 +36,9 @@ type Snapshotter struct {
 	// FileWorkers is how many file blobs are downloaded at once (default 16): file documents are small,
 	// so latency, not bandwidth, bounds a sequential copy.
 	FileWorkers int
+	// RetryDelay is the pause before reading a file blob or the archive again after a transient
+	// failure, doubled for each further try (default 1 s).
+	RetryDelay time.Duration
 	// Archive tunes compression and block sizes.
 	Archive archive.Options
 	Log     zerolog.Logger
@@ -43,8 +46,12 @@ type Snapshotter struct {
 
 var _ backup.Snapshotter = (*Snapshotter)(nil)
 
-// FileSource opens an environment's file-document blob; found is false when it does not exist.
+// FileSource reads an environment's file-document blobs. Failures that a retry may fix, from either
+// call or from the reader, are *backup.Error with backup.CodeTransient (blobstore classifies them).
 type FileSource interface {
+	// CheckFileContainer fails, permanently and naming it, when the container does not exist.
+	CheckFileContainer(ctx context.Context, container string) error
+	// OpenFile opens a blob; found is false when it does not exist.
 	OpenFile(ctx context.Context, container, name string) (r io.ReadCloser, size int64, found bool, err error)
 }
 
@@ -68,28 +75,18 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 	}
 	defer dump.Abort() // no-op once Wait returned
 	files := dump.Files()
-
-	var dumpBytes, filesDone atomic.Int64
-	report := func(phase string) {
-		if req.Progress != nil {
-			req.Progress(backup.Progress{Phase: phase, BytesDone: dumpBytes.Load(), FilesDone: int(filesDone.Load()), FilesTotal: len(files)})
+	// A container that does not exist is one clear error, not a warning for each of its files.
+	if len(files) > 0 {
+		if err := s.files().CheckFileContainer(ctx, env.Files.Container); err != nil {
+			return backup.SnapshotResult{}, err
 		}
 	}
-	opts := s.Archive
-	opts.Progress = func(p archive.Progress) {
-		dumpBytes.Store(p.DumpBytes + p.FilesBytes)
-		filesDone.Store(int64(p.Files))
-		report("dumping")
-	}
-	builder := archive.NewBuilder(ctx, s.Blobs.NewBlockSink(req.BlobPath), opts)
 
-	var warnMu sync.Mutex
-	warnings := append([]string(nil), dump.Warnings()...)
-	warn := func(w string) {
-		warnMu.Lock()
-		defer warnMu.Unlock()
-		warnings = append(warnings, w)
-	}
+	prog := &progress{report: req.Progress, cur: backup.Progress{Phase: "dumping", FilesTotal: len(files)}}
+	opts := s.Archive
+	opts.Progress = prog.archived
+	builder := archive.NewBuilder(ctx, stagedSink{s.Blobs.NewBlockSink(req.BlobPath), prog.staged}, opts)
+	missing := &missingBlobs{}
 
 	// Phase ends, logged at the end: where a slow backup spent its time.
 	var dumpEnded, filesEnded time.Duration
@@ -103,7 +100,10 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 		return err
 	})
 	g.Go(func() error {
-		err := s.copyFiles(gctx, env, files, builder, warn)
+		err := s.copyFiles(gctx, env, files, builder, func(uuid string) {
+			missing.add(uuid)
+			prog.missing()
+		})
 		filesEnded = time.Since(start)
 		return err
 	})
@@ -112,7 +112,7 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 		return backup.SnapshotResult{}, err
 	}
 
-	report("finishing")
+	prog.phase("finishing")
 	meta := archive.Metadata{
 		Duration:     strconv.FormatInt(int64(time.Since(start).Seconds()), 10),
 		ModelVersion: env.ModelVersion,
@@ -125,8 +125,7 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 
 	committed := time.Since(start)
 
-	report("verifying")
-	verified, err := s.verify(ctx, req.BlobPath, res)
+	verified, err := s.verify(ctx, req.BlobPath, res, prog)
 	if err != nil {
 		s.deleteQuietly(req.BlobPath)
 		return backup.SnapshotResult{}, err
@@ -137,73 +136,49 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 		Dur("verified", time.Since(start)).Msg("archive written")
 	return backup.SnapshotResult{
 		SizeBytes: verified.Size, SHA256: verified.SHA256, DatabaseSizeBytes: dump.DatabaseSize(),
-		DumpSizeBytes: res.DumpSize, FilesBytes: res.FilesSize, FilesCount: res.Files, Warnings: warnings,
+		DumpSizeBytes: res.DumpSize, FilesBytes: res.FilesSize, FilesCount: res.Files,
+		Warnings: warnings(dump.Warnings(), missing, env.Files.Container),
 	}, nil
 }
 
-// copyFiles streams every listed file blob into the archive with FileWorkers downloads in flight. A
-// row whose blob is missing becomes a warning (docs/archive-format.md), never a silent omission.
-func (s *Snapshotter) copyFiles(ctx context.Context, env backup.Environment, files []pg.File, b *archive.Builder, warn func(string)) error {
-	workers := s.FileWorkers
-	if workers <= 0 {
-		workers = 16
-	}
-	next := make(chan pg.File)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer close(next)
-		for _, f := range files {
-			select {
-			case next <- f:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-		}
-		return nil
-	})
-	for i := 0; i < workers; i++ {
-		g.Go(func() error {
-			for f := range next {
-				if err := s.copyFile(gctx, env, f, b, warn); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	return g.Wait()
-}
-
-func (s *Snapshotter) copyFile(ctx context.Context, env backup.Environment, f pg.File, b *archive.Builder, warn func(string)) error {
-	r, size, found, err := s.files().OpenFile(ctx, env.Files.Container, env.Files.Prefix+f.UUID)
-	if err != nil {
-		return err
-	}
-	if !found {
-		warn(fmt.Sprintf("file document %s has no blob in container %s; it is not in the snapshot", f.UUID, env.Files.Container))
-		return nil
-	}
-	defer r.Close()
-	if err := b.AddFile(f.UUID, size, r); err != nil {
-		return fmt.Errorf("archive file %s: %w", f.UUID, err)
-	}
-	return nil
-}
+// verifyTries is how often the archive is read back when reading fails (a blob that differs from what
+// was written is not read again: the next attempt writes a new one).
+const verifyTries = 3
 
 // verify reads the committed blob back and checks it is, byte for byte, the blocks the builder
 // compressed (archive.VerifyBlob). This also yields the SHA-256, which cannot be computed while writing
 // since the blocks are produced out of order. A mismatch is transient: the next attempt writes a new blob.
-func (s *Snapshotter) verify(ctx context.Context, path string, want archive.Result) (archive.Verified, error) {
+func (s *Snapshotter) verify(ctx context.Context, path string, want archive.Result, prog *progress) (archive.Verified, error) {
+	delay := s.retryDelay()
+	for try := 1; ; try++ {
+		v, err := s.verifyOnce(ctx, path, want, prog)
+		if err == nil || try == verifyTries || ctx.Err() != nil || backup.CodeOf(err) != backup.CodeTransient ||
+			errors.As(err, new(*archive.BlobMismatchError)) {
+			return v, err
+		}
+		s.Log.Warn().Err(err).Str("blob", path).Int("try", try).Msg("reading the archive back failed; reading it again")
+		if err := sleep(ctx, delay); err != nil {
+			return v, err
+		}
+		delay *= 2
+	}
+}
+
+func (s *Snapshotter) verifyOnce(ctx context.Context, path string, want archive.Result, prog *progress) (archive.Verified, error) {
+	prog.phase("verifying")
 	rc, _, err := s.Blobs.OpenArchive(ctx, path)
 	if err != nil {
 		return archive.Verified{}, err
 	}
 	defer rc.Close()
-	v, err := archive.VerifyBlob(ctx, rc, want.Blocks)
-	if err != nil {
-		return v, backup.Wrap(backup.CodeTransient, err, "the written archive did not verify")
-	}
-	if v.Size != want.Size {
+	v, err := archive.VerifyBlob(ctx, &countingReader{r: rc, report: prog.verified}, want.Blocks)
+	var mismatch *archive.BlobMismatchError
+	switch {
+	case errors.As(err, &mismatch):
+		return v, backup.Wrap(backup.CodeTransient, err, "the written archive did not verify: it is not what was written")
+	case err != nil:
+		return v, err // the read's own error (blobstore's, already classified) or ctx's
+	case v.Size != want.Size:
 		return v, backup.Errorf(backup.CodeTransient, "the written archive did not verify: it has %d bytes, %d were written", v.Size, want.Size)
 	}
 	return v, nil
@@ -215,4 +190,96 @@ func (s *Snapshotter) deleteQuietly(path string) {
 	if err := s.Blobs.DeleteBlob(ctx, path); err != nil && !errors.Is(err, context.Canceled) {
 		s.Log.Warn().Err(err).Str("blob", path).Msg("could not delete an archive that did not verify")
 	}
+}
+
+// progress tells req.Progress how the build advances, so that the caller's watchdog, which counts any
+// change as an advance, sees a healthy build advance in every phase: while dumping, BytesDone is the
+// uncompressed bytes archived and FilesDone the files added or found missing; while finishing (the last
+// blocks staged, the commit), BytesDone is the compressed bytes staged; while verifying, the bytes read
+// back. Calls are serialised, so values reach the caller in order.
+type progress struct {
+	report func(backup.Progress) // nil: nobody listens
+
+	mu          sync.Mutex
+	cur         backup.Progress
+	added       int   // files in the archive
+	lost        int   // files without a blob
+	stagedBytes int64 // compressed bytes staged
+}
+
+func (p *progress) update(f func(*backup.Progress)) {
+	if p.report == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(&p.cur)
+	p.report(p.cur)
+}
+
+func (p *progress) phase(name string) {
+	p.update(func(c *backup.Progress) {
+		c.Phase, c.BytesDone = name, 0
+		if name == "finishing" {
+			c.BytesDone = p.stagedBytes
+		}
+	})
+}
+
+// archived is the builder's Progress callback.
+func (p *progress) archived(a archive.Progress) {
+	p.update(func(c *backup.Progress) {
+		p.added = a.Files
+		c.BytesDone, c.FilesDone = a.DumpBytes+a.FilesBytes, p.added+p.lost
+	})
+}
+
+func (p *progress) missing() {
+	p.update(func(c *backup.Progress) {
+		p.lost++
+		c.FilesDone = p.added + p.lost
+	})
+}
+
+func (p *progress) staged(n int) {
+	p.update(func(c *backup.Progress) {
+		p.stagedBytes += int64(n)
+		if c.Phase == "finishing" {
+			c.BytesDone = p.stagedBytes
+		}
+	})
+}
+
+func (p *progress) verified(n int64) {
+	p.update(func(c *backup.Progress) { c.BytesDone = n })
+}
+
+// stagedSink reports each block staged, which is all that advances while Finish stages the last ones.
+type stagedSink struct {
+	archive.BlockSink
+	onStaged func(n int)
+}
+
+func (s stagedSink) StageBlock(ctx context.Context, id string, data []byte, contentMD5 [md5.Size]byte) error {
+	if err := s.BlockSink.StageBlock(ctx, id, data, contentMD5); err != nil {
+		return err
+	}
+	s.onStaged(len(data))
+	return nil
+}
+
+// countingReader reports the bytes read so far after each read.
+type countingReader struct {
+	r      io.Reader
+	n      int64
+	report func(int64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.n += int64(n)
+		c.report(c.n)
+	}
+	return n, err
 }
