@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -29,22 +30,22 @@ func transient(err error, format string, args ...any) error {
 	case checksumRefused(err):
 		return backup.Wrap(backup.CodeTransient, err, "could not %s: Blob Storage refused data damaged on the way (its MD5 did not match)", what)
 	case code == 408 || code == 429 || code >= 500:
-		return backup.Wrap(backup.CodeTransient, err, "could not %s: Blob Storage is busy or failing (%s)", what, answer(err))
+		return backup.Wrap(backup.CodeTransient, err, "could not %s: Blob Storage is busy or failing (it answered %s)", what, answer(err))
 	case code == 401 || code == 403:
-		return backup.Wrap(backup.CodeInvalidState, err, "could not %s: the service is not allowed to (%s); check the roles of its identity", what, answer(err))
+		return backup.Wrap(backup.CodeInvalidState, err, "could not %s: the service's identity lacks permission (Blob Storage answered %s)", what, answer(err))
 	case errors.As(err, &re):
-		return backup.Wrap(backup.CodeInternal, err, "could not %s: Blob Storage refused it (%s)", what, answer(err))
+		return backup.Wrap(backup.CodeInternal, err, "could not %s: Blob Storage refused it (it answered %s)", what, answer(err))
 	}
 	return backup.Wrap(backup.CodeInternal, err, "could not %s", what)
 }
 
-// answer names a response for a message: "it answered 503 ServerBusy".
+// answer names a response for a message: "503 ServerBusy".
 func answer(err error) string {
 	var re *azcore.ResponseError
 	if !errors.As(err, &re) {
-		return "no answer"
+		return "nothing"
 	}
-	s := fmt.Sprintf("it answered %d", re.StatusCode)
+	s := strconv.Itoa(re.StatusCode)
 	if re.ErrorCode != "" {
 		s += " " + re.ErrorCode
 	} else if t := http.StatusText(re.StatusCode); t != "" {

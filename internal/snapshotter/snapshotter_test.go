@@ -294,7 +294,7 @@ func TestFileReadFailures(t *testing.T) {
 	f := newFixture(t)
 	transientErr := backup.Wrap(backup.CodeTransient, errConnectionReset, "could not read blob docs/x in container app-files: the connection was reset")
 	refusedErr := backup.Wrap(backup.CodeInvalidState, errors.New("403 AuthorizationPermissionMismatch"),
-		"could not read blob docs/x in container app-files: the service is not allowed to (it answered 403 AuthorizationPermissionMismatch)")
+		"could not read blob docs/x in container app-files: the service's identity lacks permission (Blob Storage answered 403 AuthorizationPermissionMismatch)")
 	target := "docs/" + f.files[3]
 	run := func(t *testing.T, files *faultyFiles, tune func(*Snapshotter)) (string, error) {
 		snap := *f.snap
