@@ -29,6 +29,7 @@ import (
 type fixture struct {
 	snap    *Snapshotter
 	blobs   *blobstore.Store
+	az      *azurite.Azurite
 	cluster *pgcluster.Cluster
 	env     backup.Environment
 	files   []string          // UUIDs, in insertion order
@@ -53,7 +54,7 @@ func newFixture(t *testing.T) *fixture {
 	if err := cluster.CreateDatabase(ctx, "app", "postgres"); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{blobs: blobs, cluster: cluster, content: map[string][]byte{}}
+	f := &fixture{blobs: blobs, az: az, cluster: cluster, content: map[string][]byte{}}
 	var rows []string
 	for i := 0; i < 8; i++ {
 		u := uuid.NewString()
@@ -416,6 +417,31 @@ func TestFileReadFailures(t *testing.T) {
 			t.Errorf("a failed build left blobs: %v", names)
 		}
 	})
+}
+
+// TestStorageErrorsReadAsSentences: a Blob Storage refusal met while writing the archive reaches the
+// caller as a *backup.Error whose message says what failed, without the request's URL or the response.
+func TestStorageErrorsReadAsSentences(t *testing.T) {
+	f := newFixture(t)
+	blobs, err := blobstore.NewFromConnectionString(f.az.ConnectionString(), "no-such-snapshots")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := *f.snap
+	snap.Blobs, snap.Files = blobs, f.blobs
+	_, err = snap.Create(t.Context(), backup.SnapshotRequest{Environment: f.env, BlobPath: "ns/e/s/attempt-01.tar.gz"})
+	var be *backup.Error
+	if !errors.As(err, &be) {
+		t.Fatalf("got %v, want a *backup.Error", err)
+	}
+	t.Logf("code %s, message %q", be.Code, be.Message)
+	if !strings.HasPrefix(be.Message, "could not upload a block of the archive: ") || strings.Contains(be.Message, "http") ||
+		strings.Contains(be.Message, "127.0.0.1") || strings.Contains(be.Message, "RequestId") {
+		t.Errorf("message %q", be.Message)
+	}
+	if !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("the SDK's error, with the URL for the logs, is not the cause: %v", err)
+	}
 }
 
 type cancelOnOpen struct {
