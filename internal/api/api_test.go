@@ -189,8 +189,7 @@ func (nopPublisher) Close(context.Context) error                              { 
 
 type nopArchives struct{}
 
-func (nopArchives) DeleteSnapshotBlobs(context.Context, string, string, string) error { return nil }
-func (nopArchives) DeleteBlob(context.Context, string) error                          { return nil }
+func (nopArchives) DeleteBlob(context.Context, string) error { return nil }
 func (nopArchives) ListSnapshotBlobs(context.Context, string, string, string) ([]string, error) {
 	return nil, nil
 }

@@ -105,16 +105,6 @@ func (b *fakeBlobs) WalkArchives(ctx context.Context, fn func(backup.ArchiveBlob
 	return nil
 }
 
-func (b *fakeBlobs) DeleteSnapshotBlobs(ctx context.Context, ns, env, id string) error {
-	paths, _ := b.ListSnapshotBlobs(ctx, ns, env, id)
-	for _, p := range paths {
-		if err := b.DeleteBlob(ctx, p); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (b *fakeBlobs) DeleteBlob(_ context.Context, p string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

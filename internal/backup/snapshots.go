@@ -39,8 +39,6 @@ type SnapshotResult struct {
 
 // ArchiveBlobs manages archive blobs (implemented by blobstore).
 type ArchiveBlobs interface {
-	// DeleteSnapshotBlobs removes every blob of the snapshot (all attempts); missing blobs are fine.
-	DeleteSnapshotBlobs(ctx context.Context, namespace, envID, snapshotID string) error
 	// DeleteBlob removes one archive blob; a missing blob is fine.
 	DeleteBlob(ctx context.Context, path string) error
 	// ListSnapshotBlobs returns the paths of every blob of one snapshot.

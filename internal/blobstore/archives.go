@@ -11,17 +11,17 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 
 	"github.com/mxazure/backups/internal/backup"
 )
 
 // Layout is the one place that knows blob paths in the snapshots container:
 //
-//	<namespace>/<environment>/<snapshot>/attempt-<n>.tar.gz   the archive written by attempt n
+//	<namespace>/<environment>/<snapshot>/attempt-<n>.tar.gz   the archive written by the claim with fence n
 //
-// Each attempt writes its own blob, so a stray worker of an earlier attempt can never interleave
-// blocks with the current one; the snapshot record names the blob that finished.
+// Each claim of the backup job writes its own blob, so a worker that lost its claim can never
+// interleave blocks with the current one; the snapshot record names the blob that finished, and
+// settling (or the sweeper) removes the others.
 type Layout struct{}
 
 var _ backup.Layout = Layout{}
@@ -31,32 +31,12 @@ func (Layout) SnapshotPrefix(namespace, envID, snapshotID string) string {
 	return namespace + "/" + envID + "/" + snapshotID + "/"
 }
 
-// SnapshotArchive is the archive blob of one attempt.
+// SnapshotArchive is the archive blob written under one claim (fence) of the backup job.
 func (l Layout) SnapshotArchive(namespace, envID, snapshotID string, fence int) string {
 	return fmt.Sprintf("%sattempt-%02d.tar.gz", l.SnapshotPrefix(namespace, envID, snapshotID), fence)
 }
 
 var _ backup.ArchiveBlobs = (*Store)(nil)
-
-// DeleteSnapshotBlobs deletes every blob under the snapshot's prefix. Missing blobs are fine.
-func (s *Store) DeleteSnapshotBlobs(ctx context.Context, namespace, envID, snapshotID string) error {
-	prefix := Layout{}.SnapshotPrefix(namespace, envID, snapshotID)
-	cc := s.client.ServiceClient().NewContainerClient(s.snapshots)
-	pager := cc.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Prefix: &prefix})
-	for pager.More() {
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			return transient(err, "list the archives of snapshot %s", snapshotID)
-		}
-		for _, item := range page.Segment.BlobItems {
-			_, err := cc.NewBlobClient(*item.Name).Delete(ctx, &blob.DeleteOptions{DeleteSnapshots: to.Ptr(blob.DeleteSnapshotsOptionTypeInclude)})
-			if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
-				return transient(err, "delete an archive of snapshot %s", snapshotID)
-			}
-		}
-	}
-	return nil
-}
 
 // BlockSink stages blocks of one archive blob and commits them in order (archive.BlockSink).
 type BlockSink struct {
@@ -92,7 +72,9 @@ func (b *BlockSink) Commit(ctx context.Context, ids []string) error {
 
 // DeleteBlob deletes one archive blob of the snapshots container; a missing blob is fine.
 func (s *Store) DeleteBlob(ctx context.Context, path string) error {
-	_, err := s.client.DeleteBlob(ctx, s.snapshots, path, nil)
+	// With its blob snapshots, if any (taken by an operator or a backup tool): a blob that has them
+	// cannot be deleted alone.
+	_, err := s.client.DeleteBlob(ctx, s.snapshots, path, &blob.DeleteOptions{DeleteSnapshots: to.Ptr(blob.DeleteSnapshotsOptionTypeInclude)})
 	if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
 		return transient(err, "delete the archive")
 	}
