@@ -114,6 +114,17 @@ func TestServesProbeAndStopsOnSIGTERM(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// An unencoded ".." gets a problem, not the 307 redirect of Go's mux (which a client would follow
+	// to a path it did not ask for).
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get(base + "/api/v1/namespaces/demo/../environments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("unclean path: %d %s, want 400 application/problem+json", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
