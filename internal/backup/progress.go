@@ -36,8 +36,9 @@ var errStalled = errors.New("the work stopped advancing")
 func (s *Service) run(ctx context.Context, kind JobKind, op Operation, log zerolog.Logger) (any, error) {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	w := &progressWriter{s: s, kind: kind, op: op, log: log, cancel: cancel, done: make(chan struct{}),
-		latest: Progress{Phase: "starting"}, advancedAt: s.now()}
+	// Nothing is written or renewed until the work reports progress: the claim's own lease covers
+	// the start, and the watchdog counts from now.
+	w := &progressWriter{s: s, kind: kind, op: op, log: log, cancel: cancel, done: make(chan struct{}), advancedAt: s.now()}
 	w.wg.Add(1)
 	go w.loop()
 	result, err := kind.Run(runCtx, op, w.report)
