@@ -2,7 +2,6 @@ package tablestore
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -139,7 +138,7 @@ func update[E any, PE interface {
 // query reads every entity matching filter (at most top when top > 0), following continuation pages.
 func query[E any](ctx context.Context, t table, filter string, top int, what string) ([]E, error) {
 	var out []E
-	err := pages(ctx, t, filter, top, what, func(raw []byte, _ azcore.ETag) (bool, error) {
+	err := pages(ctx, t, filter, top, what, func(raw []byte) (bool, error) {
 		var e E
 		if err := decodeEntity(raw, &e); err != nil {
 			return false, fmt.Errorf("table storage: decode %s: %w", what, err)
@@ -150,9 +149,9 @@ func query[E any](ctx context.Context, t table, filter string, top int, what str
 	return out, err
 }
 
-// pages calls fn with every entity matching filter (pages of at most top, or 1,000, entities) and its
-// ETag, until fn returns false or an error.
-func pages(ctx context.Context, t table, filter string, top int, what string, fn func(raw []byte, etag azcore.ETag) (bool, error)) error {
+// pages calls fn with every entity matching filter (pages of at most top, or 1,000, entities), as
+// stored, until fn returns false or an error. decodeEntityETag reads an entity's ETag with it.
+func pages(ctx context.Context, t table, filter string, top int, what string, fn func(raw []byte) (bool, error)) error {
 	opts := &aztables.ListEntitiesOptions{Filter: &filter}
 	if top > 0 {
 		n := int32(min(top, 1000))
@@ -165,11 +164,7 @@ func pages(ctx context.Context, t table, filter string, top int, what string, fn
 			return transient(err, "list %s", what)
 		}
 		for _, raw := range page.Entities {
-			var meta struct {
-				ETag string `json:"odata.etag"`
-			}
-			_ = json.Unmarshal(raw, &meta) // decoded again by fn; an entity that is not JSON fails there
-			more, err := fn(raw, azcore.ETag(meta.ETag))
+			more, err := fn(raw)
 			if err != nil || !more {
 				return err
 			}

@@ -103,12 +103,13 @@ func (s *Store) indexSettled(ctx context.Context, op backup.Operation, activeETa
 
 // readIndex lists the index entries matching filter; fn returns false to stop.
 func (s *Store) readIndex(ctx context.Context, filter string, fn func(indexEntry) (bool, error)) error {
-	return pages(ctx, s.table(tableOperationIndex), filter, 0, "operation index", func(raw []byte, etag azcore.ETag) (bool, error) {
+	return pages(ctx, s.table(tableOperationIndex), filter, 0, "operation index", func(raw []byte) (bool, error) {
 		var e indexEntity
-		if err := decodeEntity(raw, &e); err != nil {
+		etag, err := decodeEntityETag(raw, &e)
+		if err != nil {
 			return false, fmt.Errorf("table storage: decode operation index entry: %w", err)
 		}
-		return fn(indexEntry{e, etag})
+		return fn(indexEntry{e, azcore.ETag(etag)})
 	})
 }
 
