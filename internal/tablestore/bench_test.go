@@ -72,7 +72,7 @@ func BenchmarkListSnapshotsRaw(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		n := 0
-		err := pages(ctx, s.table(tableSnapshots), "PartitionKey eq "+odataString(envPartition("ns", env)), 0, "x",
+		err := pages(ctx, s.table(tableSnapshots), "PartitionKey eq "+odataString(envPartition("ns", env)), 0, "x", false,
 			func([]byte) (bool, error) { n++; return true, nil })
 		if err != nil || n != 1000 {
 			b.Fatal(n, err)

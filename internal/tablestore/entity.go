@@ -138,7 +138,7 @@ func update[E any, PE interface {
 // query reads every entity matching filter (at most top when top > 0), following continuation pages.
 func query[E any](ctx context.Context, t table, filter string, top int, what string) ([]E, error) {
 	var out []E
-	err := pages(ctx, t, filter, top, what, func(raw []byte) (bool, error) {
+	err := pages(ctx, t, filter, top, what, false, func(raw []byte) (bool, error) {
 		var e E
 		if err := decodeEntity(raw, &e); err != nil {
 			return false, fmt.Errorf("table storage: decode %s: %w", what, err)
@@ -150,9 +150,17 @@ func query[E any](ctx context.Context, t table, filter string, top int, what str
 }
 
 // pages calls fn with every entity matching filter (pages of at most top, or 1,000, entities), as
-// stored, until fn returns false or an error. decodeEntityETag reads an entity's ETag with it.
-func pages(ctx context.Context, t table, filter string, top int, what string, fn func(raw []byte) (bool, error)) error {
+// stored, until fn returns false or an error. With etags, each entity carries its "odata.etag"
+// (decodeEntityETag reads it); without, the entities come without OData metadata: no ETag and no type
+// annotations, which the codec does not need (an Edm.Int64 is a JSON string either way). That is less
+// for Table Storage to send and for the SDK to parse and marshal again: a list of 1,000 snapshots takes
+// about a sixth less time (BenchmarkListSnapshots).
+func pages(ctx context.Context, t table, filter string, top int, what string, etags bool, fn func(raw []byte) (bool, error)) error {
 	opts := &aztables.ListEntitiesOptions{Filter: &filter}
+	if !etags {
+		format := aztables.MetadataFormatNone
+		opts.Format = &format
+	}
 	if top > 0 {
 		n := int32(min(top, 1000))
 		opts.Top = &n

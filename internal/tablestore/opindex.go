@@ -103,7 +103,7 @@ func (s *Store) indexSettled(ctx context.Context, op backup.Operation, activeETa
 
 // readIndex lists the index entries matching filter; fn returns false to stop.
 func (s *Store) readIndex(ctx context.Context, filter string, fn func(indexEntry) (bool, error)) error {
-	return pages(ctx, s.table(tableOperationIndex), filter, 0, "operation index", func(raw []byte) (bool, error) {
+	return pages(ctx, s.table(tableOperationIndex), filter, 0, "operation index", true, func(raw []byte) (bool, error) {
 		var e indexEntity
 		etag, err := decodeEntityETag(raw, &e)
 		if err != nil {
