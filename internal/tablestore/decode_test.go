@@ -108,6 +108,9 @@ func checkDecode(t *testing.T, in string) {
 	var got, want everyKind
 	etag, err := decodeEntityETag([]byte(in), &got)
 	werr := referenceDecode([]byte(in), &want)
+	if got.hidden != "" {
+		t.Errorf("%q: the unexported field was set to %q", in, got.hidden)
+	}
 	if (err == nil) != (werr == nil) {
 		t.Fatalf("%q: error %v, the reference's %v", in, err, werr)
 	}
