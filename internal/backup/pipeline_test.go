@@ -377,3 +377,15 @@ func TestRecoveryOfABacklog(t *testing.T) {
 		t.Errorf("%d of %d operations got a resend in 4 hours; every one should have its turn", len(sentTo), n)
 	}
 }
+
+func TestACauseHiddenFromUsersIsQuotedByReference(t *testing.T) {
+	f := newJobFixture(t)
+	stderr := errors.New(`pg_dump: error: connection to server at "10.1.2.3", port 5432 failed: FATAL: password authentication failed`)
+	f.snap.errs = []error{backup.Wrap(backup.CodeInvalidState, stderr, "pg_dump could not log in to the database")}
+	snap := f.create(t)
+	f.deliver(t)
+	got := f.snapshot(t, snap.ID).StatusMessage
+	if !strings.HasPrefix(got, "pg_dump could not log in to the database (reference ") || strings.Contains(got, "10.1.2.3") || strings.Contains(got, "FATAL") {
+		t.Errorf("status message %q: want the sentence and a reference, not the cause", got)
+	}
+}

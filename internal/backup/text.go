@@ -80,12 +80,16 @@ func thousands(n int64) string {
 }
 
 // userMessage is the part of an error a user can read: a domain error's message (never its cause, which
-// may hold SDK dumps, URLs or pg_dump's stderr), or for any other error a sentence with a reference
-// that the caller logs next to the full error.
+// may hold SDK dumps, URLs or pg_dump's stderr), or for any other error a sentence. Whenever something
+// was left out, the message quotes a reference that the caller logs next to the full error.
 func (s *Service) userMessage(err error) (msg, ref string) {
 	var e *Error
 	if errors.As(err, &e) && e.Code != CodeInternal && e.Message != "" {
-		return e.Message, ""
+		if e.Err == nil {
+			return e.Message, ""
+		}
+		ref = newReference()
+		return e.Message + " (reference " + ref + " in the service's log)", ref
 	}
 	ref = newReference()
 	return "an internal error stopped it (reference " + ref + " in the service's log)", ref
