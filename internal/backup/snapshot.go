@@ -152,7 +152,8 @@ type SnapshotStore interface {
 	GetSnapshot(ctx context.Context, namespace, envID, id string) (Snapshot, error)
 	// ListSnapshots returns a page of an environment's snapshots, newest first, and the total count.
 	ListSnapshots(ctx context.Context, namespace, envID string, offset, limit int) ([]Snapshot, int, error)
-	// CreateSnapshot inserts s; CodeConflict if it exists.
+	// CreateSnapshot inserts s; CodeConflict if another record with its id exists. Inserting the same
+	// record again is not an error (a retried insert whose first answer was lost).
 	CreateSnapshot(ctx context.Context, s Snapshot) error
 	UpdateSnapshot(ctx context.Context, namespace, envID, id string, fn UpdateFunc[Snapshot]) (Snapshot, bool, error)
 	// DeleteSnapshot removes the record; deleting a missing record is not an error.
@@ -163,7 +164,8 @@ type SnapshotStore interface {
 type OperationStore interface {
 	// GetOperation returns CodeNotFound when there is no such operation.
 	GetOperation(ctx context.Context, namespace, envID, id string) (Operation, error)
-	// CreateOperation inserts op; CodeConflict if it exists.
+	// CreateOperation inserts op; CodeConflict if another record with its id exists. Inserting the same
+	// record again is not an error.
 	CreateOperation(ctx context.Context, op Operation) error
 	UpdateOperation(ctx context.Context, namespace, envID, id string, fn UpdateFunc[Operation]) (Operation, bool, error)
 	// ListActiveOperations returns every operation that is not settled (Queued, Running, or ended and

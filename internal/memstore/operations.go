@@ -2,6 +2,7 @@ package memstore
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"sort"
 	"time"
@@ -50,7 +51,10 @@ func (s *Store) CreateSnapshot(ctx context.Context, sn backup.Snapshot) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := key(sn.Namespace+"|"+sn.EnvironmentID, sn.ID)
-	if _, ok := s.snapshots[k]; ok {
+	if cur, ok := s.snapshots[k]; ok {
+		if sameRecord(cur, sn) {
+			return nil // the same insert again
+		}
 		return backup.Errorf(backup.CodeConflict, "snapshot %s exists", sn.ID)
 	}
 	s.snapshots[k] = cloneSnapshot(sn)
@@ -113,7 +117,10 @@ func (s *Store) CreateOperation(ctx context.Context, op backup.Operation) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := key(op.Namespace+"|"+op.EnvironmentID, op.ID)
-	if _, ok := s.operations[k]; ok {
+	if cur, ok := s.operations[k]; ok {
+		if sameRecord(cur, op) {
+			return nil // the same insert again
+		}
 		return backup.Errorf(backup.CodeConflict, "operation %s exists", op.ID)
 	}
 	s.operations[k] = op
@@ -223,4 +230,22 @@ func (s *Store) UpdateLock(ctx context.Context, namespace, envID string, fn back
 	}
 	s.locks[key(namespace, envID)] = next
 	return next, true, nil
+}
+
+// sameRecord reports whether two records are equal as a store keeps them (times compared as instants,
+// as Table Storage returns them in UTC).
+func sameRecord[T any](a, b T) bool {
+	return reflect.DeepEqual(normalized(a), normalized(b))
+}
+
+// normalized returns v with every time.Time field in UTC (records are flat structs, with pointers and
+// slices of plain values).
+func normalized[T any](v T) T {
+	rv := reflect.ValueOf(&v).Elem()
+	for i := 0; i < rv.NumField(); i++ {
+		if t, ok := rv.Field(i).Interface().(time.Time); ok {
+			rv.Field(i).Set(reflect.ValueOf(t.UTC()))
+		}
+	}
+	return v
 }

@@ -28,8 +28,13 @@ func testOperationRoundTrip(t *testing.T, s backup.Stores) {
 	if err := s.Operations.CreateOperation(ctx, want); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Operations.CreateOperation(ctx, want); backup.CodeOf(err) != backup.CodeConflict {
-		t.Errorf("second create: got %v, want CONFLICT", err)
+	if err := s.Operations.CreateOperation(ctx, want); err != nil {
+		t.Errorf("the same create again: got %v, want no error", err)
+	}
+	other := want
+	other.Actor = "someone else"
+	if err := s.Operations.CreateOperation(ctx, other); backup.CodeOf(err) != backup.CodeConflict {
+		t.Errorf("another record with the same id: got %v, want CONFLICT", err)
 	}
 	if _, err := s.Operations.GetOperation(ctx, "ns-a", env, uuid.NewString()); backup.CodeOf(err) != backup.CodeNotFound {
 		t.Errorf("missing operation: got %v, want NOT_FOUND", err)

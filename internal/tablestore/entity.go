@@ -1,10 +1,12 @@
 package tablestore
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 
@@ -58,6 +60,10 @@ func insert(ctx context.Context, t table, v keyed) error {
 	}
 	if _, err := t.AddEntity(ctx, b, nil); err != nil {
 		if statusOf(err) == http.StatusConflict {
+			if sameAsStored(ctx, t, v, b) {
+				// The SDK retries an insert whose answer was lost; the first try wrote it.
+				return nil
+			}
 			return errConflict
 		}
 		pk, rk := v.keys()
@@ -226,4 +232,16 @@ func updateEnvRecord[D any, E any, PE interface {
 		return zero, false, err
 	}
 	return next.toDomain(), wrote, nil
+}
+
+// sameAsStored reports whether the stored entity with v's keys encodes exactly as b, the body of an
+// insert of v: then a 409 for that insert is our own earlier try, not another writer's record.
+func sameAsStored(ctx context.Context, t table, v keyed, b []byte) bool {
+	stored := reflect.New(reflect.TypeOf(v).Elem()).Interface().(keyed)
+	pk, rk := v.keys()
+	if _, found, err := get(ctx, t, pk, rk, stored); err != nil || !found {
+		return false
+	}
+	sb, err := encodeEntity(t.name, stored)
+	return err == nil && bytes.Equal(sb, b)
 }
