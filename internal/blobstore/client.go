@@ -1,6 +1,6 @@
 // Package blobstore owns Azure Blob Storage for the service: the snapshots container with the archives
 // (paths decided by Layout only), block staging for one-pass archive uploads, read access to the
-// environments' file-document containers, and SAS links for downloads and uploads.
+// environments' file-document containers (streamed, or listed in pages), and SAS links for downloads and uploads.
 package blobstore
 
 import (
@@ -42,6 +42,9 @@ type Options struct {
 	RangeSize int64
 	// Transport sends the requests (tests); default the SDK's HTTP client.
 	Transport policy.Transporter
+	// ListPageSize is the most blobs one List Blobs request of ListFiles asks for; default
+	// DefaultListPageSize.
+	ListPageSize int32
 }
 
 func (o Options) withDefaults() Options {
@@ -59,6 +62,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.RangeSize <= 0 {
 		o.RangeSize = DefaultRangeSize
+	}
+	if o.ListPageSize <= 0 {
+		o.ListPageSize = DefaultListPageSize
 	}
 	return o
 }
