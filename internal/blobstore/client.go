@@ -1,6 +1,7 @@
 // Package blobstore owns Azure Blob Storage for the service: the snapshots container with the archives
 // (paths decided by Layout only), block staging for one-pass archive uploads, read access to the
-// environments' file-document containers (streamed, or listed in pages), and SAS links for downloads and uploads.
+// environments' file-document containers (streamed, listed in pages, or copied server-side into the
+// snapshots container), and SAS links for downloads and uploads.
 package blobstore
 
 import (
@@ -45,6 +46,15 @@ type Options struct {
 	// ListPageSize is the most blobs one List Blobs request of ListFiles asks for; default
 	// DefaultListPageSize.
 	ListPageSize int32
+	// SyncCopyLimit: CopyFile copies sources of up to this many bytes with the synchronous Copy Blob
+	// From URL, larger ones with the asynchronous Copy Blob; default DefaultSyncCopyLimit.
+	SyncCopyLimit int64
+	// CopyPollMin and CopyPollMax are the first and the longest pause between two status reads of an
+	// asynchronous copy; defaults DefaultCopyPollMin and DefaultCopyPollMax.
+	CopyPollMin, CopyPollMax time.Duration
+	// AsyncCopyTimeout bounds one asynchronous copy, and the source authorisation it gets; default
+	// DefaultAsyncCopyTimeout.
+	AsyncCopyTimeout time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -66,6 +76,19 @@ func (o Options) withDefaults() Options {
 	if o.ListPageSize <= 0 {
 		o.ListPageSize = DefaultListPageSize
 	}
+	if o.SyncCopyLimit <= 0 {
+		o.SyncCopyLimit = DefaultSyncCopyLimit
+	}
+	if o.CopyPollMin <= 0 {
+		o.CopyPollMin = DefaultCopyPollMin
+	}
+	if o.CopyPollMax <= 0 {
+		o.CopyPollMax = DefaultCopyPollMax
+	}
+	o.CopyPollMax = max(o.CopyPollMax, o.CopyPollMin)
+	if o.AsyncCopyTimeout <= 0 {
+		o.AsyncCopyTimeout = DefaultAsyncCopyTimeout
+	}
 	return o
 }
 
@@ -78,6 +101,7 @@ type Store struct {
 	client    *azblob.Client
 	snapshots string // container holding snapshot archives
 	opts      Options
+	source    sourceAuthorizer // lets Storage read the source of a server-side copy
 }
 
 // NewFromConnectionString uses a storage connection string (Azurite locally). At most one Options.
@@ -87,7 +111,7 @@ func NewFromConnectionString(connectionString, snapshotsContainer string, opts .
 	if err != nil {
 		return nil, fmt.Errorf("blob client: %w", err)
 	}
-	return &Store{client: c, snapshots: snapshotsContainer, opts: o}, nil
+	return &Store{client: c, snapshots: snapshotsContainer, opts: o, source: sharedKeySAS{}}, nil
 }
 
 // New uses an account URL (https://<account>.blob.core.windows.net) and an Entra ID credential. At most
@@ -98,7 +122,7 @@ func New(serviceURL string, cred azcore.TokenCredential, snapshotsContainer stri
 	if err != nil {
 		return nil, fmt.Errorf("blob client for %s: %w", serviceURL, err)
 	}
-	return &Store{client: c, snapshots: snapshotsContainer, opts: o}, nil
+	return &Store{client: c, snapshots: snapshotsContainer, opts: o, source: identity{cred: cred, service: c.ServiceClient()}}, nil
 }
 
 func options(opts []Options) Options {

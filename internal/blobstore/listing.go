@@ -26,6 +26,11 @@ type FileInfo struct {
 	LastModified time.Time
 }
 
+// Check is what a copy of this blob must match: its ETag, its size and its MD5 if it has one.
+func (f FileInfo) Check() CopyCheck {
+	return CopyCheck{ETag: f.ETag, Size: f.Size, MD5: f.ContentMD5}
+}
+
 // ListFiles calls fn for every blob under prefix of an environment's file container, in name order,
 // a page (Options.ListPageSize blobs) per request. Blob snapshots, versions, deleted and uncommitted
 // blobs are not listed. A container that does not exist is a permanent error naming it; an error of

@@ -84,6 +84,9 @@ func TestListFilesInPages(t *testing.T) {
 	if err != nil || *props.ETag != got[7].ETag {
 		t.Errorf("listed ETag %s, GetProperties says %v (%v)", got[7].ETag, props.ETag, err)
 	}
+	if c := got[7].Check(); c.ETag != got[7].ETag || c.Size != 8 || !bytes.Equal(c.MD5, got[7].ContentMD5) {
+		t.Errorf("Check() = %+v", c)
+	}
 }
 
 // TestListFilesStopsAtTheCallbacksError: fn's error ends the listing and comes back as is.
