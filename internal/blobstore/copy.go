@@ -230,8 +230,8 @@ func (c *fileCopy) poll(ctx context.Context, started time.Time, last *blob.GetPr
 	id := deref(last.CopyID)
 	deadline := started.Add(c.s.opts.AsyncCopyTimeout)
 	pause := c.s.opts.CopyPollMin
-	for {
-		if status(*last) != blob.CopyStatusTypePending && last.ContentLength != nil {
+	for read := false; ; read = true { // read: last is from a status read, not from the copy's start
+		if status(*last) != blob.CopyStatusTypePending && read {
 			return *last, nil
 		}
 		if status(*last) == blob.CopyStatusTypePending {
