@@ -356,6 +356,30 @@ func TestCopyFileReplacesWhatAFailedCopyLeft(t *testing.T) {
 	}
 }
 
+// TestCopyFileWaitsForAPendingCopyToTheSameDestination: a destination whose copy is still pending
+// (another worker's, or this call's own whose answer was lost) is waited for, never aborted, and then
+// reported as existing.
+func TestCopyFileWaitsForAPendingCopyToTheSameDestination(t *testing.T) {
+	script := &copyScript{dst: "store/a", head: func(n int) blob.CopyStatusType {
+		if n <= 2 {
+			return blob.CopyStatusTypePending
+		}
+		return ""
+	}}
+	s := newStoreWith(t, fastPolls(Options{Transport: script}))
+	a := upload(t, s, "docs/a", pattern(3000))
+	if _, err := s.Client().ServiceClient().NewContainerClient("snapshots").NewBlobClient("store/a").CopyFromURL(t.Context(), mustSAS(t, s, "docs/a"), nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.CopyFile(t.Context(), "app-files", "docs/a", "store/a", a.Check())
+	if err != nil || !res.Existed || res.Size != 3000 {
+		t.Errorf("got %+v, %v; want the destination reported as existing once its copy ended", res, err)
+	}
+	if heads, aborts := script.stats(); heads != 3 || len(aborts) != 0 {
+		t.Errorf("%d status reads, aborts %v; want 3 (2 pending) and none", heads, aborts)
+	}
+}
+
 func mustSAS(t *testing.T, s *Store, name string) string {
 	t.Helper()
 	u, _, err := sharedKeySAS{}.copySource(t.Context(), s.Client().ServiceClient().NewContainerClient("app-files").NewBlobClient(name), true, time.Now().Add(time.Minute))
