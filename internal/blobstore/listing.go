@@ -36,6 +36,17 @@ func (f FileInfo) Check() CopyCheck {
 // blobs are not listed. A container that does not exist is a permanent error naming it; an error of
 // fn stops the listing and is returned as is.
 func (s *Store) ListFiles(ctx context.Context, containerName, prefix string, fn func(FileInfo) error) error {
+	return s.walk(ctx, containerName, prefix, func(item *container.BlobItem) error {
+		if item.Properties == nil {
+			return nil
+		}
+		return fn(fileInfo(item))
+	})
+}
+
+// walk lists a container's blobs under prefix, a page (Options.ListPageSize, at most 5,000) at a time.
+// A container that does not exist is a permanent error naming it.
+func (s *Store) walk(ctx context.Context, containerName, prefix string, fn func(*container.BlobItem) error) error {
 	pager := s.client.ServiceClient().NewContainerClient(containerName).NewListBlobsFlatPager(&container.ListBlobsFlatOptions{
 		Prefix:     &prefix,
 		MaxResults: &s.opts.ListPageSize,
@@ -46,13 +57,13 @@ func (s *Store) ListFiles(ctx context.Context, containerName, prefix string, fn 
 		case bloberror.HasCode(err, bloberror.ContainerNotFound):
 			return containerMissing(containerName, err)
 		case err != nil:
-			return transient(err, "list the blobs of file container %s", containerName)
+			return transient(err, "list the blobs of container %s", containerName)
 		}
 		for _, item := range page.Segment.BlobItems {
-			if item.Name == nil || item.Properties == nil {
+			if item.Name == nil {
 				continue
 			}
-			if err := fn(fileInfo(item)); err != nil {
+			if err := fn(item); err != nil {
 				return err
 			}
 		}

@@ -31,7 +31,7 @@ func (Layout) ParseSnapshotArchive(path string) (namespace, envID, snapshotID st
 // ListSnapshotBlobs returns the paths of every blob under the snapshot's prefix.
 func (s *Store) ListSnapshotBlobs(ctx context.Context, namespace, envID, snapshotID string) ([]string, error) {
 	var out []string
-	err := s.walk(ctx, Layout{}.SnapshotPrefix(namespace, envID, snapshotID), func(item *container.BlobItem) error {
+	err := s.walk(ctx, s.snapshots, Layout{}.SnapshotPrefix(namespace, envID, snapshotID), func(item *container.BlobItem) error {
 		out = append(out, *item.Name)
 		return nil
 	})
@@ -41,7 +41,7 @@ func (s *Store) ListSnapshotBlobs(ctx context.Context, namespace, envID, snapsho
 // WalkArchives calls fn for every archive blob of the snapshots container, in name order, so the
 // blobs of one snapshot come together. Blobs the layout does not know are skipped.
 func (s *Store) WalkArchives(ctx context.Context, fn func(backup.ArchiveBlob) error) error {
-	return s.walk(ctx, "", func(item *container.BlobItem) error {
+	return s.walk(ctx, s.snapshots, "", func(item *container.BlobItem) error {
 		ns, env, snap, ok := Layout{}.ParseSnapshotArchive(*item.Name)
 		if !ok {
 			return nil
@@ -52,21 +52,4 @@ func (s *Store) WalkArchives(ctx context.Context, fn func(backup.ArchiveBlob) er
 		}
 		return fn(b)
 	})
-}
-
-// walk lists the snapshots container's blobs under prefix, a page (up to 5,000) at a time.
-func (s *Store) walk(ctx context.Context, prefix string, fn func(*container.BlobItem) error) error {
-	pager := s.client.ServiceClient().NewContainerClient(s.snapshots).NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Prefix: &prefix})
-	for pager.More() {
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			return transient(err, "list the blobs under %q", prefix)
-		}
-		for _, item := range page.Segment.BlobItems {
-			if err := fn(item); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
