@@ -26,8 +26,9 @@ func benchSnapshot(env string, i int, now time.Time) backup.Snapshot {
 		BlobPath: fmt.Sprintf("ns/%s/%s/archive.tar.gz", env, id)}
 }
 
-// BenchmarkListSnapshots lists an environment of 1,000 snapshots in Azurite, as the API's list does.
-func BenchmarkListSnapshots(b *testing.B) {
+// storeWithSnapshots is a store in a fresh Azurite whose one environment holds n snapshots.
+func storeWithSnapshots(b *testing.B, n int) (*Store, string) {
+	b.Helper()
 	az := azurite.ForTest(b)
 	s, err := NewFromConnectionString(az.ConnectionString(), fmt.Sprintf("b%d", prefixes.Add(1)))
 	if err != nil {
@@ -38,11 +39,18 @@ func BenchmarkListSnapshots(b *testing.B) {
 		b.Fatal(err)
 	}
 	env, now := uuid.NewString(), time.Now().UTC()
-	for i := range 1000 {
+	for i := range n {
 		if err := s.CreateSnapshot(ctx, benchSnapshot(env, i, now)); err != nil {
 			b.Fatal(err)
 		}
 	}
+	return s, env
+}
+
+// BenchmarkListSnapshots lists an environment of 1,000 snapshots in Azurite, as the API's list does.
+func BenchmarkListSnapshots(b *testing.B) {
+	s, env := storeWithSnapshots(b, 1000)
+	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
 		page, total, err := s.ListSnapshots(ctx, "ns", env, 0, 1000)
@@ -54,21 +62,8 @@ func BenchmarkListSnapshots(b *testing.B) {
 
 // BenchmarkListSnapshotsRaw is the same list without the codec: the SDK's round trips only.
 func BenchmarkListSnapshotsRaw(b *testing.B) {
-	az := azurite.ForTest(b)
-	s, err := NewFromConnectionString(az.ConnectionString(), fmt.Sprintf("b%d", prefixes.Add(1)))
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, env := storeWithSnapshots(b, 1000)
 	ctx := context.Background()
-	if err := s.EnsureTables(ctx); err != nil {
-		b.Fatal(err)
-	}
-	env, now := uuid.NewString(), time.Now().UTC()
-	for i := range 1000 {
-		if err := s.CreateSnapshot(ctx, benchSnapshot(env, i, now)); err != nil {
-			b.Fatal(err)
-		}
-	}
 	b.ReportAllocs()
 	for b.Loop() {
 		n := 0
