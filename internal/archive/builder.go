@@ -391,24 +391,39 @@ func expectEOF(r io.Reader, size int64) error {
 
 // Finish stages the head and the end of the archive, waits for every block to be staged and commits the
 // blob. meta's DumpSize and FilesSize are set by the builder; an empty Duration becomes the seconds since
-// NewBuilder. Call it once, after WriteDatabase and every AddFile returned. On error nothing is
-// committed; the blocks already staged are dropped by Azure after a week.
+// NewBuilder. Call it once, after WriteDatabase (or WriteCompressedDatabase) and every AddFile returned.
+// On error nothing is committed; the blocks already staged are dropped by Azure after a week.
 func (b *Builder) Finish(meta Metadata) (Result, error) {
+	var res Result
+	err := b.finishOnce("WriteDatabase or AddFile", func() (err error) {
+		res, err = b.finish(meta)
+		return err
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	return res, nil
+}
+
+// finishOnce runs finish as the one Finish of the build: it refuses a second call and a call while a
+// write (named by writes) is running, and on error fails the build and returns its cause once every
+// goroutine has ended.
+func (b *Builder) finishOnce(writes string, finish func() error) error {
 	b.mu.Lock()
 	switch {
 	case b.state != stateOpen:
 		b.mu.Unlock()
 		if err := b.Err(); err != nil {
-			return Result{}, err
+			return err
 		}
-		return Result{}, errors.New("finish: called twice")
+		return errors.New("finish: called twice")
 	case b.active > 0:
-		b.fail(errors.New("finish: called while WriteDatabase or AddFile is running"))
+		b.fail(fmt.Errorf("finish: called while %s is running", writes))
 	}
 	b.state = stateFinishing
 	b.mu.Unlock()
 
-	res, err := b.finish(meta)
+	err := finish()
 	if err != nil {
 		b.fail(err)
 		b.wait()
@@ -418,7 +433,7 @@ func (b *Builder) Finish(meta Metadata) (Result, error) {
 	b.state = stateDone
 	b.mu.Unlock()
 	b.cancel(nil) // releases the context; Err reports nil once committed
-	return res, err
+	return err
 }
 
 func (b *Builder) finish(meta Metadata) (Result, error) {
@@ -449,85 +464,105 @@ func (b *Builder) finish(meta Metadata) (Result, error) {
 	if err := head.submit(); err != nil {
 		return Result{}, err
 	}
-	close(b.jobs)
-	b.compressors.Wait()
 	streams := append([]*stream{head, b.dump}, b.large...)
 	streams = append(streams, b.tree)
-	trailer, err := b.submitTrailer(streams)
-	close(b.blocks)
+	blocks, _, err := b.commit(streams)
 	if err != nil {
 		return Result{}, err
 	}
+	res := Result{DumpSize: b.dumpSize, FilesSize: b.filesBytes.Load(), Files: int(b.files.Load()), Blocks: blocks}
+	for _, blk := range blocks {
+		res.Size += blk.Size
+	}
+	return res, nil
+}
+
+// commit ends the blob once every block is submitted: it waits for the compressors, stages the block
+// that ends the gzip member, waits for the stagers and commits the blocks of streams in that order,
+// then the trailer. It returns the committed blocks and the CRC-32 and length of what they inflate to.
+func (b *Builder) commit(streams []*stream) ([]Block, rawSum, error) {
+	close(b.jobs)
+	b.compressors.Wait()
+	trailer, sum, err := b.submitTrailer(streams)
+	close(b.blocks)
+	if err != nil {
+		return nil, rawSum{}, err
+	}
 	b.stagers.Wait()
 	if b.ctx.Err() != nil {
-		return Result{}, context.Cause(b.ctx)
+		return nil, rawSum{}, context.Cause(b.ctx)
 	}
 
-	streams = append(streams, trailer)
 	var ids []string
-	res := Result{DumpSize: b.dumpSize, FilesSize: b.filesBytes.Load(), Files: int(b.files.Load())}
-	for _, s := range streams {
+	for _, s := range append(streams, trailer) {
 		ids = append(ids, s.ids...)
-		res.Size += s.compressed.Load()
 	}
+	blocks := make([]Block, 0, len(ids))
 	b.stagedMu.Lock()
 	for _, id := range ids {
 		blk, ok := b.staged[id]
 		if !ok {
 			b.stagedMu.Unlock()
-			return Result{}, fmt.Errorf("finish: block %s was never staged", id)
+			return nil, rawSum{}, fmt.Errorf("finish: block %s was never staged", id)
 		}
-		res.Blocks = append(res.Blocks, blk)
+		blocks = append(blocks, blk)
 	}
 	b.stagedMu.Unlock()
 	if int64(len(ids)) > b.maxBlocks {
-		return Result{}, b.tooManyBlocks(int64(len(ids)))
+		return nil, rawSum{}, b.tooManyBlocks(int64(len(ids)))
 	}
 	if err := b.sink.Commit(b.ctx, ids); err != nil {
-		return Result{}, fmt.Errorf("commit %d blocks: %w", len(ids), err)
+		return nil, rawSum{}, fmt.Errorf("commit %d blocks: %w", len(ids), err)
 	}
 	b.committed.Store(true)
-	return res, nil
+	return blocks, sum, nil
 }
 
 // submitTrailer hands the stagers the block that ends the gzip member, once every other block is
 // compressed. Its CRC-32 combines those of the blocks in commit order (the head, staged last, comes
-// first), leaving out the blocks of abandoned files.
-func (b *Builder) submitTrailer(streams []*stream) (*stream, error) {
+// first), leaving out the blocks of abandoned files; it is returned with the length. When streams hold
+// no block (an empty dump blob) the trailer block starts with the gzip header.
+func (b *Builder) submitTrailer(streams []*stream) (*stream, rawSum, error) {
 	if b.ctx.Err() != nil {
-		return nil, context.Cause(b.ctx)
+		return nil, rawSum{}, context.Cause(b.ctx)
 	}
 	var chain crcChain
+	empty := true
 	b.stagedMu.Lock()
 	for _, s := range streams {
 		for _, id := range s.ids {
 			sum, ok := b.sums[id]
 			if !ok {
 				b.stagedMu.Unlock()
-				return nil, fmt.Errorf("finish: block %s was never compressed", blockName(id))
+				return nil, rawSum{}, fmt.Errorf("finish: block %s was never compressed", blockName(id))
 			}
 			chain.add(sum.crc, sum.n)
+			empty = false
 		}
 	}
 	b.stagedMu.Unlock()
 	z := b.newStream('z')
 	id, err := b.nextID(z.kind)
 	if err != nil {
-		return nil, err
+		return nil, rawSum{}, err
 	}
 	out, err := b.outs.get(b.ctx)
 	if err != nil {
-		return nil, err
+		return nil, rawSum{}, err
 	}
-	out.b = append(out.b[:0], gzipTrailer(chain.crc, chain.n)...)
+	out.b = out.b[:0]
+	if empty {
+		out.b = append(out.b, gzipHeader[:]...)
+	}
+	out.b = append(out.b, gzipTrailer(chain.crc, chain.n)...)
 	select {
-	case b.blocks <- block{s: z, id: id, out: out, md5: md5.Sum(out.b)}:
+	case b.blocks <- block{id: id, out: out, md5: md5.Sum(out.b)}:
 	case <-b.ctx.Done():
 		b.outs.put(out)
-		return nil, context.Cause(b.ctx)
+		return nil, rawSum{}, context.Cause(b.ctx)
 	}
 	z.ids = append(z.ids, id.id)
-	return z, nil
+	return z, rawSum{crc: chain.crc, n: chain.n}, nil
 }
 
 // head is the first bytes of the tar: the .metadata entry and the db/db.backup header.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"sync/atomic"
 
 	"github.com/klauspost/compress/flate"
 )
@@ -77,7 +76,6 @@ func gzipTrailer(crc uint32, n int64) []byte {
 
 // job is one full chunk on its way to a compressor.
 type job struct {
-	s     *stream
 	id    blockID
 	data  []byte // from Builder.ins, returned after compression
 	first bool   // the first block of the blob: it starts with the gzip header
@@ -91,7 +89,6 @@ type rawSum struct {
 
 // block is one compressed chunk on its way to the sink.
 type block struct {
-	s   *stream
 	id  blockID
 	out *outBuf // from Builder.outs, returned after staging
 	md5 [md5.Size]byte
@@ -106,8 +103,6 @@ type stream struct {
 	buf   []byte   // chunk being filled, nil between chunks
 	ids   []string // IDs of the submitted blocks, in order
 	n     int64    // uncompressed bytes written
-
-	compressed atomic.Int64 // bytes staged so far
 }
 
 func (b *Builder) newStream(kind byte) *stream { return &stream{b: b, kind: kind} }
@@ -191,7 +186,7 @@ func (s *stream) submit() error {
 	if err != nil {
 		return err
 	}
-	j := job{s: s, id: id, data: s.buf, first: s.first && len(s.ids) == 0}
+	j := job{id: id, data: s.buf, first: s.first && len(s.ids) == 0}
 	s.buf = nil
 	select {
 	case s.b.jobs <- j:
@@ -269,7 +264,7 @@ func (b *Builder) compress(zw *flate.Writer, j job) error {
 	b.stagedMu.Unlock()
 	// The digests are taken by the compressors, which run in parallel, while the data is hot in cache.
 	select {
-	case b.blocks <- block{s: j.s, id: j.id, out: out, md5: md5.Sum(out.b)}:
+	case b.blocks <- block{id: j.id, out: out, md5: md5.Sum(out.b)}:
 		return nil
 	case <-b.ctx.Done():
 		b.outs.put(out)
@@ -295,7 +290,6 @@ func (b *Builder) stager() {
 				b.fail(fmt.Errorf("stage block %s: %w", blk.id.name, err))
 				return
 			}
-			blk.s.compressed.Add(int64(n))
 			b.stagedMu.Lock()
 			b.staged[blk.id.id] = Block{ID: blk.id.id, Size: int64(n), MD5: blk.md5}
 			b.stagedMu.Unlock()
