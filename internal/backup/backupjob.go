@@ -3,6 +3,7 @@ package backup
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/rs/zerolog"
 )
@@ -16,10 +17,10 @@ type backupJob struct{ s *Service }
 
 var _ JobKind = backupJob{}
 
-// builtArchive is what a backup run made: a committed, verified blob not yet recorded.
-type builtArchive struct {
-	path string
-	res  SnapshotResult
+// builtSnapshot is what a backup run made: a committed, verified dump and a manifest, not yet recorded.
+type builtSnapshot struct {
+	dump, manifest string
+	res            SnapshotResult
 }
 
 func (b backupJob) Adopt(ctx context.Context, op Operation) (Subject, error) {
@@ -56,13 +57,18 @@ func (b backupJob) Run(ctx context.Context, op Operation, progress func(Progress
 	if err := b.Status(ctx, op, dumpingMessage, &Progress{Phase: "dumping"}); err != nil {
 		return nil, err
 	}
-	// Each claim writes its own blob: a worker that lost its claim cannot mix blocks with the new one.
-	path := b.s.layout.SnapshotArchive(op.Namespace, op.EnvironmentID, op.SubjectID, int(op.Fence))
-	res, err := b.s.snapshotter.Create(ctx, SnapshotRequest{Environment: env, BlobPath: path, Progress: progress})
+	// Each claim writes its own blobs: a worker that lost its claim cannot mix blocks with the new one.
+	fence := int(op.Fence)
+	built := builtSnapshot{
+		dump:     b.s.layout.SnapshotDump(op.Namespace, op.EnvironmentID, op.SubjectID, fence),
+		manifest: b.s.layout.SnapshotManifest(op.Namespace, op.EnvironmentID, op.SubjectID, fence),
+	}
+	built.res, err = b.s.snapshotter.Create(ctx, SnapshotRequest{Environment: env, SnapshotID: op.SubjectID,
+		DumpPath: built.dump, ManifestPath: built.manifest, Progress: progress})
 	if err != nil {
 		return nil, err
 	}
-	return builtArchive{path: path, res: res}, nil
+	return built, nil
 }
 
 func (b backupJob) Status(ctx context.Context, op Operation, message string, p *Progress) error {
@@ -78,22 +84,30 @@ func (b backupJob) Status(ctx context.Context, op Operation, message string, p *
 }
 
 func (b backupJob) Succeed(ctx context.Context, op Operation, result any) error {
-	built, ok := result.(builtArchive)
+	built, ok := result.(builtSnapshot)
 	if !ok {
 		return fmt.Errorf("backup result of type %T", result)
 	}
 	now, res := b.s.now(), built.res
-	return b.update(ctx, op, func(sn *Snapshot) {
+	err := b.update(ctx, op, func(sn *Snapshot) {
 		sn.Status, sn.StatusMessage, sn.Progress, sn.FinishedAt = SnapshotFinished, "", nil, now
 		sn.SizeBytes, sn.SHA256, sn.DatabaseSizeBytes, sn.DumpSizeBytes = res.SizeBytes, res.SHA256, res.DatabaseSizeBytes, res.DumpSizeBytes
-		sn.FilesBytes, sn.FilesCount, sn.Warnings, sn.BlobPath = res.FilesBytes, res.FilesCount, boundWarnings(res.Warnings), built.path
+		sn.FilesBytes, sn.FilesCount, sn.Warnings = res.FilesBytes, res.FilesCount, boundWarnings(res.Warnings)
+		sn.NewFilesCount, sn.NewFilesBytes, sn.StoredBytes = res.NewFilesCount, res.NewFilesBytes, res.StoredBytes
+		sn.BlobPath, sn.DumpPath, sn.ManifestPath = "", built.dump, built.manifest
 	})
+	if err != nil {
+		return err
+	}
+	b.s.recordStoreSize(ctx, op.Namespace, op.EnvironmentID, res.StoreObjects, res.StoreBytes, now)
+	return nil
 }
 
 func (b backupJob) Fail(ctx context.Context, op Operation, reason string) error {
 	now := b.s.now()
 	return b.update(ctx, op, func(sn *Snapshot) {
-		sn.Status, sn.StatusMessage, sn.Progress, sn.FinishedAt, sn.BlobPath = SnapshotFailed, reason, nil, now, ""
+		sn.Status, sn.StatusMessage, sn.Progress, sn.FinishedAt = SnapshotFailed, reason, nil, now
+		sn.BlobPath, sn.DumpPath, sn.ManifestPath = "", "", ""
 		sn.ExpiresAt = sn.CreatedAt.AddDate(0, 0, 14) // failed snapshots expire after 14 days whatever their kind
 	})
 }
@@ -106,9 +120,9 @@ func (b backupJob) Settle(ctx context.Context, op Operation) (Notice, error) {
 		return Notice{}, err
 	}
 	found := err == nil && !sn.Deleted()
-	keep := ""
+	var keep []string
 	if found && sn.Status == SnapshotFinished {
-		keep = sn.BlobPath
+		keep = sn.Blobs()
 	}
 	b.s.removeSnapshotBlobs(ctx, op.Namespace, op.EnvironmentID, op.SubjectID, keep, b.s.log.With().Str("operation", op.ID).Logger())
 
@@ -143,9 +157,9 @@ func (b backupJob) update(ctx context.Context, op Operation, change func(*Snapsh
 	return err
 }
 
-// removeSnapshotBlobs deletes every blob of a snapshot but keep, best effort: what fails (an
+// removeSnapshotBlobs deletes every blob of a snapshot but those in keep, best effort: what fails (an
 // immutability policy, a legal hold, a 403) is logged and left to the sweeper.
-func (s *Service) removeSnapshotBlobs(ctx context.Context, namespace, envID, snapshotID, keep string, log zerolog.Logger) bool {
+func (s *Service) removeSnapshotBlobs(ctx context.Context, namespace, envID, snapshotID string, keep []string, log zerolog.Logger) bool {
 	paths, err := s.archives.ListSnapshotBlobs(ctx, namespace, envID, snapshotID)
 	if err != nil {
 		log.Warn().Err(err).Str("snapshot", snapshotID).Msg("could not list the snapshot's blobs; the sweeper will remove them")
@@ -153,7 +167,7 @@ func (s *Service) removeSnapshotBlobs(ctx context.Context, namespace, envID, sna
 	}
 	all := true
 	for _, p := range paths {
-		if p == keep {
+		if slices.Contains(keep, p) {
 			continue
 		}
 		if err := s.archives.DeleteBlob(ctx, p); err != nil {

@@ -58,6 +58,17 @@ type Environment struct {
 	EventTime time.Time
 	EventID   string
 	UpdatedAt time.Time
+	// FileStore is the size of the environment's file store, as the last backup or collector run
+	// measured it; kept across environment events.
+	FileStore FileStoreUsage
+}
+
+// FileStoreUsage is what an environment's file store holds: every file document its snapshots share,
+// stored once.
+type FileStoreUsage struct {
+	Objects    int
+	Bytes      int64
+	MeasuredAt time.Time
 }
 
 // Reasons an environment cannot be backed up, shown in the environment list and in refusals.

@@ -120,6 +120,9 @@ func IsNotFound(err error) bool {
 	return c == CodeNotFound || c == CodeEnvironmentNotFound
 }
 
+// IsConflict reports whether err says that a concurrent writer came first.
+func IsConflict(err error) bool { return CodeOf(err) == CodeConflict }
+
 // Codes lists every code, for documentation and tests.
 func Codes() []Code {
 	out := make([]Code, 0, len(codeInfo))

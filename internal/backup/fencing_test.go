@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -94,8 +95,8 @@ func (s injSnapshots) UpdateSnapshot(ctx context.Context, ns, env, id string, fn
 		if write && ok && cur.Status != backup.SnapshotProcessing && next.Status != cur.Status {
 			s.in.violated("snapshot %s changed from %s to %s after it ended", id, cur.Status, next.Status)
 		}
-		if write && ok && cur.Status == backup.SnapshotFinished && next.BlobPath != cur.BlobPath {
-			s.in.violated("Finished snapshot %s moved from blob %s to %s", id, cur.BlobPath, next.BlobPath)
+		if write && ok && cur.Status == backup.SnapshotFinished && next.DumpPath != cur.DumpPath {
+			s.in.violated("Finished snapshot %s moved from blob %s to %s", id, cur.DumpPath, next.DumpPath)
 		}
 		return next, write, err
 	})
@@ -321,22 +322,22 @@ func checkAtRest(t *testing.T, f *jobFixture, in *injector, snap backup.Snapshot
 	switch sn.Status {
 	case backup.SnapshotFinished:
 		wantActivity, wantEvent = backup.ActivityFinished, backup.EventSnapshotFinished
-		if !f.blobs.has(sn.BlobPath) {
-			t.Errorf("Finished snapshot points at a missing blob %s", sn.BlobPath)
+		if !f.blobs.has(sn.DumpPath) {
+			t.Errorf("Finished snapshot points at a missing blob %s", sn.DumpPath)
 		}
-		if sn.SHA256 != "sha-of-"+sn.BlobPath {
-			t.Errorf("Finished snapshot's SHA-256 %q was not computed from its blob %s", sn.SHA256, sn.BlobPath)
+		if sn.SHA256 != "sha-of-"+sn.DumpPath {
+			t.Errorf("Finished snapshot's SHA-256 %q was not computed from its blob %s", sn.SHA256, sn.DumpPath)
 		}
-		if len(blobs) != 1 {
-			t.Errorf("blobs of the Finished snapshot after the sweep: %v, want only %s", blobs, sn.BlobPath)
+		if !slices.Equal(blobs, sn.Blobs()) {
+			t.Errorf("blobs of the Finished snapshot after the sweep: %v, want only %v", blobs, sn.Blobs())
 		}
 		if op.Phase != backup.OpSucceeded {
 			t.Errorf("snapshot Finished but operation %s", op.Phase)
 		}
 	case backup.SnapshotFailed:
 		wantActivity, wantEvent = backup.ActivityFailed, backup.EventSnapshotFailed
-		if sn.BlobPath != "" || len(blobs) != 0 {
-			t.Errorf("Failed snapshot with blob %q and blobs %v", sn.BlobPath, blobs)
+		if sn.DumpPath != "" || len(blobs) != 0 {
+			t.Errorf("Failed snapshot with blob %q and blobs %v", sn.DumpPath, blobs)
 		}
 		if op.Phase != backup.OpFailed {
 			t.Errorf("snapshot Failed but operation %s", op.Phase)

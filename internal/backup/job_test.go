@@ -50,8 +50,9 @@ func (f *fakeSnapshotter) Create(ctx context.Context, req backup.SnapshotRequest
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.statusWhileDumping = f.readStatus(req)
-	f.blobs.put(req.BlobPath)
-	return backup.SnapshotResult{SizeBytes: 1234, SHA256: "sha-of-" + req.BlobPath, FilesCount: 3, Warnings: []string{"w1"}}, nil
+	f.blobs.put(req.DumpPath)
+	f.blobs.put(req.ManifestPath)
+	return backup.SnapshotResult{SizeBytes: 1234, SHA256: "sha-of-" + req.DumpPath, FilesCount: 3, Warnings: []string{"w1"}}, nil
 }
 
 type fakeBlobs struct {
@@ -127,6 +128,16 @@ func (layout) SnapshotArchive(ns, env, id string, fence int) string {
 	return fmt.Sprintf("%s/%s/%s/attempt-%d", ns, env, id, fence)
 }
 
+func (layout) SnapshotDump(ns, env, id string, fence int) string {
+	return fmt.Sprintf("%s/%s/%s/attempt-%d.dump", ns, env, id, fence)
+}
+
+func (layout) SnapshotManifest(ns, env, id string, fence int) string {
+	return fmt.Sprintf("%s/%s/%s/attempt-%d.manifest", ns, env, id, fence)
+}
+
+func (layout) IsManifest(p string) bool { return strings.HasSuffix(p, ".manifest") }
+
 // fakePublisher keeps what was published.
 type fakePublisher struct {
 	mu   sync.Mutex
@@ -174,7 +185,7 @@ func newJobFixture(t *testing.T) *jobFixture {
 	f.snap = &fakeSnapshotter{blobs: f.blobs, readStatus: func(req backup.SnapshotRequest) string {
 		all, _, _ := f.st.ListSnapshots(context.Background(), "ns-a", envID, 0, 100)
 		for _, sn := range all {
-			if strings.Contains(req.BlobPath, sn.ID) {
+			if strings.Contains(req.DumpPath, sn.ID) {
 				return sn.StatusMessage
 			}
 		}
@@ -247,7 +258,7 @@ func TestManualSnapshotLifecycle(t *testing.T) {
 		t.Errorf("status while dumping = %q, want it to explain pg_dump's locks", f.snap.statusWhileDumping)
 	}
 	got := f.snapshot(t, snap.ID)
-	if got.Status != backup.SnapshotFinished || got.StatusMessage != "" || got.SizeBytes != 1234 || got.SHA256 != "sha-of-"+got.BlobPath || got.FilesCount != 3 || got.BlobPath == "" || got.FinishedAt.IsZero() {
+	if got.Status != backup.SnapshotFinished || got.StatusMessage != "" || got.SizeBytes != 1234 || got.SHA256 != "sha-of-"+got.DumpPath || got.FilesCount != 3 || got.DumpPath == "" || got.FinishedAt.IsZero() {
 		t.Fatalf("finished snapshot: %+v", got)
 	}
 	if lock, _ := f.st.GetLock(context.Background(), "ns-a", envID); lock.OperationID != "" {
@@ -326,8 +337,8 @@ func TestTransientFailureIsRetriedThenSucceeds(t *testing.T) {
 		t.Fatalf("deliveries: %v, want a retryable error then success", errs)
 	}
 	got := f.snapshot(t, snap.ID)
-	if got.Status != backup.SnapshotFinished || !strings.HasSuffix(got.BlobPath, "attempt-2") {
-		t.Errorf("got %s at %s, want Finished by attempt 2", got.Status, got.BlobPath)
+	if got.Status != backup.SnapshotFinished || !strings.HasSuffix(got.DumpPath, "attempt-2.dump") {
+		t.Errorf("got %s at %s, want Finished by attempt 2", got.Status, got.DumpPath)
 	}
 }
 
@@ -340,7 +351,7 @@ func TestPermanentFailureLeavesNothing(t *testing.T) {
 		t.Fatalf("a permanent failure must be acknowledged: %v", errs)
 	}
 	got := f.snapshot(t, snap.ID)
-	if got.Status != backup.SnapshotFailed || !strings.Contains(got.StatusMessage, "does not exist") || got.BlobPath != "" {
+	if got.Status != backup.SnapshotFailed || !strings.Contains(got.StatusMessage, "does not exist") || got.DumpPath != "" {
 		t.Errorf("failed snapshot: %+v", got)
 	}
 	if f.blobs.count() != 0 {
@@ -479,8 +490,8 @@ func TestStaleWorkerCannotFinishAfterTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := f.snapshot(t, snap.ID)
-	bBlob := layout{}.SnapshotArchive("ns-a", envID, snap.ID, 2)
-	if got.Status != backup.SnapshotFinished || got.BlobPath != bBlob || got.Fence != 2 {
+	bBlob := layout{}.SnapshotDump("ns-a", envID, snap.ID, 2)
+	if got.Status != backup.SnapshotFinished || got.DumpPath != bBlob || got.Fence != 2 {
 		t.Errorf("snapshot: %+v, want Finished by worker B (fence 2) at %s", got, bBlob)
 	}
 	if op, _ := f.st.GetOperation(ctx, "ns-a", envID, snap.OperationID); op.Phase != backup.OpSucceeded || op.Worker != "worker-B" || !op.Settled {
@@ -488,7 +499,7 @@ func TestStaleWorkerCannotFinishAfterTakeover(t *testing.T) {
 	}
 	// A's blob, committed after B settled, is nobody's: the sweeper removes it after the grace period
 	// and keeps B's.
-	aBlob := layout{}.SnapshotArchive("ns-a", envID, snap.ID, 1)
+	aBlob := layout{}.SnapshotDump("ns-a", envID, snap.ID, 1)
 	if !f.blobs.has(aBlob) {
 		t.Fatalf("test setup: worker A's blob %s was not written", aBlob)
 	}
@@ -577,14 +588,14 @@ func TestWorkerDeadAfterRecordingFinishedIsClosedWithoutRedoingTheBackup(t *test
 	f.pub.take(backup.QueueJobs)
 	// The worker committed and recorded the snapshot Finished, then died before ending the operation.
 	f.runningOp(t, snap)
-	blob := layout{}.SnapshotArchive("ns-a", envID, snap.ID, 1)
+	blob := layout{}.SnapshotDump("ns-a", envID, snap.ID, 1)
 	f.blobs.put(blob)
 	f.recordSnapshot(t, snap, func(sn *backup.Snapshot) {
-		sn.Status, sn.BlobPath, sn.SizeBytes, sn.FilesCount, sn.FinishedAt = backup.SnapshotFinished, blob, 99, 2, f.now
+		sn.Status, sn.DumpPath, sn.SizeBytes, sn.FilesCount, sn.FinishedAt = backup.SnapshotFinished, blob, 99, 2, f.now
 	})
 	f.recoverAndDeliver(t)
 	f.assertClosed(t, snap, backup.OpSucceeded, backup.ActivityFinished, backup.EventSnapshotFinished)
-	if got := f.snapshot(t, snap.ID); got.Status != backup.SnapshotFinished || got.BlobPath != blob || got.SizeBytes != 99 {
+	if got := f.snapshot(t, snap.ID); got.Status != backup.SnapshotFinished || got.DumpPath != blob || got.SizeBytes != 99 {
 		t.Errorf("snapshot changed: %+v", got)
 	}
 	if f.blobs.count() != 1 {
@@ -613,7 +624,7 @@ func TestOperationOfADeletedSnapshotIsClosed(t *testing.T) {
 	snap := f.create(t)
 	f.pub.take(backup.QueueJobs)
 	f.runningOp(t, snap)
-	f.blobs.put(layout{}.SnapshotArchive("ns-a", envID, snap.ID, 1))
+	f.blobs.put(layout{}.SnapshotDump("ns-a", envID, snap.ID, 1))
 	if err := f.st.DeleteSnapshot(ctx, "ns-a", envID, snap.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -680,17 +691,17 @@ func TestLastAttemptLostAfterRecordingFinishedKeepsTheArchive(t *testing.T) {
 		o.Attempt = 3 // the last one: recovery fails the operation instead of sending the job again
 		return o, true, nil
 	})
-	blob := layout{}.SnapshotArchive("ns-a", envID, snap.ID, 3)
+	blob := layout{}.SnapshotDump("ns-a", envID, snap.ID, 3)
 	f.blobs.put(blob)
 	f.recordSnapshot(t, snap, func(sn *backup.Snapshot) {
-		sn.Status, sn.BlobPath, sn.SizeBytes, sn.FinishedAt = backup.SnapshotFinished, blob, 99, f.now
+		sn.Status, sn.DumpPath, sn.SizeBytes, sn.FinishedAt = backup.SnapshotFinished, blob, 99, f.now
 	})
 	f.now = f.now.Add(10 * time.Minute)
 	if err := f.svc.RecoverOperations(ctx, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	f.assertClosed(t, snap, backup.OpSucceeded, backup.ActivityFinished, backup.EventSnapshotFinished)
-	if got := f.snapshot(t, snap.ID); got.Status != backup.SnapshotFinished || got.BlobPath != blob {
+	if got := f.snapshot(t, snap.ID); got.Status != backup.SnapshotFinished || got.DumpPath != blob {
 		t.Errorf("snapshot: %+v", got)
 	}
 	if f.blobs.count() != 1 {
@@ -718,7 +729,7 @@ func TestWorkerPresumedDeadCannotFinishAfterRecoveryFailedIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := f.snapshot(t, snap.ID)
-	if got.Status != backup.SnapshotFailed || !strings.Contains(got.StatusMessage, "stopped responding") || got.BlobPath != "" {
+	if got.Status != backup.SnapshotFailed || !strings.Contains(got.StatusMessage, "stopped responding") || got.DumpPath != "" {
 		t.Errorf("snapshot: %+v, want Failed by recovery", got)
 	}
 	f.sweepAfterGrace(t)

@@ -123,8 +123,8 @@ func TestUndeletableBlobNeverKeepsTheEnvironmentLocked(t *testing.T) {
 		d.Snapshotter = funcSnapshotter(func(_ context.Context, req backup.SnapshotRequest) (backup.SnapshotResult, error) {
 			n++
 			if n == 1 {
-				f.blobs.put(req.BlobPath)
-				f.blobs.undeletable[req.BlobPath] = true
+				f.blobs.put(req.DumpPath)
+				f.blobs.undeletable[req.DumpPath] = true
 				return backup.SnapshotResult{}, backup.Errorf(backup.CodeTransient, "the archive did not verify")
 			}
 			return backup.SnapshotResult{}, backup.Errorf(backup.CodeInvalidState, "pg_dump was refused access")
@@ -136,8 +136,8 @@ func TestUndeletableBlobNeverKeepsTheEnvironmentLocked(t *testing.T) {
 			t.Fatalf("job: %v", err)
 		}
 	}
-	if got := f.snapshot(t, snap.ID); got.Status != backup.SnapshotFailed || got.BlobPath != "" {
-		t.Errorf("snapshot %s at %q, want Failed without a blob", got.Status, got.BlobPath)
+	if got := f.snapshot(t, snap.ID); got.Status != backup.SnapshotFailed || got.DumpPath != "" {
+		t.Errorf("snapshot %s at %q, want Failed without a blob", got.Status, got.DumpPath)
 	}
 	if op := f.operation(t); op.Phase != backup.OpFailed || !op.Settled {
 		t.Errorf("operation %s settled=%v, want Failed and settled", op.Phase, op.Settled)
@@ -164,7 +164,7 @@ func TestDeleteMarksTheRecordFirst(t *testing.T) {
 	ctx := context.Background()
 	snap := f.create(t)
 	f.deliver(t)
-	blob := f.snapshot(t, snap.ID).BlobPath
+	blob := f.snapshot(t, snap.ID).DumpPath
 	f.blobs.undeletable[blob] = true
 	if err := f.svc.DeleteSnapshot(ctx, f.user, "ns-a", envID, snap.ID); err != nil {
 		t.Fatalf("delete with a protected blob: %v", err)
@@ -218,12 +218,12 @@ func TestSweeperKeepsWhatRecordsUse(t *testing.T) {
 	f := newJobFixture(t)
 	snap := f.create(t)
 	f.deliver(t)
-	kept := f.snapshot(t, snap.ID).BlobPath
+	kept := f.snapshot(t, snap.ID).DumpPath
 	processing := f.create(t) // Processing: its job owns every blob of it
-	f.blobs.put(layout{}.SnapshotArchive("ns-a", envID, processing.ID, 1))
-	orphan := layout{}.SnapshotArchive("ns-a", envID, snap.ID, 7)
+	f.blobs.put(layout{}.SnapshotDump("ns-a", envID, processing.ID, 1))
+	orphan := layout{}.SnapshotDump("ns-a", envID, snap.ID, 7)
 	f.blobs.put(orphan)
-	ghost := layout{}.SnapshotArchive("ns-a", envID, "01a00000-0000-7000-8000-000000000000", 1) // no record at all
+	ghost := layout{}.SnapshotDump("ns-a", envID, "01a00000-0000-7000-8000-000000000000", 1) // no record at all
 	f.blobs.put(ghost)
 	if rep, _ := f.svc.SweepArchives(context.Background(), zerolog.Nop()); rep.Deleted != 0 || rep.KeptYoung != 2 {
 		t.Errorf("young orphans: %+v, want both kept for the grace period", rep)
@@ -232,7 +232,7 @@ func TestSweeperKeepsWhatRecordsUse(t *testing.T) {
 	if rep.Deleted != 2 || f.blobs.has(orphan) || f.blobs.has(ghost) {
 		t.Errorf("sweep: %+v; orphan left=%v ghost left=%v", rep, f.blobs.has(orphan), f.blobs.has(ghost))
 	}
-	if !f.blobs.has(kept) || f.blobs.count() != 2 {
+	if !f.blobs.has(kept) || f.blobs.count() != 3 { // the Finished snapshot's dump and manifest, the Processing one's blob
 		t.Errorf("the sweeper removed a blob in use (%d left)", f.blobs.count())
 	}
 }
@@ -245,8 +245,8 @@ func TestTenThousandWarningsMakeABoundedRecord(t *testing.T) {
 			for i := range ws {
 				ws[i] = fmt.Sprintf("file document %08d-5551-46f8-ad44-8de2be084c95 has no blob in container files; it is not in the snapshot", i)
 			}
-			f.blobs.put(req.BlobPath)
-			return backup.SnapshotResult{SizeBytes: 10, SHA256: "sha-of-" + req.BlobPath, Warnings: ws}, nil
+			f.blobs.put(req.DumpPath)
+			return backup.SnapshotResult{SizeBytes: 10, SHA256: "sha-of-" + req.DumpPath, Warnings: ws}, nil
 		})
 	})
 	snap := f.create(t)

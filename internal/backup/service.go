@@ -45,6 +45,8 @@ type Service struct {
 	snapshotter Snapshotter
 	archives    ArchiveBlobs
 	layout      Layout
+	fileStore   FileStore
+	manifests   Manifests
 	now         func() time.Time
 	log         zerolog.Logger
 	// kinds are the operation kinds the job pipeline runs, by kind.
@@ -52,6 +54,7 @@ type Service struct {
 	stallTimeout     time.Duration
 	progressInterval time.Duration
 	databaseHosts    HostAllowList
+	collectorGrace   time.Duration
 }
 
 // Deps are the service's dependencies. Now is time.Now in production, a fixed clock in tests.
@@ -61,8 +64,11 @@ type Deps struct {
 	Snapshotter Snapshotter
 	Archives    ArchiveBlobs
 	Layout      Layout
-	Now         func() time.Time
-	Log         zerolog.Logger
+	// FileStore and Manifests hold the environments' file stores and the snapshots' manifests.
+	FileStore FileStore
+	Manifests Manifests
+	Now       func() time.Time
+	Log       zerolog.Logger
 	// StallTimeout is how long a job may go without progress before its attempt is abandoned
 	// (default DefaultStallTimeout); ProgressInterval how often progress is written (default
 	// DefaultProgressInterval; tests make it short).
@@ -71,6 +77,9 @@ type Deps struct {
 	// DatabaseHosts are the database servers environment events may name (PG_ALLOWED_HOSTS); the zero
 	// list checks nothing.
 	DatabaseHosts HostAllowList
+	// CollectorGrace is how old an unreferenced store object must be before the collector deletes it
+	// (default DefaultCollectorGrace).
+	CollectorGrace time.Duration
 }
 
 // NewService builds the service.
@@ -82,7 +91,8 @@ func NewService(d Deps) *Service {
 	s := &Service{stores: d.Stores, publisher: d.Publisher, snapshotter: d.Snapshotter, archives: d.Archives,
 		layout: d.Layout, log: d.Log, now: func() time.Time { return now().UTC() },
 		stallTimeout: cmp.Or(d.StallTimeout, DefaultStallTimeout), progressInterval: cmp.Or(d.ProgressInterval, DefaultProgressInterval),
-		databaseHosts: d.DatabaseHosts}
+		databaseHosts: d.DatabaseHosts, fileStore: d.FileStore, manifests: d.Manifests,
+		collectorGrace: cmp.Or(d.CollectorGrace, DefaultCollectorGrace)}
 	s.kinds = map[OperationKind]JobKind{OpBackup: backupJob{s}}
 	return s
 }
@@ -174,6 +184,7 @@ func environmentFromEvent(ev InboundEvent, cur Environment, exists bool, now tim
 		ID: ev.EnvironmentID, Namespace: ev.Namespace, AppID: ev.AppID, Name: ev.Name, State: ev.State,
 		Deployed: *ev.Deployed, DeploymentPackage: ev.DeploymentPackage, ModelVersion: ev.ModelVersion,
 		Database: *ev.Database, Files: *ev.Files, EventTime: ev.OccurredAt, EventID: ev.EventID, UpdatedAt: now,
+		FileStore: cur.FileStore, // the service's own measurement, not the event's
 	}
 }
 

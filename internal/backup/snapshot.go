@@ -63,7 +63,7 @@ type Snapshot struct {
 	CreatedBy         string
 	DeploymentPackage string
 	ModelVersion      string
-	SizeBytes         int64 // archive blob
+	SizeBytes         int64 // logical size: the dump plus the files (the archive blob of a one-archive snapshot)
 	DatabaseSizeBytes int64 // live database (pg_database_size)
 	DumpSizeBytes     int64 // db/db.backup
 	FilesBytes        int64
@@ -77,11 +77,37 @@ type Snapshot struct {
 	// can no longer change it.
 	OperationID string
 	Fence       int64
-	// BlobPath is the committed archive, set when Finished; internal, never shown.
+	// BlobPath is the committed archive of a snapshot in the one-archive layout (made before
+	// incremental snapshots), set when Finished; internal, never shown.
 	BlobPath string
+	// DumpPath and ManifestPath are the database dump and the manifest of an incremental snapshot, set
+	// when Finished; internal, never shown.
+	DumpPath     string
+	ManifestPath string
+	// NewFilesCount and NewFilesBytes are the files this snapshot copied into the environment's file
+	// store (the others it shares with earlier snapshots); StoredBytes is what it added to storage in
+	// all: its dump blob, its manifest and those new files.
+	NewFilesCount int
+	NewFilesBytes int64
+	StoredBytes   int64
 	// DeletedAt marks a snapshot being deleted: hidden from users at once, its blobs removed after, and
 	// the record last (a crash in between leaves a marked record that the sweeper finishes).
 	DeletedAt time.Time
+}
+
+// Incremental reports whether the snapshot is stored as a dump, a manifest and file-store objects (every
+// snapshot made since incremental snapshots), rather than as one archive blob.
+func (s Snapshot) Incremental() bool { return s.ManifestPath != "" }
+
+// Blobs are the blobs of the snapshots container that a Finished snapshot keeps.
+func (s Snapshot) Blobs() []string {
+	var out []string
+	for _, p := range []string{s.BlobPath, s.DumpPath, s.ManifestPath} {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Deleted reports whether the snapshot is marked for deletion (or being deleted).

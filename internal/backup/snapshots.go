@@ -10,31 +10,44 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Snapshotter makes the archive of one environment (pg_dump + file documents → one blob) and reads it
-// back to verify it. Implemented by internal/snapshotter; a fake in unit tests.
+// Snapshotter makes one snapshot of an environment (pg_dump to the dump blob, the file documents into
+// the environment's file store, the manifest) and reads the dump back to verify it. Implemented by
+// internal/snapshotter; a fake in unit tests.
 type Snapshotter interface {
-	// Create writes the archive of env to blobPath and returns what it wrote. It commits the blob only
-	// when everything succeeded; on error no blob exists at blobPath. Errors are *Error: CodeTransient
-	// when a retry may succeed.
+	// Create writes the snapshot's dump to req.DumpPath and its manifest to req.ManifestPath, and
+	// returns what it wrote. It commits the dump only when everything succeeded. Errors are *Error:
+	// CodeTransient when a retry may succeed.
 	Create(ctx context.Context, req SnapshotRequest) (SnapshotResult, error)
 }
 
-// SnapshotRequest is the input of one archive build.
+// SnapshotRequest is the input of one snapshot.
 type SnapshotRequest struct {
-	Environment Environment
-	BlobPath    string
-	Progress    func(Progress) // called often; the caller throttles
+	Environment  Environment
+	SnapshotID   string
+	DumpPath     string
+	ManifestPath string
+	Progress     func(Progress) // called often; the caller throttles
 }
 
-// SnapshotResult describes a committed and verified archive.
+// SnapshotResult describes a committed and verified snapshot.
 type SnapshotResult struct {
+	// SizeBytes is the snapshot's logical size: DumpSizeBytes + FilesBytes.
 	SizeBytes         int64
-	SHA256            string
+	SHA256            string // of the dump blob as stored
 	DatabaseSizeBytes int64
-	DumpSizeBytes     int64
+	DumpSizeBytes     int64 // db/db.backup, uncompressed
+	DumpBlobBytes     int64 // the dump blob, compressed
 	FilesBytes        int64
 	FilesCount        int
-	Warnings          []string
+	// NewFilesCount and NewFilesBytes are the files copied into the store; StoredBytes is everything
+	// the snapshot added to storage (dump blob, manifest, new files).
+	NewFilesCount int
+	NewFilesBytes int64
+	StoredBytes   int64
+	// StoreObjects and StoreBytes are the environment's file store after the snapshot.
+	StoreObjects int
+	StoreBytes   int64
+	Warnings     []string
 }
 
 // ArchiveBlobs manages archive blobs (implemented by blobstore).
@@ -60,7 +73,15 @@ type ArchiveBlob struct {
 // Layout decides blob paths; only it knows them (implemented by blobstore.Layout). fence numbers the
 // claim that writes the blob.
 type Layout interface {
+	// SnapshotArchive is a one-archive snapshot's blob (the layout before incremental snapshots, still
+	// read; see Snapshot.Incremental).
 	SnapshotArchive(namespace, envID, snapshotID string, fence int) string
+	// SnapshotDump and SnapshotManifest are the database dump and the manifest of an incremental
+	// snapshot, written by the claim with that fence.
+	SnapshotDump(namespace, envID, snapshotID string, fence int) string
+	SnapshotManifest(namespace, envID, snapshotID string, fence int) string
+	// IsManifest reports whether a blob path of a snapshot is one of its manifests.
+	IsManifest(path string) bool
 }
 
 // maxCommentLength is the longest comment a snapshot may carry (docs/api.md).
@@ -301,7 +322,7 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, namespace, en
 // blob could not be deleted, so the sweeper knows to try again.
 func (s *Service) finishDeletion(ctx context.Context, namespace, envID, id string, log zerolog.Logger) error {
 	c := context.WithoutCancel(ctx)
-	if !s.removeSnapshotBlobs(c, namespace, envID, id, "", log) {
+	if !s.removeSnapshotBlobs(c, namespace, envID, id, nil, log) {
 		return nil
 	}
 	return s.stores.Snapshots.DeleteSnapshot(c, namespace, envID, id)

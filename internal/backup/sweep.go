@@ -3,6 +3,7 @@ package backup
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -58,7 +59,7 @@ func (s *Service) SweepArchives(ctx context.Context, log zerolog.Logger) (SweepR
 			}
 			cur, curKey = &seen{snap: sn, found: err == nil}, key
 		}
-		if cur.found && !cur.snap.Deleted() && (cur.snap.Status == SnapshotProcessing || cur.snap.BlobPath == b.Path) {
+		if cur.found && !cur.snap.Deleted() && (cur.snap.Status == SnapshotProcessing || slices.Contains(cur.snap.Blobs(), b.Path)) {
 			return nil // in use
 		}
 		if now.Sub(b.LastModified) < SweepGrace {
