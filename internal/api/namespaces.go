@@ -20,6 +20,8 @@ type environmentJSON struct {
 	ModelVersion      string `json:"model_version"`
 	CanCreateBackup   bool   `json:"can_create_backup"`
 	Reason            string `json:"reason"`
+	FileStoreObjects  int    `json:"file_store_objects"`
+	FileStoreBytes    int64  `json:"file_store_bytes"`
 }
 
 func (s *Server) listEnvironments(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
@@ -33,6 +35,7 @@ func (s *Server) listEnvironments(w http.ResponseWriter, r *http.Request, p back
 			EnvironmentID: e.ID, Namespace: e.Namespace, AppID: e.AppID, Name: e.Name, State: string(e.State),
 			Deployed: e.Deployed, DeploymentPackage: e.DeploymentPackage, ModelVersion: e.ModelVersion,
 			CanCreateBackup: e.CanCreateBackup, Reason: e.Reason,
+			FileStoreObjects: e.FileStore.Objects, FileStoreBytes: e.FileStore.Bytes,
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"environments": out})

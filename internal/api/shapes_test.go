@@ -35,7 +35,8 @@ func TestSnapshotJSONGolden(t *testing.T) {
 			Progress: &backup.Progress{Phase: "dumping", BytesDone: 1024, FilesDone: 3, FilesTotal: 10}},
 		{ID: "11111111-0000-4000-8000-000000000002", Status: backup.SnapshotProcessing, Kind: backup.KindNightly}, // no progress written yet
 		{ID: "11111111-0000-4000-8000-000000000003", Status: backup.SnapshotFinished, Kind: backup.KindManual, Comment: "before the upgrade",
-			FinishedAt: f.now, SizeBytes: 2048, DatabaseSizeBytes: 4096, FilesCount: 12, SHA256: "ab12", Warnings: []string{"file 7 has no blob"},
+			FinishedAt: f.now, SizeBytes: 2048, DatabaseSizeBytes: 4096, DumpSizeBytes: 1500, FilesBytes: 548, FilesCount: 12,
+			NewFilesCount: 2, NewFilesBytes: 100, StoredBytes: 700, SHA256: "ab12", Warnings: []string{"file 7 has no blob"},
 			Progress: &backup.Progress{Phase: "finishing"}}, // a leftover progress is not shown
 		{ID: "11111111-0000-4000-8000-000000000004", Status: backup.SnapshotFailed, Kind: backup.KindManual, FinishedAt: f.now,
 			StatusMessage: "the database could not be reached"},
@@ -51,13 +52,13 @@ func TestSnapshotJSONGolden(t *testing.T) {
 		`"expires_at":"2026-12-04T07:00:00Z","deployment_package":"p.mda","model_version":"1.0.0.1",%s}`
 	want := map[string]string{
 		snaps[0].ID: `{"snapshot_id":"` + snaps[0].ID + `",` + fmt.Sprintf(common, `"status":"Processing","kind":"manual","comment":""`, `"finished_at":null`,
-			`"size_bytes":0,"database_size_bytes":0,"files_count":0,"sha256":null,"status_message":"","warnings":[],"progress":{"phase":"dumping","bytes_done":1024,"files_done":3,"files_total":10}`),
+			`"size_bytes":0,"database_size_bytes":0,"dump_size_bytes":0,"files_bytes":0,"files_count":0,"new_files_count":0,"new_files_bytes":0,"stored_bytes":0,"sha256":null,"status_message":"","warnings":[],"progress":{"phase":"dumping","bytes_done":1024,"files_done":3,"files_total":10}`),
 		snaps[1].ID: `{"snapshot_id":"` + snaps[1].ID + `",` + fmt.Sprintf(common, `"status":"Processing","kind":"nightly","comment":""`, `"finished_at":null`,
-			`"size_bytes":0,"database_size_bytes":0,"files_count":0,"sha256":null,"status_message":"","warnings":[],"progress":{"phase":"queued","bytes_done":0,"files_done":0,"files_total":0}`),
+			`"size_bytes":0,"database_size_bytes":0,"dump_size_bytes":0,"files_bytes":0,"files_count":0,"new_files_count":0,"new_files_bytes":0,"stored_bytes":0,"sha256":null,"status_message":"","warnings":[],"progress":{"phase":"queued","bytes_done":0,"files_done":0,"files_total":0}`),
 		snaps[2].ID: `{"snapshot_id":"` + snaps[2].ID + `",` + fmt.Sprintf(common, `"status":"Finished","kind":"manual","comment":"before the upgrade"`, `"finished_at":"2026-11-20T08:00:00Z"`,
-			`"size_bytes":2048,"database_size_bytes":4096,"files_count":12,"sha256":"ab12","status_message":"","warnings":["file 7 has no blob"],"progress":null`),
+			`"size_bytes":2048,"database_size_bytes":4096,"dump_size_bytes":1500,"files_bytes":548,"files_count":12,"new_files_count":2,"new_files_bytes":100,"stored_bytes":700,"sha256":"ab12","status_message":"","warnings":["file 7 has no blob"],"progress":null`),
 		snaps[3].ID: `{"snapshot_id":"` + snaps[3].ID + `",` + fmt.Sprintf(common, `"status":"Failed","kind":"manual","comment":""`, `"finished_at":"2026-11-20T08:00:00Z"`,
-			`"size_bytes":0,"database_size_bytes":0,"files_count":0,"sha256":null,"status_message":"the database could not be reached","warnings":[],"progress":null`),
+			`"size_bytes":0,"database_size_bytes":0,"dump_size_bytes":0,"files_bytes":0,"files_count":0,"new_files_count":0,"new_files_bytes":0,"stored_bytes":0,"sha256":null,"status_message":"the database could not be reached","warnings":[],"progress":null`),
 	}
 	base := "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots"
 	for id, w := range want {
@@ -124,7 +125,8 @@ func TestSettingsAndEnvironmentJSONGolden(t *testing.T) {
 		t.Errorf("settings: %d %s", code, got)
 	}
 	want := `{"environments":[{"environment_id":"` + envA + `","namespace":"ns-a","app_id":"app","name":"acceptance","state":"Stopped",` +
-		`"deployed":true,"deployment_package":"p.mda","model_version":"1.0.0.1","can_create_backup":true,"reason":""}]}`
+		`"deployed":true,"deployment_package":"p.mda","model_version":"1.0.0.1","can_create_backup":true,"reason":"",` +
+		`"file_store_objects":0,"file_store_bytes":0}]}`
 	if code, got := f.getRaw(t, "/api/v1/namespaces/ns-a/environments"); code != 200 || got != want {
 		t.Errorf("environments: %d\n got %s\nwant %s", code, got, want)
 	}

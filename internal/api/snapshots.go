@@ -25,7 +25,12 @@ type snapshotJSON struct {
 	ModelVersion      string           `json:"model_version"`
 	SizeBytes         int64            `json:"size_bytes"`
 	DatabaseSizeBytes int64            `json:"database_size_bytes"`
+	DumpSizeBytes     int64            `json:"dump_size_bytes"`
+	FilesBytes        int64            `json:"files_bytes"`
 	FilesCount        int              `json:"files_count"`
+	NewFilesCount     int              `json:"new_files_count"`
+	NewFilesBytes     int64            `json:"new_files_bytes"`
+	StoredBytes       int64            `json:"stored_bytes"`
 	SHA256            *string          `json:"sha256"`
 	StatusMessage     string           `json:"status_message"`
 	Warnings          []string         `json:"warnings"`
@@ -37,7 +42,8 @@ func toSnapshotJSON(s backup.Snapshot) snapshotJSON {
 		SnapshotID: s.ID, Namespace: s.Namespace, EnvironmentID: s.EnvironmentID, Status: string(s.Status), Kind: string(s.Kind),
 		Comment: s.Comment, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, ExpiresAt: s.ExpiresAt,
 		DeploymentPackage: s.DeploymentPackage, ModelVersion: s.ModelVersion, SizeBytes: s.SizeBytes,
-		DatabaseSizeBytes: s.DatabaseSizeBytes, FilesCount: s.FilesCount, SHA256: stringOrNull(s.SHA256), StatusMessage: s.StatusMessage,
+		DatabaseSizeBytes: s.DatabaseSizeBytes, DumpSizeBytes: s.DumpSizeBytes, FilesBytes: s.FilesBytes, FilesCount: s.FilesCount,
+		NewFilesCount: s.NewFilesCount, NewFilesBytes: s.NewFilesBytes, StoredBytes: s.StoredBytes, SHA256: stringOrNull(s.SHA256), StatusMessage: s.StatusMessage,
 		Warnings: s.Warnings, FinishedAt: timeOrNull(s.FinishedAt),
 	}
 	if out.Warnings == nil {

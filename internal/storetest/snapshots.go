@@ -33,7 +33,8 @@ func sampleSnapshot(env string, created time.Time) backup.Snapshot {
 		ModelVersion: "1.0", SizeBytes: 5_000_000_000, DatabaseSizeBytes: 1<<53 + 1, DumpSizeBytes: 1<<62 + 3,
 		FilesBytes: 1<<31 + 7, FilesCount: 1<<31 + 1, SHA256: "ab", StatusMessage: "ok", Warnings: []string{"w1", "w2"},
 		Progress:    &backup.Progress{Phase: "dumping", BytesDone: 1<<53 + 1, FilesDone: 1, FilesTotal: 2},
-		OperationID: "op", Fence: 1<<53 + 1, BlobPath: "ns-a/e/s/attempt-01.tar.gz"}
+		OperationID: "op", Fence: 1<<53 + 1, BlobPath: "ns-a/e/s/attempt-01.tar.gz", DumpPath: "ns-a/e/s/attempt-02.db.backup.gz",
+		ManifestPath: "ns-a/e/s/attempt-02.manifest.gz", NewFilesCount: 1<<31 + 5, NewFilesBytes: 1<<53 + 9, StoredBytes: 1<<40 + 1}
 }
 
 func testSnapshotRoundTrip(t *testing.T, s backup.Stores) {

@@ -41,6 +41,7 @@ func sampleEnvironment(ns, name string) backup.Environment {
 		Files:     backup.FileLocation{Container: "files-app", Prefix: "docs/"},
 		EventTime: time.Date(2026, 11, 1, 10, 0, 0, 123456789, time.UTC), EventID: "ev-1",
 		UpdatedAt: time.Date(2026, 11, 1, 10, 0, 1, 0, time.UTC),
+		FileStore: backup.FileStoreUsage{Objects: 1<<31 + 3, Bytes: 1<<53 + 11, MeasuredAt: time.Date(2026, 11, 2, 3, 4, 5, 6, time.UTC)},
 	}
 }
 

@@ -43,6 +43,9 @@ type environmentEntity struct {
 	EventTime         time.Time
 	EventID           string
 	UpdatedAt         time.Time
+	StoreObjects      int64
+	StoreBytes        int64
+	StoreMeasuredAt   time.Time
 }
 
 func (e *environmentEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
@@ -54,6 +57,7 @@ func (e *environmentEntity) toDomain() backup.Environment {
 		Database:  backup.DatabaseLocation{Host: e.DBHost, Port: int(e.DBPort), Name: e.DBName, Role: e.DBRole},
 		Files:     backup.FileLocation{Container: e.FilesContainer, Prefix: e.FilesPrefix},
 		EventTime: e.EventTime, EventID: e.EventID, UpdatedAt: e.UpdatedAt,
+		FileStore: backup.FileStoreUsage{Objects: int(e.StoreObjects), Bytes: e.StoreBytes, MeasuredAt: e.StoreMeasuredAt},
 	}
 }
 
@@ -64,6 +68,7 @@ func environmentFromDomain(e backup.Environment) *environmentEntity {
 		DBHost: e.Database.Host, DBPort: int32(e.Database.Port), DBName: e.Database.Name, DBRole: e.Database.Role,
 		FilesContainer: e.Files.Container, FilesPrefix: e.Files.Prefix,
 		EventTime: e.EventTime, EventID: e.EventID, UpdatedAt: e.UpdatedAt,
+		StoreObjects: int64(e.FileStore.Objects), StoreBytes: e.FileStore.Bytes, StoreMeasuredAt: e.FileStore.MeasuredAt,
 	}
 }
 

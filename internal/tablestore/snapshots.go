@@ -38,6 +38,11 @@ type snapshotEntity struct {
 	OperationID       string
 	Fence             int64
 	BlobPath          string
+	DumpPath          string
+	ManifestPath      string
+	NewFilesCount     int64
+	NewFilesBytes     int64
+	StoredBytes       int64
 	DeletedAt         time.Time
 }
 
@@ -53,7 +58,8 @@ func (e *snapshotEntity) toDomain() backup.Snapshot {
 		DeploymentPackage: e.DeploymentPackage, ModelVersion: e.ModelVersion, SizeBytes: e.SizeBytes,
 		DatabaseSizeBytes: e.DatabaseSizeBytes, DumpSizeBytes: e.DumpSizeBytes, FilesBytes: e.FilesBytes,
 		FilesCount: int(e.FilesCount), SHA256: e.SHA256, StatusMessage: e.StatusMessage, OperationID: e.OperationID,
-		Fence: e.Fence, BlobPath: e.BlobPath, DeletedAt: e.DeletedAt}
+		Fence: e.Fence, BlobPath: e.BlobPath, DumpPath: e.DumpPath, ManifestPath: e.ManifestPath,
+		NewFilesCount: int(e.NewFilesCount), NewFilesBytes: e.NewFilesBytes, StoredBytes: e.StoredBytes, DeletedAt: e.DeletedAt}
 	if e.Warnings != "" {
 		_ = json.Unmarshal([]byte(e.Warnings), &out.Warnings) // written by snapshotFromDomain
 	}
@@ -73,7 +79,8 @@ func snapshotFromDomain(s backup.Snapshot) *snapshotEntity {
 		DeploymentPackage: s.DeploymentPackage, ModelVersion: s.ModelVersion, SizeBytes: s.SizeBytes,
 		DatabaseSizeBytes: s.DatabaseSizeBytes, DumpSizeBytes: s.DumpSizeBytes, FilesBytes: s.FilesBytes,
 		FilesCount: int64(s.FilesCount), SHA256: s.SHA256, StatusMessage: s.StatusMessage, OperationID: s.OperationID,
-		Fence: s.Fence, BlobPath: s.BlobPath, DeletedAt: s.DeletedAt}
+		Fence: s.Fence, BlobPath: s.BlobPath, DumpPath: s.DumpPath, ManifestPath: s.ManifestPath,
+		NewFilesCount: int64(s.NewFilesCount), NewFilesBytes: s.NewFilesBytes, StoredBytes: s.StoredBytes, DeletedAt: s.DeletedAt}
 	if len(s.Warnings) > 0 {
 		b, _ := json.Marshal(s.Warnings)
 		e.Warnings = string(b)
