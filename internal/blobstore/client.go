@@ -1,7 +1,8 @@
-// Package blobstore owns Azure Blob Storage for the service: the snapshots container with the archives
-// (paths decided by Layout only), block staging for one-pass archive uploads, read access to the
-// environments' file-document containers (streamed, listed in pages, or copied server-side into the
-// snapshots container), and SAS links for downloads and uploads.
+// Package blobstore owns Azure Blob Storage for the service: the snapshots container with the archives,
+// database dumps and manifests of snapshots, the file-store container with the environments' file
+// stores and their collector state (paths decided by Layout only), block staging for one-pass archive
+// uploads, read access to the environments' file-document containers (streamed, listed in pages, or
+// copied server-side into the file store), and SAS links for downloads and uploads.
 package blobstore
 
 import (
@@ -33,6 +34,11 @@ const (
 	DefaultRangeSize = 16 << 20
 )
 
+// DefaultFileStoreContainer is the container of the environments' file stores unless
+// Options.FileStoreContainer names another. It is not the snapshots container, so that listing the
+// snapshots container (the sweeper walks it daily) never pages through millions of store objects.
+const DefaultFileStoreContainer = "snapshot-files"
+
 // Options tune a Store. The zero value is the service's configuration (the constants above); tests
 // shorten the retry policy and the ranges.
 type Options struct {
@@ -55,6 +61,9 @@ type Options struct {
 	// AsyncCopyTimeout bounds one asynchronous copy, and the source authorisation it gets; default
 	// DefaultAsyncCopyTimeout.
 	AsyncCopyTimeout time.Duration
+	// FileStoreContainer holds the environments' file stores and their collector state; default
+	// DefaultFileStoreContainer. It must not be the snapshots container.
+	FileStoreContainer string
 }
 
 func (o Options) withDefaults() Options {
@@ -89,6 +98,9 @@ func (o Options) withDefaults() Options {
 	if o.AsyncCopyTimeout <= 0 {
 		o.AsyncCopyTimeout = DefaultAsyncCopyTimeout
 	}
+	if o.FileStoreContainer == "" {
+		o.FileStoreContainer = DefaultFileStoreContainer
+	}
 	return o
 }
 
@@ -99,7 +111,8 @@ func (o Options) client() *azblob.ClientOptions {
 // Store is the Blob Storage adapter.
 type Store struct {
 	client    *azblob.Client
-	snapshots string // container holding snapshot archives
+	snapshots string // container holding snapshot archives, dumps and manifests
+	files     string // container holding the file stores (Options.FileStoreContainer)
 	opts      Options
 	source    sourceAuthorizer // lets Storage read the source of a server-side copy
 }
@@ -107,22 +120,38 @@ type Store struct {
 // NewFromConnectionString uses a storage connection string (Azurite locally). At most one Options.
 func NewFromConnectionString(connectionString, snapshotsContainer string, opts ...Options) (*Store, error) {
 	o := options(opts)
+	if err := checkContainers(snapshotsContainer, o); err != nil {
+		return nil, err
+	}
 	c, err := azblob.NewClientFromConnectionString(connectionString, o.client())
 	if err != nil {
 		return nil, fmt.Errorf("blob client: %w", err)
 	}
-	return &Store{client: c, snapshots: snapshotsContainer, opts: o, source: sharedKeySAS{}}, nil
+	return &Store{client: c, snapshots: snapshotsContainer, files: o.FileStoreContainer, opts: o, source: sharedKeySAS{}}, nil
 }
 
 // New uses an account URL (https://<account>.blob.core.windows.net) and an Entra ID credential. At most
 // one Options.
 func New(serviceURL string, cred azcore.TokenCredential, snapshotsContainer string, opts ...Options) (*Store, error) {
 	o := options(opts)
+	if err := checkContainers(snapshotsContainer, o); err != nil {
+		return nil, err
+	}
 	c, err := azblob.NewClient(serviceURL, cred, o.client())
 	if err != nil {
 		return nil, fmt.Errorf("blob client for %s: %w", serviceURL, err)
 	}
-	return &Store{client: c, snapshots: snapshotsContainer, opts: o, source: identity{cred: cred, service: c.ServiceClient()}}, nil
+	return &Store{client: c, snapshots: snapshotsContainer, files: o.FileStoreContainer, opts: o,
+		source: identity{cred: cred, service: c.ServiceClient()}}, nil
+}
+
+// checkContainers refuses a file-store container that is the snapshots container: the sweeper's walk
+// of the snapshots container would page through every store object.
+func checkContainers(snapshotsContainer string, o Options) error {
+	if snapshotsContainer == o.FileStoreContainer {
+		return fmt.Errorf("blob storage: the file-store container must not be the snapshots container %q", snapshotsContainer)
+	}
+	return nil
 }
 
 func options(opts []Options) Options {
@@ -136,19 +165,30 @@ func options(opts []Options) Options {
 // Client exposes the underlying client to the adapter's own files and tests.
 func (s *Store) Client() *azblob.Client { return s.client }
 
-// EnsureContainers creates the snapshots container if missing (private access).
+// SnapshotsContainer is the name of the container of the snapshots' archives, dumps and manifests.
+func (s *Store) SnapshotsContainer() string { return s.snapshots }
+
+// FileStoreContainer is the name of the container of the environments' file stores.
+func (s *Store) FileStoreContainer() string { return s.files }
+
+// EnsureContainers creates the snapshots container and the file-store container if missing (private
+// access).
 func (s *Store) EnsureContainers(ctx context.Context) error {
-	_, err := s.client.CreateContainer(ctx, s.snapshots, nil)
-	if err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
-		return transient(err, "create container %s", s.snapshots)
+	for _, name := range []string{s.snapshots, s.files} {
+		_, err := s.client.CreateContainer(ctx, name, nil)
+		if err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
+			return transient(err, "create container %s", name)
+		}
 	}
 	return nil
 }
 
-// Ping reads the snapshots container's properties.
+// Ping reads the properties of the snapshots container, then of the file-store container.
 func (s *Store) Ping(ctx context.Context) error {
-	if _, err := s.client.ServiceClient().NewContainerClient(s.snapshots).GetProperties(ctx, nil); err != nil {
-		return transient(err, "read the properties of container %s", s.snapshots)
+	for _, name := range []string{s.snapshots, s.files} {
+		if _, err := s.client.ServiceClient().NewContainerClient(name).GetProperties(ctx, nil); err != nil {
+			return transient(err, "read the properties of container %s", name)
+		}
 	}
 	return nil
 }

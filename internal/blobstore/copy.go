@@ -74,8 +74,9 @@ var (
 )
 
 // CopyFile copies blob srcName of the environment's container srcContainer server-side (its bytes do
-// not pass through the service) to dstPath in the snapshots container, if nothing is there yet: store
-// objects are immutable, so an existing destination is never overwritten (CopyResult.Existed); it is
+// not pass through the service) to dstPath in the file-store container (Options.FileStoreContainer;
+// dstPath is Layout.StoreObject's), if nothing is there yet: store objects are immutable and shared by
+// snapshots, so an existing destination is never overwritten (CopyResult.Existed); it is
 // checked against want like a copy is. The source is copied only while its ETag is want.ETag; sources
 // up to Options.SyncCopyLimit bytes are copied with the synchronous Copy Blob From URL, larger ones
 // with the asynchronous Copy Blob, polled until it ends and aborted when ctx ends or after
@@ -87,7 +88,7 @@ func (s *Store) CopyFile(ctx context.Context, srcContainer, srcName, dstPath str
 	c := &fileCopy{
 		s: s, want: want,
 		src:          s.client.ServiceClient().NewContainerClient(srcContainer).NewBlobClient(srcName),
-		dst:          s.client.ServiceClient().NewContainerClient(s.snapshots).NewBlobClient(dstPath),
+		dst:          s.client.ServiceClient().NewContainerClient(s.files).NewBlobClient(dstPath),
 		srcContainer: srcContainer, dstPath: dstPath,
 		what: fmt.Sprintf("copy blob %s of container %s to %s", srcName, srcContainer, dstPath),
 	}

@@ -23,7 +23,7 @@ import (
 // and it answers Abort Copy Blob itself, as Azure does for a pending copy (Azurite refuses to abort a
 // copy that is over). It counts the status reads (HEAD) of the destination.
 type copyScript struct {
-	dst string // destination path in the snapshots container
+	dst string // destination path in the file-store container
 	// start is the status to report for the answer to Copy Blob ("": Azurite's).
 	start blob.CopyStatusType
 	// head gives the status to report for the n-th HEAD of the destination, from 1 ("": Azurite's).
@@ -36,7 +36,7 @@ type copyScript struct {
 }
 
 func (c *copyScript) Do(r *http.Request) (*http.Response, error) {
-	mine := strings.HasSuffix(r.URL.Path, "/snapshots/"+c.dst)
+	mine := strings.HasSuffix(r.URL.Path, "/"+DefaultFileStoreContainer+"/"+c.dst)
 	if mine && r.Method == http.MethodPut && r.URL.Query().Get("comp") == "copy" {
 		c.mu.Lock()
 		c.aborts = append(c.aborts, r.URL.Query().Get("copyid"))
@@ -110,10 +110,15 @@ func upload(t *testing.T, s *Store, name string, data []byte) FileInfo {
 	return listed(t, s, name)
 }
 
-// stored returns the bytes of a snapshots-container blob, and false when it does not exist.
+// stored returns the bytes of a blob of the file-store container, and false when it does not exist.
 func stored(t *testing.T, s *Store, path string) ([]byte, bool) {
 	t.Helper()
-	resp, err := s.Client().DownloadStream(t.Context(), "snapshots", path, nil)
+	return storedIn(t, s, s.FileStoreContainer(), path)
+}
+
+func storedIn(t *testing.T, s *Store, containerName, path string) ([]byte, bool) {
+	t.Helper()
+	resp, err := s.Client().DownloadStream(t.Context(), containerName, path, nil)
 	if bloberror.HasCode(err, bloberror.BlobNotFound) {
 		return nil, false
 	}
@@ -158,6 +163,9 @@ func TestCopyFileCopiesSmallFilesSynchronously(t *testing.T) {
 	wantCopied(t, s, res, err, CopySync, data, true)
 	if got, _ := stored(t, s, "store/a"); !bytes.Equal(got, data) {
 		t.Errorf("copied %d bytes unlike the source's", len(got))
+	}
+	if _, ok := storedIn(t, s, s.SnapshotsContainer(), "store/a"); ok {
+		t.Errorf("the copy is in the snapshots container; store objects belong in the file-store container")
 	}
 
 	putBlockList(t, s, "app-files", "docs/b", data)
@@ -298,7 +306,7 @@ func TestCopyFileCancelAbortsAPendingCopy(t *testing.T) {
 	if !errors.Is(err, context.Canceled) || !backup.IsRetryable(err) || time.Since(start) > 5*time.Second {
 		t.Errorf("got %v after %s, want an interruption at once", err, time.Since(start))
 	}
-	props, _ := s.Client().ServiceClient().NewContainerClient("snapshots").NewBlobClient("store/big").GetProperties(t.Context(), nil)
+	props, _ := s.Client().ServiceClient().NewContainerClient(DefaultFileStoreContainer).NewBlobClient("store/big").GetProperties(t.Context(), nil)
 	if _, aborts := script.stats(); len(aborts) != 1 || aborts[0] == "" {
 		t.Errorf("aborts %v, want one with the copy id", aborts)
 	}
@@ -345,7 +353,7 @@ func TestCopyFileReplacesWhatAFailedCopyLeft(t *testing.T) {
 	}}
 	s := newStoreWith(t, Options{Transport: script})
 	upload(t, s, "docs/left", pattern(10)) // what the failed copy left: other bytes
-	if _, err := s.Client().ServiceClient().NewContainerClient("snapshots").NewBlobClient("store/a").CopyFromURL(t.Context(), mustSAS(t, s, "docs/left"), nil); err != nil {
+	if _, err := s.Client().ServiceClient().NewContainerClient(DefaultFileStoreContainer).NewBlobClient("store/a").CopyFromURL(t.Context(), mustSAS(t, s, "docs/left"), nil); err != nil {
 		t.Fatal(err)
 	}
 	data := pattern(3000)
@@ -368,7 +376,7 @@ func TestCopyFileWaitsForAPendingCopyToTheSameDestination(t *testing.T) {
 	}}
 	s := newStoreWith(t, fastPolls(Options{Transport: script}))
 	a := upload(t, s, "docs/a", pattern(3000))
-	if _, err := s.Client().ServiceClient().NewContainerClient("snapshots").NewBlobClient("store/a").CopyFromURL(t.Context(), mustSAS(t, s, "docs/a"), nil); err != nil {
+	if _, err := s.Client().ServiceClient().NewContainerClient(DefaultFileStoreContainer).NewBlobClient("store/a").CopyFromURL(t.Context(), mustSAS(t, s, "docs/a"), nil); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.CopyFile(t.Context(), "app-files", "docs/a", "store/a", a.Check())

@@ -45,7 +45,7 @@ func (s *Store) ListFiles(ctx context.Context, containerName, prefix string, fn 
 }
 
 // walk lists a container's blobs under prefix, a page (Options.ListPageSize, at most 5,000) at a time.
-// A container that does not exist is a permanent error naming it.
+// A container that does not exist is a permanent error naming it (Store.containerMissing).
 func (s *Store) walk(ctx context.Context, containerName, prefix string, fn func(*container.BlobItem) error) error {
 	pager := s.client.ServiceClient().NewContainerClient(containerName).NewListBlobsFlatPager(&container.ListBlobsFlatOptions{
 		Prefix:     &prefix,
@@ -55,7 +55,7 @@ func (s *Store) walk(ctx context.Context, containerName, prefix string, fn func(
 		page, err := pager.NextPage(ctx)
 		switch {
 		case bloberror.HasCode(err, bloberror.ContainerNotFound):
-			return containerMissing(containerName, err)
+			return s.containerMissing(containerName, err)
 		case err != nil:
 			return transient(err, "list the blobs of container %s", containerName)
 		}

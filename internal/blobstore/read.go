@@ -2,6 +2,7 @@ package blobstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -25,6 +26,42 @@ func (s *Store) OpenArchive(ctx context.Context, path string) (io.ReadCloser, in
 		return nil, 0, transient(err, "read the archive")
 	}
 	return r, r.size, nil
+}
+
+// OpenRange streams length bytes from offset of a blob of the snapshots container (a snapshot's
+// database dump, an archive), in ranges pinned to the first one's ETag like OpenArchive. The range must
+// lie within the blob (BlobSize gives its size); length 0 reads nothing but still needs the blob. A
+// missing blob is CodeNotFound, a range past its end CodeInternal; the rest is classified like every
+// storage call, the reader's errors too.
+func (s *Store) OpenRange(ctx context.Context, path string, offset, length int64) (io.ReadCloser, error) {
+	what := "read " + describe(path)
+	if offset < 0 || length < 0 {
+		return nil, backup.Errorf(backup.CodeInternal, "could not %s: a range needs an offset and a length of at least 0, not %d and %d", what, offset, length)
+	}
+	r, err := s.openAt(ctx, s.snapshots, path, what, offset, length)
+	switch {
+	case err == nil:
+		return r, nil
+	case blobMissing(err):
+		return nil, backup.Wrap(backup.CodeNotFound, err, "%s does not exist", describe(path))
+	case errors.Is(err, errBeyondEnd) || bloberror.HasCode(err, bloberror.InvalidRange):
+		return nil, backup.Wrap(backup.CodeInternal, err, "could not %s: %d bytes from offset %d lie beyond its end", what, length, offset)
+	}
+	return nil, transient(err, "%s", what)
+}
+
+// BlobSize is the size in bytes of a blob of the snapshots container; a missing blob is CodeNotFound.
+func (s *Store) BlobSize(ctx context.Context, path string) (int64, error) {
+	props, err := s.client.ServiceClient().NewContainerClient(s.snapshots).NewBlobClient(path).GetProperties(ctx, nil)
+	switch {
+	case blobMissing(err):
+		return 0, backup.Wrap(backup.CodeNotFound, err, "%s does not exist", describe(path))
+	case err != nil:
+		return 0, transient(err, "read the size of %s", describe(path))
+	case props.ContentLength == nil:
+		return 0, backup.Errorf(backup.CodeTransient, "could not read the size of %s: Blob Storage did not give it", describe(path))
+	}
+	return *props.ContentLength, nil
 }
 
 // OpenFile streams the blob of a file document from an environment's container. found is false when
@@ -76,18 +113,42 @@ type blobReader struct {
 	rangeSize int64
 
 	size int64        // bytes of the blob, from the first response
+	stop int64        // where the read ends: size, or the end of the range asked for
 	etag *azcore.ETag // of the first response
-	off  int64        // bytes handed out
+	off  int64        // offset of the next byte to hand out
 	end  int64        // end of the range being read
 	body io.ReadCloser
 	err  error // sticky
 }
 
-// open sends the first GET; its error is the SDK's, for the caller to map.
+// blobMissing reports an answer that the blob does not exist (its container does): a HEAD's 404 has no
+// body, so often no error code.
+func blobMissing(err error) bool {
+	return bloberror.HasCode(err, bloberror.BlobNotFound) || (statusOf(err) == 404 && !bloberror.HasCode(err, bloberror.ContainerNotFound))
+}
+
+// errBeyondEnd: a range asked of openAt does not lie within the blob.
+var errBeyondEnd = errors.New("the range lies beyond the end of the blob")
+
+// open sends the first GET of a read of the whole blob; its error is the SDK's, for the caller to map.
 func (s *Store) open(ctx context.Context, containerName, name, what string) (*blobReader, error) {
-	r := &blobReader{ctx: ctx, client: s.client, container: containerName, name: name, what: what, rangeSize: s.opts.RangeSize}
-	resp, err := r.get(0, r.rangeSize)
-	if bloberror.HasCode(err, bloberror.InvalidRange) {
+	return s.openAt(ctx, containerName, name, what, 0, -1)
+}
+
+// openAt sends the first GET of a read of n bytes from off (n < 0: to the end of the blob). Its error
+// is the SDK's, or errBeyondEnd when off+n is past the end of the blob (off past the end is Storage's
+// InvalidRange), for the caller to map.
+func (s *Store) openAt(ctx context.Context, containerName, name, what string, off, n int64) (*blobReader, error) {
+	r := &blobReader{ctx: ctx, client: s.client, container: containerName, name: name, what: what, rangeSize: s.opts.RangeSize, off: off}
+	if n == 0 {
+		return r.openEmpty()
+	}
+	count := r.rangeSize
+	if n > 0 {
+		count = min(count, n)
+	}
+	resp, err := r.get(off, count)
+	if off == 0 && bloberror.HasCode(err, bloberror.InvalidRange) {
 		// Storage refuses every range of an empty blob.
 		resp, err = s.client.DownloadStream(ctx, containerName, name, nil)
 	}
@@ -98,7 +159,7 @@ func (s *Store) open(ctx context.Context, containerName, name, what string) (*bl
 		resp.Body.Close()
 		return nil, fmt.Errorf("%s: the response has no Content-Length", what)
 	}
-	r.size, r.end, r.etag, r.body = *resp.ContentLength, *resp.ContentLength, resp.ETag, resp.Body
+	r.size, r.end, r.etag, r.body = *resp.ContentLength, off+*resp.ContentLength, resp.ETag, resp.Body
 	if resp.ContentRange != nil { // a range: the total is after the slash, "bytes 0-99/1234"
 		total, err := strconv.ParseInt((*resp.ContentRange)[strings.LastIndexByte(*resp.ContentRange, '/')+1:], 10, 64)
 		if err != nil || total < r.end {
@@ -107,6 +168,31 @@ func (s *Store) open(ctx context.Context, containerName, name, what string) (*bl
 		}
 		r.size = total
 	}
+	r.stop = r.size
+	if n > 0 {
+		if off+n > r.size {
+			resp.Body.Close()
+			return nil, fmt.Errorf("%s: %d bytes from offset %d of a blob of %d: %w", what, n, off, r.size, errBeyondEnd)
+		}
+		r.stop = off + n
+	}
+	return r, nil
+}
+
+// openEmpty is a read of no bytes at r.off: the blob's properties say whether it exists and is long
+// enough.
+func (r *blobReader) openEmpty() (*blobReader, error) {
+	props, err := r.client.ServiceClient().NewContainerClient(r.container).NewBlobClient(r.name).GetProperties(r.ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	if props.ContentLength == nil {
+		return nil, fmt.Errorf("%s: the response has no Content-Length", r.what)
+	}
+	if r.size = *props.ContentLength; r.off > r.size {
+		return nil, fmt.Errorf("%s: offset %d of a blob of %d: %w", r.what, r.off, r.size, errBeyondEnd)
+	}
+	r.stop, r.end, r.etag = r.off, r.off, props.ETag
 	return r, nil
 }
 
@@ -120,7 +206,7 @@ func (r *blobReader) get(off, n int64) (azblob.DownloadStreamResponse, error) {
 
 // next opens the range that starts at off.
 func (r *blobReader) next() error {
-	want := min(r.rangeSize, r.size-r.off)
+	want := min(r.rangeSize, r.stop-r.off)
 	resp, err := r.get(r.off, want)
 	switch {
 	case bloberror.HasCode(err, bloberror.ConditionNotMet, bloberror.BlobNotFound):
@@ -141,7 +227,7 @@ func (r *blobReader) Read(p []byte) (int, error) {
 			return 0, r.err
 		}
 		if r.body == nil {
-			if r.off >= r.size {
+			if r.off >= r.stop {
 				return 0, io.EOF
 			}
 			if r.err = r.next(); r.err != nil {

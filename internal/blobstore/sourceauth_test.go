@@ -176,6 +176,9 @@ func TestIdentitySyncCopySendsABearerSourceAuthorization(t *testing.T) {
 		t.Fatalf("got %+v, %v", res, err)
 	}
 	r := f.copyRequest(t)
+	if want := "/devstoreaccount1/" + DefaultFileStoreContainer + "/store/a"; r.url.Path != want {
+		t.Errorf("copied to %s, want %s in the file-store container", r.url.Path, want)
+	}
 	for h, want := range map[string]string{
 		"x-ms-copy-source":               strings.TrimSuffix(s.Client().URL(), "/") + "/app-files/docs%2Fa",
 		"x-ms-copy-source-authorization": "Bearer token-1",
