@@ -59,11 +59,12 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 	})
 
 	var err error
+	blobOpts := blobstore.Options{FileStoreContainer: cfg.FileStoreContainer}
 	if cfg.StorageConnectionString != "" {
 		if a.tables, err = tablestore.NewFromConnectionString(cfg.StorageConnectionString.Value(), cfg.TablePrefix); err != nil {
 			return nil, err
 		}
-		if a.blobs, err = blobstore.NewFromConnectionString(cfg.StorageConnectionString.Value(), cfg.SnapshotsContainer); err != nil {
+		if a.blobs, err = blobstore.NewFromConnectionString(cfg.StorageConnectionString.Value(), cfg.SnapshotsContainer, blobOpts); err != nil {
 			return nil, err
 		}
 	} else {
@@ -74,7 +75,7 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 		if a.tables, err = tablestore.New(cfg.StorageTableURL, c, cfg.TablePrefix); err != nil {
 			return nil, err
 		}
-		if a.blobs, err = blobstore.New(cfg.StorageBlobURL, c, cfg.SnapshotsContainer); err != nil {
+		if a.blobs, err = blobstore.New(cfg.StorageBlobURL, c, cfg.SnapshotsContainer, blobOpts); err != nil {
 			return nil, err
 		}
 	}
@@ -110,7 +111,7 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 		Log:         log,
 	}
 	svc := backup.NewService(backup.Deps{Stores: a.tables.Stores(), Publisher: a.publisher, Snapshotter: snap,
-		Archives: a.blobs, Layout: blobstore.Layout{}, Now: time.Now, Log: log,
+		Archives: a.blobs, Layout: blobstore.Layout{}, FileStore: a.blobs, Manifests: a.blobs, Now: time.Now, Log: log,
 		StallTimeout: cfg.JobStallTimeout, DatabaseHosts: cfg.PGAllowedHosts})
 	a.api = api.New(api.Deps{
 		Log: log, Version: cfg.Version, Authenticator: authn, Service: svc,
@@ -138,7 +139,14 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 		func(ctx context.Context, _ envelope.Timer, log zerolog.Logger) error {
 			return svc.RecoverOperations(ctx, log)
 		}))
-	// Daily: remove archive blobs no snapshot points to, and finish deletions that stopped half-way.
+	// Hourly: delete the file-store objects that no live snapshot names any more (after the grace
+	// period), so that deletions and expiries free their files within the hour.
+	a.triggers.Register("CollectFileStores", triggers.Timer("timer",
+		func(ctx context.Context, _ envelope.Timer, log zerolog.Logger) error {
+			_, err := svc.CollectAllFiles(ctx, log)
+			return err
+		}))
+	// Daily: remove snapshot blobs no snapshot record points to, and finish deletions that stopped half-way.
 	a.triggers.Register("SweepArchives", triggers.Timer("timer",
 		func(ctx context.Context, _ envelope.Timer, log zerolog.Logger) error {
 			_, err := svc.SweepArchives(ctx, log)

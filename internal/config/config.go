@@ -56,8 +56,11 @@ type Config struct {
 	// TablePrefix prefixes every table name (TABLE_PREFIX), so several deployments or tests can share an
 	// account.
 	TablePrefix string
-	// SnapshotsContainer holds the snapshot archives (SNAPSHOTS_CONTAINER, default "snapshots").
+	// SnapshotsContainer holds the snapshots' dumps and manifests (SNAPSHOTS_CONTAINER, default
+	// "snapshots"); FileStoreContainer the environments' file stores, which their snapshots share
+	// (FILE_STORE_CONTAINER, default "snapshot-files"). They must differ.
 	SnapshotsContainer string
+	FileStoreContainer string
 
 	// Service Bus: a connection string (SERVICEBUS_CONNECTION_STRING), or a namespace with managed identity
 	// (SERVICEBUS_NAMESPACE, e.g. "mybus.servicebus.windows.net"), or the local Functions host's broker
@@ -118,6 +121,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		StorageTableURL:            getenv("STORAGE_TABLE_URL"),
 		TablePrefix:                orDefault(getenv("TABLE_PREFIX"), ""),
 		SnapshotsContainer:         orDefault(getenv("SNAPSHOTS_CONTAINER"), "snapshots"),
+		FileStoreContainer:         orDefault(getenv("FILE_STORE_CONTAINER"), "snapshot-files"),
 		ServiceBusConnectionString: Secret(getenv("SERVICEBUS_CONNECTION_STRING")),
 		ServiceBusNamespace:        getenv("SERVICEBUS_NAMESPACE"),
 		LocalServiceBusURL:         getenv("LOCAL_SERVICEBUS_URL"),
@@ -193,6 +197,11 @@ func (c Config) Validate() error {
 	}
 	if !backup.ValidContainerName(c.SnapshotsContainer) {
 		bad("SNAPSHOTS_CONTAINER: %q is not a valid container name (3-63 lowercase letters, digits, dashes)", c.SnapshotsContainer)
+	}
+	if !backup.ValidContainerName(c.FileStoreContainer) {
+		bad("FILE_STORE_CONTAINER: %q is not a valid container name (3-63 lowercase letters, digits, dashes)", c.FileStoreContainer)
+	} else if c.FileStoreContainer == c.SnapshotsContainer {
+		bad("FILE_STORE_CONTAINER: %q is also SNAPSHOTS_CONTAINER; the file stores need a container of their own", c.FileStoreContainer)
 	}
 	busModes := 0
 	for _, set := range []bool{c.ServiceBusConnectionString != "", c.ServiceBusNamespace != "", c.LocalServiceBusURL != ""} {

@@ -82,6 +82,8 @@ func TestInvalidSettingsNameTheVariable(t *testing.T) {
 		{"no issuer", func(e map[string]string) { delete(e, "AUTH_ISSUER_URL") }, "AUTH_ISSUER_URL"},
 		{"no audience", func(e map[string]string) { delete(e, "AUTH_AUDIENCE") }, "AUTH_AUDIENCE"},
 		{"bad container", func(e map[string]string) { e["SNAPSHOTS_CONTAINER"] = "Snap_Shots" }, "SNAPSHOTS_CONTAINER"},
+		{"bad file-store container", func(e map[string]string) { e["FILE_STORE_CONTAINER"] = "x" }, "FILE_STORE_CONTAINER"},
+		{"one container for both", func(e map[string]string) { e["FILE_STORE_CONTAINER"] = "snapshots" }, "FILE_STORE_CONTAINER"},
 		{"bad table prefix", func(e map[string]string) { e["TABLE_PREFIX"] = "a-b" }, "TABLE_PREFIX"},
 		{"bad duration", func(e map[string]string) { e["SHUTDOWN_TIMEOUT"] = "soon" }, "SHUTDOWN_TIMEOUT"},
 		{"no pg user", func(e map[string]string) { delete(e, "PG_USER") }, "PG_USER"},

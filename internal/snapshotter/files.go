@@ -2,89 +2,104 @@ package snapshotter
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
-	"golang.org/x/sync/errgroup"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
-	"github.com/mxazure/backups/internal/archive"
 	"github.com/mxazure/backups/internal/backup"
+	"github.com/mxazure/backups/internal/blobstore"
 	"github.com/mxazure/backups/internal/pg"
 )
 
-// fileTries is how often one file blob is read before the build gives up on it. The SDK has already
-// retried each request (blobstore's retry policy); these tries also cover what it cannot, a connection
-// that fails while the body is being read.
+// fileTries is how often one file is copied or read before the snapshot gives up on it. The SDK has
+// already retried each request (blobstore's retry policy); these tries also cover what it cannot, a
+// connection that fails while a body is being read.
 const fileTries = 3
 
-// copyFiles streams every listed file blob into the archive with FileWorkers downloads in flight. A
-// row whose blob is missing goes to missing (a warning, spec/archive.md), never a silent omission.
-func (s *Snapshotter) copyFiles(ctx context.Context, env backup.Environment, files []pg.File, b *archive.Builder, missing func(uuid string)) error {
-	workers := s.FileWorkers
-	if workers <= 0 {
-		workers = 16
+// storeFiles puts the dump's file documents into the environment's file store and writes the manifest
+// (backup.StoreFiles decides; this supplies the listing and the server-side copies).
+func (s *Snapshotter) storeFiles(ctx context.Context, req backup.SnapshotRequest, files []pg.File, prog *progress) (backup.StoreFilesResult, error) {
+	env := req.Environment
+	uuids := make([]string, len(files))
+	for i, f := range files {
+		uuids[i] = f.UUID
 	}
-	next := make(chan pg.File)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer close(next)
-		for _, f := range files {
-			select {
-			case next <- f:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
+	return backup.StoreFiles(ctx, s.Blobs, s.Blobs, backup.StoreFilesRequest{
+		Namespace: env.Namespace, EnvironmentID: env.ID, SnapshotID: req.SnapshotID, ManifestPath: req.ManifestPath,
+		Files:   uuids,
+		Sources: func(ctx context.Context, wanted map[string]bool) (map[string]backup.SourceFile, error) { return s.listSources(ctx, env, wanted) },
+		Source: func(ctx context.Context, uuid string) (backup.SourceFile, bool, error) {
+			found, err := s.listSources(ctx, env, map[string]bool{uuid: true}, uuid)
+			f, ok := found[uuid]
+			return f, ok, err
+		},
+		Copy: func(ctx context.Context, f backup.SourceFile, object string) (backup.CopyOutcome, error) {
+			return s.copyFile(ctx, env, f, object)
+		},
+		Workers: s.FileWorkers, Now: s.now, Progress: prog.filesDecided,
+	})
+}
+
+// listSources lists the environment's container (under its prefix, or under prefix+only[0] to read one
+// blob again) in pages, and returns the blobs of the wanted UUIDs.
+func (s *Snapshotter) listSources(ctx context.Context, env backup.Environment, wanted map[string]bool, only ...string) (map[string]backup.SourceFile, error) {
+	prefix := env.Files.Prefix
+	if len(only) == 1 {
+		prefix += only[0]
+	}
+	out := make(map[string]backup.SourceFile, len(wanted))
+	err := s.files().ListFiles(ctx, env.Files.Container, prefix, func(fi blobstore.FileInfo) error {
+		u, ok := strings.CutPrefix(fi.Name, env.Files.Prefix)
+		if ok && wanted[u] {
+			out[u] = backup.SourceFile{UUID: u, Size: fi.Size, MD5: fi.ContentMD5, ETag: string(fi.ETag)}
 		}
 		return nil
 	})
-	for i := 0; i < workers; i++ {
-		g.Go(func() error {
-			for f := range next {
-				if err := s.copyFile(gctx, env, f, b, missing); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+	if err != nil {
+		return nil, fmt.Errorf("list the file documents of container %s: %w", env.Files.Container, err)
 	}
-	return g.Wait()
+	return out, nil
 }
 
-// copyFile adds one file document, reading its blob again from the first byte after a failure a retry
-// can fix (a transient *backup.Error from the FileSource, at open or half-way through), up to fileTries
-// times with growing pauses. Restarting needs no buffer here: archive.Builder.AddFile leaves a file
-// whose reader failed out of the archive entirely and the build goes on (files up to ChunkSize/4 are
-// read whole before they enter the tar stream; larger ones stream into blocks of their own, dropped on
-// failure). A failure of the build itself (Builder.Err) or of ctx is not retried.
-func (s *Snapshotter) copyFile(ctx context.Context, env backup.Environment, f pg.File, b *archive.Builder, missing func(string)) error {
-	delay := s.retryDelay()
-	for try := 1; ; try++ {
-		err := s.addFile(ctx, env, f.UUID, b, missing)
-		if err == nil || try == fileTries || b.Err() != nil || ctx.Err() != nil || backup.CodeOf(err) != backup.CodeTransient {
+// copyFile copies one file document into the store, server-side, trying again after a failure a retry
+// can fix.
+func (s *Snapshotter) copyFile(ctx context.Context, env backup.Environment, f backup.SourceFile, object string) (backup.CopyOutcome, error) {
+	dst := blobstore.Layout{}.StoreObject(env.Namespace, env.ID, object)
+	want := blobstore.CopyCheck{ETag: azcore.ETag(f.ETag), Size: f.Size, MD5: f.MD5}
+	var out backup.CopyOutcome
+	err := s.retry(ctx, "copying a file document into the store", f.UUID, func() error {
+		res, err := s.files().CopyFile(ctx, env.Files.Container, env.Files.Prefix+f.UUID, dst, want)
+		switch {
+		case errors.Is(err, blobstore.ErrSourceMissing):
+			return fmt.Errorf("file document %s: %w", f.UUID, backup.ErrSourceMissing)
+		case errors.Is(err, blobstore.ErrSourceChanged):
+			return fmt.Errorf("file document %s: %w", f.UUID, backup.ErrSourceChanged)
+		case err != nil:
 			return err
 		}
-		s.Log.Warn().Err(err).Str("file", f.UUID).Int("try", try).Msg("reading a file blob failed; reading it again")
+		out.Existed = res.Existed
+		return nil
+	})
+	return out, err
+}
+
+// retry runs try up to fileTries times while it fails with a transient error, with growing pauses.
+func (s *Snapshotter) retry(ctx context.Context, what, uuid string, try func() error) error {
+	delay := s.retryDelay()
+	for n := 1; ; n++ {
+		err := try()
+		if err == nil || n == fileTries || ctx.Err() != nil || backup.CodeOf(err) != backup.CodeTransient {
+			return err
+		}
+		s.Log.Warn().Err(err).Str("file", uuid).Int("try", n).Msg(what + " failed; trying again")
 		if err := sleep(ctx, delay); err != nil {
 			return err
 		}
 		delay *= 2
 	}
-}
-
-func (s *Snapshotter) addFile(ctx context.Context, env backup.Environment, uuid string, b *archive.Builder, missing func(string)) error {
-	r, size, found, err := s.files().OpenFile(ctx, env.Files.Container, env.Files.Prefix+uuid)
-	if err != nil {
-		return fmt.Errorf("file document %s: %w", uuid, err)
-	}
-	if !found {
-		missing(uuid)
-		return nil
-	}
-	defer r.Close()
-	if err := b.AddFile(uuid, size, r); err != nil {
-		return fmt.Errorf("archive file document %s: %w", uuid, err)
-	}
-	return nil
 }
 
 func (s *Snapshotter) retryDelay() time.Duration {

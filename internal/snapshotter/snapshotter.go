@@ -1,6 +1,8 @@
-// Package snapshotter makes a snapshot archive in one streaming pass: pg_dump of the environment's
-// database and its file-document blobs, concurrently, into the Mendix archive format, staged as blocks
-// of one blob and committed only when everything succeeded; then the blob is read back and verified.
+// Package snapshotter makes snapshots in the incremental layout (docs/snapshot-layout.md): pg_dump of
+// the environment's database compressed in parallel into the dump blob, staged as blocks and committed
+// only when everything succeeded, and concurrently the file documents copied server-side into the
+// environment's file store (only those it lacks) and listed in the manifest; then the dump is read back
+// and verified. It also assembles a snapshot's Mendix archive on demand from those parts (assemble.go).
 // It implements backup.Snapshotter by composing internal/pg, internal/archive and internal/blobstore.
 package snapshotter
 
@@ -11,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"time"
 
@@ -24,35 +25,43 @@ import (
 	"github.com/mxazure/backups/internal/pg"
 )
 
-// Snapshotter builds archives. Its zero value is not usable; fill every field but the optional ones.
+// Snapshotter makes snapshots and assembles their archives. Its zero value is not usable; fill every
+// field but the optional ones.
 type Snapshotter struct {
 	Dumper *pg.Dumper
 	Blobs  *blobstore.Store
-	// Files reads file-document blobs; default Blobs. Tests wrap it to inject failures.
+	// Files reaches the environments' file-document containers and the file store; default Blobs.
+	// Tests wrap it to inject failures.
 	Files FileSource
 	// Conn returns how to reach an environment's database (credentials come from configuration: managed
 	// identity tokens in Azure, a password locally).
 	Conn func(env backup.Environment) pg.Conn
-	// FileWorkers is how many file blobs are downloaded at once (default 16): file documents are small,
-	// so latency, not bandwidth, bounds a sequential copy.
+	// FileWorkers is how many file copies (server-side, into the store) or reads (assembling an
+	// archive) run at once (default 16): file documents are small, so latency bounds a sequential copy.
 	FileWorkers int
-	// RetryDelay is the pause before reading a file blob or the archive again after a transient
-	// failure, doubled for each further try (default 1 s).
+	// RetryDelay is the pause before a file or a blob is tried again after a transient failure,
+	// doubled for each further try (default 1 s).
 	RetryDelay time.Duration
 	// Archive tunes compression and block sizes.
 	Archive archive.Options
-	Log     zerolog.Logger
+	// Now is the clock collector leases are read with (default time.Now).
+	Now func() time.Time
+	Log zerolog.Logger
 }
 
 var _ backup.Snapshotter = (*Snapshotter)(nil)
 
-// FileSource reads an environment's file-document blobs. Failures that a retry may fix, from either
-// call or from the reader, are *backup.Error with backup.CodeTransient (blobstore classifies them).
+// FileSource is the blob storage the snapshotter reads and copies files with (blobstore.Store).
+// Failures that a retry may fix are *backup.Error with backup.CodeTransient (blobstore classifies them).
 type FileSource interface {
 	// CheckFileContainer fails, permanently and naming it, when the container does not exist.
 	CheckFileContainer(ctx context.Context, container string) error
-	// OpenFile opens a blob; found is false when it does not exist.
-	OpenFile(ctx context.Context, container, name string) (r io.ReadCloser, size int64, found bool, err error)
+	// ListFiles lists a container's blobs under prefix, in pages.
+	ListFiles(ctx context.Context, container, prefix string, fn func(blobstore.FileInfo) error) error
+	// CopyFile copies a blob into the file store server-side (see blobstore.Store.CopyFile).
+	CopyFile(ctx context.Context, srcContainer, srcName, dstPath string, want blobstore.CopyCheck) (blobstore.CopyResult, error)
+	// OpenObject reads a store object.
+	OpenObject(ctx context.Context, namespace, envID, name string) (io.ReadCloser, int64, error)
 }
 
 func (s *Snapshotter) files() FileSource {
@@ -62,7 +71,16 @@ func (s *Snapshotter) files() FileSource {
 	return s.Blobs
 }
 
-// Create writes and verifies the archive of req.Environment at req.BlobPath.
+func (s *Snapshotter) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// Create dumps req.Environment's database into the dump blob and, concurrently, puts its file
+// documents into the environment's file store (copying only what the store lacks, server-side) and
+// writes the manifest; then it reads the dump back to verify it.
 func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (backup.SnapshotResult, error) {
 	start := time.Now()
 	// The build's buffers (tens of MiB) are garbage once it ends, and a worker is idle most of the day:
@@ -85,58 +103,59 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 	prog := &progress{report: req.Progress, cur: backup.Progress{Phase: "dumping", FilesTotal: len(files)}}
 	opts := s.Archive
 	opts.Progress = prog.archived
-	builder := archive.NewBuilder(ctx, stagedSink{s.Blobs.NewBlockSink(req.BlobPath), prog.staged}, opts)
-	missing := &missingBlobs{}
+	writer := archive.NewDumpWriter(ctx, stagedSink{s.Blobs.NewBlockSink(req.DumpPath), prog.staged}, opts)
+	defer writer.Abort() // no-op once committed
 
 	// Phase ends, logged at the end: where a slow backup spent its time.
 	var dumpEnded, filesEnded time.Duration
+	var stored backup.StoreFilesResult
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if _, err := builder.WriteDatabase(dump.Reader()); err != nil {
-			return fmt.Errorf("archive the database dump: %w", err)
+		if _, err := writer.ReadFrom(dump.Reader()); err != nil {
+			return fmt.Errorf("compress the database dump: %w", err)
 		}
 		err := dump.Wait()
 		dumpEnded = time.Since(start)
 		return err
 	})
 	g.Go(func() error {
-		err := s.copyFiles(gctx, env, files, builder, func(uuid string) {
-			missing.add(uuid)
-			prog.missing()
-		})
+		var err error
+		stored, err = s.storeFiles(gctx, req, files, prog)
 		filesEnded = time.Since(start)
 		return err
 	})
 	if err := g.Wait(); err != nil {
-		builder.Abort()
 		return backup.SnapshotResult{}, err
 	}
 
 	prog.phase("finishing")
-	meta := archive.Metadata{
-		Duration:     strconv.FormatInt(int64(time.Since(start).Seconds()), 10),
-		ModelVersion: env.ModelVersion,
-		DatabaseSize: strconv.FormatInt(dump.DatabaseSize(), 10),
-	}
-	res, err := builder.Finish(meta)
+	res, err := writer.Finish()
 	if err != nil {
-		return backup.SnapshotResult{}, fmt.Errorf("write the archive: %w", err)
+		return backup.SnapshotResult{}, fmt.Errorf("write the dump blob: %w", err)
 	}
-
 	committed := time.Since(start)
-
-	verified, err := s.verify(ctx, req.BlobPath, res, prog)
+	verified, err := s.verify(ctx, req.DumpPath, res.Blocks, res.Size, prog)
 	if err != nil {
-		s.deleteQuietly(req.BlobPath)
+		s.deleteQuietly(req.DumpPath)
 		return backup.SnapshotResult{}, err
 	}
-	s.Log.Info().Str("blob", req.BlobPath).Int64("size", verified.Size).Int64("dump_size", res.DumpSize).
-		Int("files", res.Files).Int64("files_size", res.FilesSize).Int("blocks", len(res.Blocks)).
-		Dur("dump_done", dumpEnded).Dur("files_done", filesEnded).Dur("committed", committed).
-		Dur("verified", time.Since(start)).Msg("archive written")
+	manifestSize, err := s.Blobs.BlobSize(ctx, req.ManifestPath)
+	if err != nil {
+		return backup.SnapshotResult{}, err
+	}
+	missing := &missingBlobs{}
+	for _, u := range stored.Missing {
+		missing.add(u)
+	}
+	s.Log.Info().Str("dump", req.DumpPath).Int64("dump_blob", verified.Size).Int64("dump_size", res.RawSize).
+		Int("files", len(stored.Entries)).Int("new_files", stored.NewFiles).Int64("new_bytes", stored.NewBytes).
+		Int("store_objects", stored.StoreObjects).Dur("dump_done", dumpEnded).Dur("files_done", filesEnded).
+		Dur("committed", committed).Dur("verified", time.Since(start)).Msg("snapshot written")
 	return backup.SnapshotResult{
-		SizeBytes: verified.Size, SHA256: verified.SHA256, DatabaseSizeBytes: dump.DatabaseSize(),
-		DumpSizeBytes: res.DumpSize, FilesBytes: res.FilesSize, FilesCount: res.Files,
+		SizeBytes: res.RawSize + stored.FilesBytes, SHA256: verified.SHA256, DatabaseSizeBytes: dump.DatabaseSize(),
+		DumpSizeBytes: res.RawSize, DumpBlobBytes: verified.Size, FilesBytes: stored.FilesBytes, FilesCount: len(stored.Entries),
+		NewFilesCount: stored.NewFiles, NewFilesBytes: stored.NewBytes, StoredBytes: verified.Size + manifestSize + stored.NewBytes,
+		StoreObjects: stored.StoreObjects, StoreBytes: stored.StoreBytes,
 		Warnings: warnings(dump.Warnings(), missing, env.Files.Container),
 	}, nil
 }
@@ -145,18 +164,18 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 // was written is not read again: the next attempt writes a new one).
 const verifyTries = 3
 
-// verify reads the committed blob back and checks it is, byte for byte, the blocks the builder
-// compressed (archive.VerifyBlob). This also yields the SHA-256, which cannot be computed while writing
-// since the blocks are produced out of order. A mismatch is transient: the next attempt writes a new blob.
-func (s *Snapshotter) verify(ctx context.Context, path string, want archive.Result, prog *progress) (archive.Verified, error) {
+// verify reads a committed blob back and checks it is, byte for byte, the blocks that were compressed
+// (archive.VerifyBlob). This also yields the SHA-256, which cannot be computed while writing since the
+// blocks are produced out of order. A mismatch is transient: the next attempt writes a new blob.
+func (s *Snapshotter) verify(ctx context.Context, path string, blocks []archive.Block, size int64, prog *progress) (archive.Verified, error) {
 	delay := s.retryDelay()
 	for try := 1; ; try++ {
-		v, err := s.verifyOnce(ctx, path, want, prog)
+		v, err := s.verifyOnce(ctx, path, blocks, size, prog)
 		if err == nil || try == verifyTries || ctx.Err() != nil || backup.CodeOf(err) != backup.CodeTransient ||
 			errors.As(err, new(*archive.BlobMismatchError)) {
 			return v, err
 		}
-		s.Log.Warn().Err(err).Str("blob", path).Int("try", try).Msg("reading the archive back failed; reading it again")
+		s.Log.Warn().Err(err).Str("blob", path).Int("try", try).Msg("reading the blob back failed; reading it again")
 		if err := sleep(ctx, delay); err != nil {
 			return v, err
 		}
@@ -164,22 +183,22 @@ func (s *Snapshotter) verify(ctx context.Context, path string, want archive.Resu
 	}
 }
 
-func (s *Snapshotter) verifyOnce(ctx context.Context, path string, want archive.Result, prog *progress) (archive.Verified, error) {
+func (s *Snapshotter) verifyOnce(ctx context.Context, path string, blocks []archive.Block, size int64, prog *progress) (archive.Verified, error) {
 	prog.phase("verifying")
 	rc, _, err := s.Blobs.OpenArchive(ctx, path)
 	if err != nil {
 		return archive.Verified{}, err
 	}
 	defer rc.Close()
-	v, err := archive.VerifyBlob(ctx, &countingReader{r: rc, report: prog.verified}, want.Blocks)
+	v, err := archive.VerifyBlob(ctx, &countingReader{r: rc, report: prog.verified}, blocks)
 	var mismatch *archive.BlobMismatchError
 	switch {
 	case errors.As(err, &mismatch):
-		return v, backup.Wrap(backup.CodeTransient, err, "the written archive did not verify: it is not what was written")
+		return v, backup.Wrap(backup.CodeTransient, err, "the written blob did not verify: it is not what was written")
 	case err != nil:
 		return v, err // the read's own error (blobstore's, already classified) or ctx's
-	case v.Size != want.Size:
-		return v, backup.Errorf(backup.CodeTransient, "the written archive did not verify: it has %d bytes, %d were written", v.Size, want.Size)
+	case v.Size != size:
+		return v, backup.Errorf(backup.CodeTransient, "the written blob did not verify: it has %d bytes, %d were written", v.Size, size)
 	}
 	return v, nil
 }
@@ -188,22 +207,21 @@ func (s *Snapshotter) deleteQuietly(path string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := s.Blobs.DeleteBlob(ctx, path); err != nil && !errors.Is(err, context.Canceled) {
-		s.Log.Warn().Err(err).Str("blob", path).Msg("could not delete an archive that did not verify")
+		s.Log.Warn().Err(err).Str("blob", path).Msg("could not delete a blob that did not verify")
 	}
 }
 
-// progress tells req.Progress how the build advances, so that the caller's watchdog, which counts any
-// change as an advance, sees a healthy build advance in every phase: while dumping, BytesDone is the
-// uncompressed bytes archived and FilesDone the files added or found missing; while finishing (the last
-// blocks staged, the commit), BytesDone is the compressed bytes staged; while verifying, the bytes read
-// back. Calls are serialised, so values reach the caller in order.
+// progress tells req.Progress how the work advances, so that the caller's watchdog, which counts any
+// change as an advance, sees a healthy job advance in every phase: while dumping (or assembling),
+// BytesDone is the uncompressed bytes compressed or archived and FilesDone the files decided (referenced,
+// copied or found missing) or archived; while finishing (the last blocks staged, the commit), BytesDone
+// is the compressed bytes staged; while verifying, the bytes read back. Calls are serialised, so values
+// reach the caller in order.
 type progress struct {
 	report func(backup.Progress) // nil: nobody listens
 
 	mu          sync.Mutex
 	cur         backup.Progress
-	added       int   // files in the archive
-	lost        int   // files without a blob
 	stagedBytes int64 // compressed bytes staged
 }
 
@@ -226,19 +244,19 @@ func (p *progress) phase(name string) {
 	})
 }
 
-// archived is the builder's Progress callback.
+// archived is the dump writer's and the builder's Progress callback.
 func (p *progress) archived(a archive.Progress) {
 	p.update(func(c *backup.Progress) {
-		p.added = a.Files
-		c.BytesDone, c.FilesDone = a.DumpBytes+a.FilesBytes, p.added+p.lost
+		c.BytesDone = a.DumpBytes + a.FilesBytes
+		if a.Files > 0 {
+			c.FilesDone = a.Files
+		}
 	})
 }
 
-func (p *progress) missing() {
-	p.update(func(c *backup.Progress) {
-		p.lost++
-		c.FilesDone = p.added + p.lost
-	})
+// filesDecided is StoreFiles's Progress callback.
+func (p *progress) filesDecided(n int) {
+	p.update(func(c *backup.Progress) { c.FilesDone = n })
 }
 
 func (p *progress) staged(n int) {
