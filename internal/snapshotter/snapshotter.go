@@ -122,6 +122,9 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 		var err error
 		stored, err = s.storeFiles(gctx, req, files, prog)
 		filesEnded = time.Since(start)
+		if err != nil {
+			writer.Abort() // stops the dump's goroutine at its next chunk; pg_dump is killed on return
+		}
 		return err
 	})
 	if err := g.Wait(); err != nil {
