@@ -115,6 +115,15 @@ resource "azurerm_storage_container" "snapshots" {
   container_access_type = "private"
 }
 
+# The environments' file stores: file documents stored once and shared by an environment's snapshots
+# (docs/snapshot-layout.md). A container of its own, so that the daily sweep of "snapshots" never pages
+# through the store objects.
+resource "azurerm_storage_container" "snapshot_files" {
+  name                  = "snapshot-files"
+  storage_account_id    = azurerm_storage_account.this.id
+  container_access_type = "private"
+}
+
 # ---------------------------------------------------------------------------------------------------------
 # Service Bus (Standard: the cheapest tier with sessions, duplicate detection and topics)
 # ---------------------------------------------------------------------------------------------------------
@@ -334,6 +343,7 @@ resource "azurerm_linux_function_app" "this" {
       STORAGE_BLOB_URL     = trimsuffix(azurerm_storage_account.this.primary_blob_endpoint, "/")
       STORAGE_TABLE_URL    = trimsuffix(azurerm_storage_account.this.primary_table_endpoint, "/")
       SNAPSHOTS_CONTAINER  = azurerm_storage_container.snapshots.name
+      FILE_STORE_CONTAINER = azurerm_storage_container.snapshot_files.name
       SERVICEBUS_NAMESPACE = local.servicebus_fqdn
       AZURE_CLIENT_ID      = azurerm_user_assigned_identity.app.client_id
       AUTH_ISSUER_URL      = var.auth_issuer_url
