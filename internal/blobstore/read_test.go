@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mxazure/backups/internal/backup"
@@ -131,5 +133,89 @@ func TestCancelAbortsAReadInFlight(t *testing.T) {
 	cancel()
 	if _, err := io.ReadAll(r); !errors.Is(err, context.Canceled) {
 		t.Errorf("got %v, want context.Canceled", err)
+	}
+}
+
+// getCounter sends requests with the default HTTP client and counts the GETs of blobs.
+type getCounter struct{ gets atomic.Int64 }
+
+func (c *getCounter) Do(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodGet && r.URL.Query().Get("comp") == "" {
+		c.gets.Add(1)
+	}
+	return http.DefaultClient.Do(r)
+}
+
+// TestOpenRangeReadsTheRangeInRanges: any range within the blob reads its bytes, as GETs of at most
+// RangeSize bytes; BlobSize gives the size.
+func TestOpenRangeReadsTheRangeInRanges(t *testing.T) {
+	counter := &getCounter{}
+	s := newStoreWith(t, Options{RangeSize: 1000, Transport: counter})
+	path := Layout{}.SnapshotDump(testNS, testEnv, testSnap, 1)
+	data := pattern(4321)
+	if _, err := s.Client().UploadBuffer(t.Context(), "snapshots", path, data, nil); err != nil {
+		t.Fatal(err)
+	}
+	if size, err := s.BlobSize(t.Context(), path); err != nil || size != 4321 {
+		t.Errorf("BlobSize: %d, %v", size, err)
+	}
+	for _, c := range []struct {
+		off, n int64
+		gets   int64
+	}{{0, 4321, 5}, {1, 999, 1}, {1000, 1000, 1}, {500, 3000, 3}, {4320, 1, 1}, {4321, 0, 0}, {0, 0, 0}} {
+		counter.gets.Store(0)
+		r, err := s.OpenRange(t.Context(), path, c.off, c.n)
+		if err != nil {
+			t.Fatalf("%d bytes from %d: %v", c.n, c.off, err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || !bytes.Equal(got, data[c.off:c.off+c.n]) {
+			t.Errorf("%d bytes from %d: read %d bytes, equal %v, err %v", c.n, c.off, len(got), bytes.Equal(got, data[c.off:c.off+c.n]), err)
+		}
+		if n := counter.gets.Load(); n != c.gets {
+			t.Errorf("%d bytes from %d: %d GETs, want %d of at most 1000 bytes", c.n, c.off, n, c.gets)
+		}
+	}
+}
+
+// TestOpenRangeRefusesRangesPastTheEnd: a range that does not lie within the blob is an error, never
+// a short read; a missing blob is NOT_FOUND, for OpenRange and BlobSize.
+func TestOpenRangeRefusesRangesPastTheEnd(t *testing.T) {
+	s := newStoreWith(t, Options{RangeSize: 1000})
+	path := Layout{}.SnapshotDump(testNS, testEnv, testSnap, 1)
+	if _, err := s.Client().UploadBuffer(t.Context(), "snapshots", path, pattern(4321), nil); err != nil {
+		t.Fatal(err)
+	}
+	empty := Layout{}.SnapshotDump(testNS, testEnv, testSnap, 2)
+	if _, err := s.Client().UploadBuffer(t.Context(), "snapshots", empty, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.OpenRange(t.Context(), empty, 0, 0); err != nil {
+		t.Errorf("nothing of an empty blob: %v", err)
+	} else if got, err := io.ReadAll(r); len(got) != 0 || err != nil {
+		t.Errorf("nothing of an empty blob: %d bytes, %v", len(got), err)
+	}
+	for _, c := range []struct {
+		path   string
+		off, n int64
+	}{{path, 4000, 400}, {path, 4321, 1}, {path, 5000, 0}, {path, 9000, 10}, {path, -1, 10}, {path, 0, -1}, {empty, 0, 1}} {
+		r, err := s.OpenRange(t.Context(), c.path, c.off, c.n)
+		if err == nil {
+			r.Close()
+		}
+		if backup.CodeOf(err) != backup.CodeInternal || !strings.Contains(err.Error(), "database dump") {
+			t.Errorf("%d bytes from %d: got %v, want a refusal naming the dump", c.n, c.off, err)
+		}
+	}
+	missing := Layout{}.SnapshotDump(testNS, testEnv, testSnap, 9)
+	if _, err := s.OpenRange(t.Context(), missing, 0, 10); !backup.IsNotFound(err) {
+		t.Errorf("OpenRange of a missing blob: %v, want NOT_FOUND", err)
+	}
+	if _, err := s.OpenRange(t.Context(), missing, 0, 0); !backup.IsNotFound(err) {
+		t.Errorf("OpenRange of nothing of a missing blob: %v, want NOT_FOUND", err)
+	}
+	if _, err := s.BlobSize(t.Context(), missing); !backup.IsNotFound(err) {
+		t.Errorf("BlobSize of a missing blob: %v, want NOT_FOUND", err)
 	}
 }
