@@ -49,8 +49,8 @@ type Options struct {
 	RangeSize int64
 	// Transport sends the requests (tests); default the SDK's HTTP client.
 	Transport policy.Transporter
-	// ListPageSize is the most blobs one List Blobs request of ListFiles asks for; default
-	// DefaultListPageSize.
+	// ListPageSize is the most blobs (or folders) one List Blobs request asks for (ListFiles,
+	// WalkArchives, WalkStores, WalkObjects, ListSnapshotBlobs); default DefaultListPageSize.
 	ListPageSize int32
 	// SyncCopyLimit: CopyFile copies sources of up to this many bytes with the synchronous Copy Blob
 	// From URL, larger ones with the asynchronous Copy Blob; default DefaultSyncCopyLimit.

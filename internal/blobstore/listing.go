@@ -10,8 +10,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 )
 
-// DefaultListPageSize is the most blobs one List Blobs request of ListFiles asks for: Storage's own
-// maximum, 5,000.
+// DefaultListPageSize is the most blobs one List Blobs request asks for: Storage's own maximum, 5,000.
 const DefaultListPageSize = 5000
 
 // FileInfo is one blob of a file container as a listing shows it.

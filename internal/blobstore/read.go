@@ -99,11 +99,11 @@ func containerMissing(name string, err error) error {
 		"the environment's file container %s does not exist in the storage account, so its file documents cannot be backed up", name)
 }
 
-// blobReader streams a blob as consecutive range GETs of at most rangeSize bytes. The SDK retries each
-// GET and TryTimeout bounds it, body included: ranges keep a slow read of a large blob inside that
-// bound, while a hung one still fails. Ranges after the first are pinned to the first one's ETag, so a
-// blob replaced or deleted during the read fails it (transient) instead of mixing two versions. ctx
-// aborts any request or read in flight.
+// blobReader streams a blob, or a range of it, as consecutive range GETs of at most rangeSize bytes.
+// The SDK retries each GET and TryTimeout bounds it, body included: ranges keep a slow read of a large
+// blob inside that bound, while a hung one still fails. Ranges after the first are pinned to the first
+// one's ETag, so a blob replaced or deleted during the read fails it (transient) instead of mixing two
+// versions. ctx aborts any request or read in flight.
 type blobReader struct {
 	ctx       context.Context
 	client    *azblob.Client
