@@ -65,7 +65,7 @@ type Options struct {
 
 // Progress is a snapshot of the work done so far.
 type Progress struct {
-	DumpBytes  int64 // bytes of the dump read
+	DumpBytes  int64 // bytes of the dump read (while a dump is spliced: in proportion to its compressed bytes)
 	Files      int   // files added
 	FilesBytes int64 // bytes of the files added
 }
@@ -97,8 +97,9 @@ const (
 	stateDone                   // finished, failed in Finish, or aborted
 )
 
-// Builder writes one archive in one streaming pass (see the package comment). WriteDatabase and AddFile
-// may run concurrently with each other and AddFile with itself; Finish comes after all of them returned.
+// Builder writes one archive in one streaming pass (see the package comment). WriteDatabase (or
+// WriteCompressedDatabase) and AddFile may run concurrently with each other and AddFile with itself;
+// Finish comes after all of them returned.
 // Any failure of the build (the sink, the dump reader, ctx, a misuse) stops every goroutine promptly,
 // makes later calls return that error and ensures Commit is never called.
 type Builder struct {
@@ -126,7 +127,7 @@ type Builder struct {
 
 	mu         sync.Mutex // guards the fields below
 	state      state
-	active     int // WriteDatabase and AddFile calls in progress
+	active     int // calls in progress that write: WriteDatabase, WriteCompressedDatabase, AddFile, DumpWriter's
 	dumpCalled bool
 	dumpDone   bool
 	dumpSize   int64
@@ -212,14 +213,7 @@ func (o Options) withDefaults() (Options, error) {
 // once; it may run concurrently with AddFile. Any error fails the whole build. A reader that blocks
 // (pg_dump's stdout) should end when the build's context ends, for example with exec.CommandContext.
 func (b *Builder) WriteDatabase(r io.Reader) (int64, error) {
-	err := b.enter(func() error {
-		if b.dumpCalled {
-			return errors.New("write database: called twice")
-		}
-		b.dumpCalled = true
-		return nil
-	})
-	if err != nil {
+	if err := b.enter(b.claimDump); err != nil {
 		return 0, err
 	}
 	defer b.leave()
@@ -395,7 +389,7 @@ func expectEOF(r io.Reader, size int64) error {
 // On error nothing is committed; the blocks already staged are dropped by Azure after a week.
 func (b *Builder) Finish(meta Metadata) (Result, error) {
 	var res Result
-	err := b.finishOnce("WriteDatabase or AddFile", func() (err error) {
+	err := b.finishOnce("WriteDatabase, WriteCompressedDatabase or AddFile", func() (err error) {
 		res, err = b.finish(meta)
 		return err
 	})

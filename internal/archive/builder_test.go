@@ -96,6 +96,13 @@ func TestDumpSizes(t *testing.T) {
 // than the custom-format header are expected to be rejected by Inspect.
 func verifyArchive(t *testing.T, blob []byte, res Result, sink *memSink, dump []byte, files []testFile, validDump bool) {
 	t.Helper()
+	verifySplicedArchive(t, blob, res, sink, dump, files, validDump, nil)
+}
+
+// verifySplicedArchive is verifyArchive for an archive whose dump was spliced from spliced, the deflate
+// bytes of a dump blob (nil when it was written with WriteDatabase); see checkBlocks.
+func verifySplicedArchive(t *testing.T, blob []byte, res Result, sink *memSink, dump []byte, files []testFile, validDump bool, spliced []byte) {
+	t.Helper()
 	want := map[string][]byte{DumpName: dump}
 	var filesSize int64
 	for _, f := range files {
@@ -149,7 +156,7 @@ func verifyArchive(t *testing.T, blob []byte, res Result, sink *memSink, dump []
 		t.Errorf("the gzip member inflates to %d bytes, the whole file to %d", len(one), len(all))
 	}
 
-	checkBlocks(t, sink, res)
+	checkBlocks(t, sink, res, spliced)
 	if res.Size != int64(len(blob)) || res.DumpSize != int64(len(dump)) || res.FilesSize != filesSize || res.Files != len(files) {
 		t.Errorf("Result %+v, want Size %d DumpSize %d FilesSize %d Files %d", res, len(blob), len(dump), filesSize, len(files))
 	}
@@ -238,15 +245,17 @@ func checkExtracted(t *testing.T, dir string, want map[string][]byte, wantTree b
 // checkBlocks checks the committed block list: IDs of equal length naming the streams in commit order;
 // the gzip header at the start of the first block; every block but the last a run of deflate blocks
 // that inflates on its own (no reference to an earlier block) and ends on a sync flush; the last block
-// an empty final deflate block and the gzip trailer.
+// an empty final deflate block and the gzip trailer. When spliced is not nil, the first dump blocks
+// must be exactly its bytes; they are checked as one run, since they are cut anywhere in its segments.
 var commitOrderRE = regexp.MustCompile(`^h+d*f*t+z$`)
 
-func checkBlocks(t *testing.T, sink *memSink, res Result) {
+func checkBlocks(t *testing.T, sink *memSink, res Result, spliced []byte) {
 	t.Helper()
 	if sink.commits != 1 || len(res.Blocks) != len(sink.ids) {
 		t.Errorf("commits %d, Result.Blocks %d, committed %d blocks; want 1 commit of Result.Blocks", sink.commits, len(res.Blocks), len(sink.ids))
 	}
 	var kinds []byte
+	var run []byte // the spliced blocks seen so far
 	for i, id := range sink.ids {
 		raw, _ := base64.StdEncoding.DecodeString(id)
 		if len(id) != len(sink.ids[0]) {
@@ -254,6 +263,16 @@ func checkBlocks(t *testing.T, sink *memSink, res Result) {
 		}
 		kinds = append(kinds, raw[0])
 		data := sink.blocks[id]
+		if raw[0] == 'd' && len(run) < len(spliced) {
+			if run = append(run, data...); len(run) >= len(spliced) {
+				if !bytes.Equal(run, spliced) {
+					t.Errorf("the spliced blocks hold %d bytes that are not the %d of the dump's deflate segments", len(run), len(spliced))
+				}
+				data = run // checked below as one block
+			} else {
+				continue
+			}
+		}
 		if i == 0 {
 			if len(data) < gzipHeaderLen || !bytes.HasPrefix(data, []byte{0x1f, 0x8b, 8, 0}) {
 				t.Errorf("first block %s does not start with a gzip header: % x", raw, data[:min(len(data), gzipHeaderLen)])
@@ -274,6 +293,9 @@ func checkBlocks(t *testing.T, sink *memSink, res Result) {
 		if _, err := io.Copy(io.Discard, flate.NewReader(bytes.NewReader(append(bytes.Clone(data), 0x03, 0x00)))); err != nil {
 			t.Errorf("block %s does not inflate on its own: %v", raw, err)
 		}
+	}
+	if len(run) < len(spliced) {
+		t.Errorf("the dump blocks hold %d bytes, fewer than the %d of the spliced segments", len(run), len(spliced))
 	}
 	if !commitOrderRE.Match(kinds) {
 		t.Errorf("streams in commit order %q, want head, dump, large files, tree, gzip trailer", kinds)

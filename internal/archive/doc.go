@@ -23,7 +23,8 @@
 // whole archive. Blocks belong to streams, committed in this order:
 //
 //	h  head: the .metadata entry and the db/db.backup tar header, staged by Finish (dump size known)
-//	d  the dump's bytes and the padding to 512, staged while WriteDatabase reads
+//	d  the dump's bytes and the padding to 512, staged while WriteDatabase reads (or the spliced
+//	   deflate bytes of a dump blob, then the padding as a segment of its own)
 //	f  one stream per large file (header, data, padding), in the order the files complete
 //	t  the small files (header, data, padding each), then the end-of-archive marker
 //	z  the end of the gzip member, staged by Finish once every other block is compressed
@@ -41,7 +42,9 @@
 // WriteDatabase and AddFile fill chunk buffers; Options.Concurrency goroutines compress full chunks with
 // klauspost/compress/flate; Options.Uploads goroutines stage the compressed blocks. Buffers come from two
 // fixed-size pools, so a slow sink or a slow compressor blocks the producers (back-pressure) instead of
-// growing memory. Worst-case bytes held by a builder, with C = Concurrency, U = Uploads, S = ChunkSize:
+// growing memory. WriteCompressedDatabase reads its already compressed bytes straight into the
+// compressed-block buffers, taking each block's MD5 there, and bypasses the compressors. Worst-case
+// bytes held by a builder, with C = Concurrency, U = Uploads, S = ChunkSize:
 //
 //	input chunk buffers     (C + 2) × S
 //	compressed blocks       (C + U) × (S + S/64 + 1 KiB)
@@ -60,6 +63,31 @@
 // Each block's MD5 is taken as it is compressed and handed to the sink with it; [Result.Blocks] lists
 // the committed blocks with their sizes and digests, and [VerifyBlob] checks a blob read back against
 // them, yielding its SHA-256.
+//
+// # Dump blobs and splicing
+//
+// An incremental snapshot stores its database dump as a blob of its own, and a Mendix archive is
+// assembled from it later. [DumpWriter] (or [WriteCompressed]) writes that blob with the same streams,
+// pools and goroutines as the builder: one stream of dump blocks, the first opening with the gzip
+// header, then the trailer block with the dump's CRC-32 and length. The blob is one standard gzip
+// member of exactly the dump (an empty dump gives the 20-byte empty member); [CompressedResult.Blocks]
+// serves VerifyBlob as Result.Blocks does.
+//
+// [Builder.WriteCompressedDatabase] stages the blob's bytes between its 10-byte header and its 10-byte
+// trailer verbatim, neither inflated nor recompressed, where the dump's blocks go, in blocks of at
+// most ChunkSize bytes, then the entry's padding as a small segment of its own. This is valid because
+// those bytes are a run of segments each deflated with a fresh window and ended by a sync flush: every
+// segment is non-final and ends on a byte boundary, and back-references reach only within the segment,
+// so within the dump. Put after the head, the run inflates to exactly the dump, and decoding goes on
+// with the padding. The cuts between blocks may fall anywhere inside a segment: a blob is the
+// concatenation of its blocks. For the archive's trailer, the dump's CRC-32 and length, from the dump
+// blob's trailer, enter the CRC-32 chain at the dump's position as one piece.
+//
+// The builder trusts the body and the CRC-32 it is given. [CheckGzipHeader], [ParseGzipTrailer] and
+// the sync flush required at the end of the body catch a blob from another writer or cut short; only
+// VerifyBlob against the dump blob's blocks proves it is the blob DumpWriter committed. A wrong CRC-32
+// or dump size is not detected here: the archive's gzip trailer then disagrees with its content, and
+// gzip readers reject it.
 //
 // # Reading
 //

@@ -55,8 +55,8 @@ func FuzzInspect(f *testing.F) {
 		if err != nil && strings.TrimSpace(err.Error()) == "" {
 			t.Error("empty error message")
 		}
-		if src.n > fuzzLimits.MaxArchiveBytes+1 {
-			t.Errorf("read %d bytes, limit %d", src.n, fuzzLimits.MaxArchiveBytes)
+		if src.count() > fuzzLimits.MaxArchiveBytes+1 {
+			t.Errorf("read %d bytes, limit %d", src.count(), fuzzLimits.MaxArchiveBytes)
 		}
 	})
 }

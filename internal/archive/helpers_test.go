@@ -206,22 +206,28 @@ func buildArchive(t *testing.T, opts Options, dump []byte, files []testFile, met
 	if err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
+	checkCommitted(t, sink, res.Size, res.Blocks)
+	return sink.blob, res, sink
+}
+
+// checkCommitted checks a blob committed to sink: well-formed block IDs and Content-MD5s, and a blob
+// that VerifyBlob accepts against blocks, with its true size and SHA-256 and size bytes.
+func checkCommitted(t *testing.T, sink *memSink, size int64, blocks []Block) {
+	t.Helper()
 	if len(sink.badIDs) > 0 {
 		t.Errorf("block IDs not of the form base64(\"x-0000000000\"): %q", sink.badIDs)
 	}
 	if len(sink.badMD5) > 0 {
 		t.Errorf("blocks staged with a wrong Content-MD5: %q", sink.badMD5)
 	}
-	// The committed blob must verify against the Result's blocks, with its true size and SHA-256.
-	v, err := VerifyBlob(context.Background(), bytes.NewReader(sink.blob), res.Blocks)
+	v, err := VerifyBlob(context.Background(), bytes.NewReader(sink.blob), blocks)
 	if err != nil {
 		t.Errorf("VerifyBlob of the committed blob: %v", err)
 	}
-	if sum := sha256.Sum256(sink.blob); v.SHA256 != hex.EncodeToString(sum[:]) || v.Size != int64(len(sink.blob)) || res.Size != v.Size {
-		t.Errorf("VerifyBlob: got %d bytes, SHA-256 %s; Result.Size %d; the blob has %d bytes, SHA-256 %x",
-			v.Size, v.SHA256, res.Size, len(sink.blob), sum)
+	if sum := sha256.Sum256(sink.blob); v.SHA256 != hex.EncodeToString(sum[:]) || v.Size != int64(len(sink.blob)) || size != v.Size {
+		t.Errorf("VerifyBlob: got %d bytes, SHA-256 %s; result size %d; the blob has %d bytes, SHA-256 %x",
+			v.Size, v.SHA256, size, len(sink.blob), sum)
 	}
-	return sink.blob, res, sink
 }
 
 // iotestHalfReader reads data in small uneven pieces, like a network body does.

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mxazure/backups/internal/backup"
@@ -265,8 +266,8 @@ func TestInspectRejects(t *testing.T) {
 			if !strings.Contains(be.Message, tc.wantErr) {
 				t.Errorf("message %q, want it to contain %q", be.Message, tc.wantErr)
 			}
-			if limit := tc.limits.withDefaults().MaxArchiveBytes; src.n > limit+1 {
-				t.Errorf("read %d bytes, limit %d", src.n, limit)
+			if limit := tc.limits.withDefaults().MaxArchiveBytes; src.count() > limit+1 {
+				t.Errorf("read %d bytes, limit %d", src.count(), limit)
 			}
 		})
 	}
@@ -282,18 +283,22 @@ func TestInspectRejectsWithoutReading(t *testing.T) {
 	if backup.CodeOf(err) != backup.CodeInvalidParameters || !strings.Contains(err.Error(), "exceeds the limit of 8 GiB") {
 		t.Fatalf("got %v, want the entry size rejected", err)
 	}
-	if src.n > 256<<10 {
-		t.Errorf("read %d bytes of the archive before rejecting, want only about the headers", src.n)
+	if src.count() > 256<<10 {
+		t.Errorf("read %d bytes of the archive before rejecting, want only about the headers", src.count())
 	}
 }
 
+// countingReader counts the bytes read from r.
 type countingReader struct {
 	r io.Reader
-	n int64
+	n atomic.Int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	k, err := c.r.Read(p)
-	c.n += int64(k)
+	c.n.Add(int64(k))
 	return k, err
 }
+
+// count is the bytes read so far; safe while another goroutine reads.
+func (c *countingReader) count() int64 { return c.n.Load() }
