@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"hash"
 	"io"
@@ -37,11 +39,11 @@ func (s *Snapshotter) Assemble(ctx context.Context, sn backup.Snapshot, dstPath 
 	if sn.Status != backup.SnapshotFinished || !sn.Incremental() {
 		return Assembled{}, backup.Errorf(backup.CodeSnapshotNotReady, "snapshot %s has no parts to assemble an archive from", sn.ID)
 	}
-	body, bodySize, crc, err := s.openDumpBody(ctx, sn)
+	dump, err := s.openDump(ctx, sn)
 	if err != nil {
 		return Assembled{}, err
 	}
-	defer body.Close()
+	defer dump.body.Close()
 
 	prog := &progress{report: report, cur: backup.Progress{Phase: "assembling", FilesTotal: sn.FilesCount}}
 	opts := s.Archive
@@ -52,8 +54,14 @@ func (s *Snapshotter) Assemble(ctx context.Context, sn backup.Snapshot, dstPath 
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		_, err := builder.WriteCompressedDatabase(body, bodySize, sn.DumpSizeBytes, crc)
-		return err
+		if _, err := builder.WriteCompressedDatabase(dump.hashedBody(), dump.bodySize, sn.DumpSizeBytes, dump.crc); err != nil {
+			return err
+		}
+		// The splice trusts the bytes it stages: check that they are the blob the backup verified.
+		if got := dump.sum(); got != sn.SHA256 {
+			return dumpDamaged(sn, fmt.Sprintf("its SHA-256 is %s, the backup recorded %s", got, sn.SHA256))
+		}
+		return nil
 	})
 	g.Go(func() error { return s.addFiles(gctx, sn, builder) })
 	if err := g.Wait(); err != nil {
@@ -83,39 +91,60 @@ func (s *Snapshotter) Assemble(ctx context.Context, sn backup.Snapshot, dstPath 
 	return Assembled{Path: dstPath, SizeBytes: verified.Size, SHA256: verified.SHA256, FilesCount: res.Files, FilesBytes: res.FilesSize}, nil
 }
 
-// openDumpBody checks the dump blob's gzip header and trailer and opens its deflate segments.
-func (s *Snapshotter) openDumpBody(ctx context.Context, sn backup.Snapshot) (io.ReadCloser, int64, uint32, error) {
+// dumpParts is a dump blob opened for splicing: its deflate segments, and its head and tail, which are
+// hashed with the body to check the blob against the SHA-256 its backup recorded.
+type dumpParts struct {
+	head, tail []byte
+	body       io.ReadCloser
+	bodySize   int64
+	crc        uint32
+	digest     hash.Hash
+}
+
+// hashedBody reads the body into the digest, after the head.
+func (d *dumpParts) hashedBody() io.Reader {
+	d.digest = sha256.New()
+	d.digest.Write(d.head)
+	return io.TeeReader(d.body, d.digest)
+}
+
+// sum is the blob's SHA-256, once the body has been read.
+func (d *dumpParts) sum() string {
+	d.digest.Write(d.tail)
+	return hex.EncodeToString(d.digest.Sum(nil))
+}
+
+// openDump checks the dump blob's gzip header and trailer and opens its deflate segments.
+func (s *Snapshotter) openDump(ctx context.Context, sn backup.Snapshot) (*dumpParts, error) {
 	size, err := s.Blobs.BlobSize(ctx, sn.DumpPath)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, err
 	}
 	if size < archive.GzipHeaderSize+archive.GzipTrailerSize {
-		return nil, 0, 0, dumpDamaged(sn, fmt.Sprintf("it has only %d bytes", size))
+		return nil, dumpDamaged(sn, fmt.Sprintf("it has only %d bytes", size))
 	}
-	head, err := s.readRange(ctx, sn.DumpPath, 0, archive.GzipHeaderSize)
+	d := &dumpParts{bodySize: size - archive.GzipHeaderSize - archive.GzipTrailerSize}
+	if d.head, err = s.readRange(ctx, sn.DumpPath, 0, archive.GzipHeaderSize); err != nil {
+		return nil, err
+	}
+	if err := archive.CheckGzipHeader(d.head); err != nil {
+		return nil, dumpDamaged(sn, err.Error())
+	}
+	if d.tail, err = s.readRange(ctx, sn.DumpPath, size-archive.GzipTrailerSize, archive.GzipTrailerSize); err != nil {
+		return nil, err
+	}
+	crc, isize, err := archive.ParseGzipTrailer(d.tail)
 	if err != nil {
-		return nil, 0, 0, err
-	}
-	if err := archive.CheckGzipHeader(head); err != nil {
-		return nil, 0, 0, dumpDamaged(sn, err.Error())
-	}
-	tail, err := s.readRange(ctx, sn.DumpPath, size-archive.GzipTrailerSize, archive.GzipTrailerSize)
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	crc, isize, err := archive.ParseGzipTrailer(tail)
-	if err != nil {
-		return nil, 0, 0, dumpDamaged(sn, err.Error())
+		return nil, dumpDamaged(sn, err.Error())
 	}
 	if isize != uint32(sn.DumpSizeBytes) {
-		return nil, 0, 0, dumpDamaged(sn, fmt.Sprintf("its length mod 2^32 is %d, the record's dump has %d bytes", isize, sn.DumpSizeBytes))
+		return nil, dumpDamaged(sn, fmt.Sprintf("its length mod 2^32 is %d, the record's dump has %d bytes", isize, sn.DumpSizeBytes))
 	}
-	bodySize := size - archive.GzipHeaderSize - archive.GzipTrailerSize
-	body, err := s.Blobs.OpenRange(ctx, sn.DumpPath, archive.GzipHeaderSize, bodySize)
-	if err != nil {
-		return nil, 0, 0, err
+	d.crc = crc
+	if d.body, err = s.Blobs.OpenRange(ctx, sn.DumpPath, archive.GzipHeaderSize, d.bodySize); err != nil {
+		return nil, err
 	}
-	return body, bodySize, crc, nil
+	return d, nil
 }
 
 func dumpDamaged(sn backup.Snapshot, why string) error {
@@ -168,7 +197,7 @@ func (s *Snapshotter) addFile(ctx context.Context, sn backup.Snapshot, e backup.
 		}
 		rc, size, err := s.files().OpenObject(ctx, sn.Namespace, sn.EnvironmentID, e.Object)
 		if backup.IsNotFound(err) {
-			return backup.Wrap(backup.CodeInternal, err, fmt.Sprintf("file document %s of snapshot %s is missing from the file store", e.UUID, sn.ID))
+			return backup.Wrap(backup.CodeInternal, err, "file document %s of snapshot %s is missing from the file store", e.UUID, sn.ID)
 		} else if err != nil {
 			return fmt.Errorf("file document %s: %w", e.UUID, err)
 		}

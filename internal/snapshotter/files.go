@@ -29,8 +29,10 @@ func (s *Snapshotter) storeFiles(ctx context.Context, req backup.SnapshotRequest
 	}
 	return backup.StoreFiles(ctx, s.Blobs, s.Blobs, backup.StoreFilesRequest{
 		Namespace: env.Namespace, EnvironmentID: env.ID, SnapshotID: req.SnapshotID, ManifestPath: req.ManifestPath,
-		Files:   uuids,
-		Sources: func(ctx context.Context, wanted map[string]bool) (map[string]backup.SourceFile, error) { return s.listSources(ctx, env, wanted) },
+		Files: uuids,
+		Sources: func(ctx context.Context, wanted map[string]bool) (map[string]backup.SourceFile, error) {
+			return s.listSources(ctx, env, wanted)
+		},
 		Source: func(ctx context.Context, uuid string) (backup.SourceFile, bool, error) {
 			found, err := s.listSources(ctx, env, map[string]bool{uuid: true}, uuid)
 			f, ok := found[uuid]

@@ -109,6 +109,7 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 	// Phase ends, logged at the end: where a slow backup spent its time.
 	var dumpEnded, filesEnded time.Duration
 	var stored backup.StoreFilesResult
+	var filesErr error
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if _, err := writer.ReadFrom(dump.Reader()); err != nil {
@@ -119,15 +120,17 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 		return err
 	})
 	g.Go(func() error {
-		var err error
-		stored, err = s.storeFiles(gctx, req, files, prog)
+		stored, filesErr = s.storeFiles(gctx, req, files, prog)
 		filesEnded = time.Since(start)
-		if err != nil {
+		if filesErr != nil {
 			writer.Abort() // stops the dump's goroutine at its next chunk; pg_dump is killed on return
 		}
-		return err
+		return filesErr
 	})
 	if err := g.Wait(); err != nil {
+		if filesErr != nil {
+			err = filesErr // the cause, not the abort it made the dump's goroutine return
+		}
 		return backup.SnapshotResult{}, err
 	}
 
