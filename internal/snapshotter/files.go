@@ -48,6 +48,9 @@ func (s *Snapshotter) storeFiles(ctx context.Context, req backup.SnapshotRequest
 // listSources lists the environment's container (under its prefix, or under prefix+only[0] to read one
 // blob again) in pages, and returns the blobs of the wanted UUIDs.
 func (s *Snapshotter) listSources(ctx context.Context, env backup.Environment, wanted map[string]bool, only ...string) (map[string]backup.SourceFile, error) {
+	if len(wanted) == 0 {
+		return map[string]backup.SourceFile{}, nil // no file documents: the container is not needed
+	}
 	prefix := env.Files.Prefix
 	if len(only) == 1 {
 		prefix += only[0]

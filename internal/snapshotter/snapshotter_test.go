@@ -1,442 +1,464 @@
 package snapshotter
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
-	"fmt"
 	"io"
+	"maps"
+	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
-	"github.com/google/uuid"
-	"github.com/rs/zerolog"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/mxazure/backups/internal/backup"
 	"github.com/mxazure/backups/internal/blobstore"
-	"github.com/mxazure/backups/internal/dev/devstack/azurite"
-	"github.com/mxazure/backups/internal/dev/devstack/pgcluster"
-	"github.com/mxazure/backups/internal/pg"
 )
 
-// fixture is a real PostgreSQL database with file documents and their blobs in real Azurite.
-type fixture struct {
-	snap    *Snapshotter
-	blobs   *blobstore.Store
-	az      *azurite.Azurite
-	cluster *pgcluster.Cluster
-	env     backup.Environment
-	files   []string          // UUIDs, in insertion order
-	content map[string][]byte // by UUID
+// progressLog records the progress a call reports.
+type progressLog struct {
+	mu   sync.Mutex
+	seen []backup.Progress
 }
 
-func newFixture(t *testing.T) *fixture {
+func (p *progressLog) report(r backup.Progress) {
+	p.mu.Lock()
+	p.seen = append(p.seen, r)
+	p.mu.Unlock()
+}
+
+// phases are the phases reported, in order, each once.
+func (p *progressLog) phases() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, r := range p.seen {
+		if len(out) == 0 || out[len(out)-1] != r.Phase {
+			out = append(out, r.Phase)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// in are the reports of one phase.
+func (p *progressLog) in(phase string) []backup.Progress {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []backup.Progress
+	for _, r := range p.seen {
+		if r.Phase == phase {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// checkVerifying fails unless the verifying phase reported several growing values ending at size.
+func checkVerifying(t *testing.T, p *progressLog, size int64) {
 	t.Helper()
-	ctx := context.Background()
-	cluster := pgcluster.ForTest(t)
-	az := azurite.ForTest(t)
-	blobs, err := blobstore.NewFromConnectionString(az.ConnectionString(), "snapshots")
-	if err != nil {
-		t.Fatal(err)
+	var done []int64
+	for _, r := range p.in("verifying") {
+		done = append(done, r.BytesDone)
 	}
-	if err := blobs.EnsureContainers(ctx); err != nil {
-		t.Fatal(err)
+	if len(done) < 3 || done[len(done)-1] != size {
+		t.Errorf("verification reported %d times (%v), want several, ending at the blob's %d bytes", len(done), done, size)
 	}
-	if _, err := blobs.Client().CreateContainer(ctx, "app-files", nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := cluster.CreateDatabase(ctx, "app", "postgres"); err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{blobs: blobs, az: az, cluster: cluster, content: map[string][]byte{}}
-	var rows []string
-	for i := 0; i < 8; i++ {
-		u := uuid.NewString()
-		f.files = append(f.files, u)
-		content := []byte(strings.Repeat(fmt.Sprintf("file %d ", i), 5000))
-		f.content[u] = content
-		if _, err := blobs.Client().UploadBuffer(ctx, "app-files", "docs/"+u, content, nil); err != nil {
-			t.Fatal(err)
-		}
-		rows = append(rows, fmt.Sprintf("(%d, '%s', %d, true, false)", i, u, len(content)))
-	}
-	err = cluster.Exec(ctx, "app", `CREATE TABLE "system$filedocument" (id bigint, __uuid__ varchar(36), size bigint, hascontents bool, deleteafterdownload bool);
-		INSERT INTO "system$filedocument" VALUES `+strings.Join(rows, ",")+`;
-		CREATE TABLE data AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g;`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.env = backup.Environment{ID: uuid.NewString(), Namespace: "ns", ModelVersion: "1.2.3",
-		Database: backup.DatabaseLocation{Host: cluster.Host, Port: cluster.Port, Name: "app", Role: "postgres"},
-		Files:    backup.FileLocation{Container: "app-files", Prefix: "docs/"}}
-	f.snap = &Snapshotter{
-		Dumper: &pg.Dumper{BinDir: cluster.BinDir, Logger: zerolog.Nop()},
-		Blobs:  blobs,
-		Conn: func(env backup.Environment) pg.Conn {
-			return pg.Conn{Host: env.Database.Host, Port: env.Database.Port, Database: env.Database.Name,
-				User: cluster.User, Password: cluster.Password, SSLMode: "disable"}
-		},
-		FileWorkers: 4,
-		RetryDelay:  10 * time.Millisecond,
-		Log:         zerolog.Nop(),
-	}
-	return f
-}
-
-// blobNames lists the snapshots container under prefix.
-func (f *fixture) blobNames(t *testing.T, prefix string) []string {
-	t.Helper()
-	pager := f.blobs.Client().NewListBlobsFlatPager("snapshots", &container.ListBlobsFlatOptions{Prefix: &prefix})
-	var names []string
-	for pager.More() {
-		page, err := pager.NextPage(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, b := range page.Segment.BlobItems {
-			names = append(names, *b.Name)
-		}
-	}
-	return names
-}
-
-// archivedFiles reads the archive at path with Go's gzip and tar readers: the files under tree/, by UUID.
-func (f *fixture) archivedFiles(t *testing.T, path string) map[string][]byte {
-	t.Helper()
-	resp, err := f.blobs.Client().DownloadStream(context.Background(), "snapshots", path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	zr, err := gzip.NewReader(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
-	out := map[string][]byte{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			if _, err := io.Copy(io.Discard, zr); err != nil { // the gzip trailer's CRC-32 and length
-				t.Fatalf("after the tar's end: %v", err)
-			}
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasPrefix(h.Name, "tree/") {
-			data, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[h.Name[strings.LastIndexByte(h.Name, '/')+1:]] = data
-		}
-	}
-}
-
-// checkIntact fails unless the archive at path holds every file of the fixture with its bytes.
-func (f *fixture) checkIntact(t *testing.T, path string) {
-	t.Helper()
-	got := f.archivedFiles(t, path)
-	if len(got) != len(f.files) {
-		t.Errorf("the archive has %d files, want %d", len(got), len(f.files))
-	}
-	for _, u := range f.files {
-		if !bytes.Equal(got[u], f.content[u]) {
-			t.Errorf("file %s: %d bytes in the archive, want its %d bytes", u, len(got[u]), len(f.content[u]))
-		}
-	}
-}
-
-func TestCreateWritesAVerifiedArchive(t *testing.T) {
-	f := newFixture(t)
-	var mu sync.Mutex
-	var seen []backup.Progress
-	path := "ns/e/s/attempt-01.tar.gz"
-	res, err := f.snap.Create(context.Background(), backup.SnapshotRequest{Environment: f.env, BlobPath: path,
-		Progress: func(p backup.Progress) { mu.Lock(); seen = append(seen, p); mu.Unlock() }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.FilesCount != len(f.files) || res.SizeBytes == 0 || len(res.SHA256) != 64 || res.DumpSizeBytes == 0 || res.DatabaseSizeBytes == 0 || len(res.Warnings) != 0 {
-		t.Errorf("result: %+v", res)
-	}
-	if names := f.blobNames(t, ""); len(names) != 1 || names[0] != path {
-		t.Errorf("blobs: %v", names)
-	}
-	f.checkIntact(t, path)
-
-	// Progress goes through the phases in order, and grows within each.
-	var phases []string
-	for _, p := range seen {
-		if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
-			phases = append(phases, p.Phase)
-		}
-	}
-	if strings.Join(phases, ",") != "dumping,finishing,verifying" {
-		t.Errorf("phases %v", phases)
-	}
-	var verifying []int64
-	for _, p := range seen {
-		if p.Phase == "dumping" && p.FilesTotal != len(f.files) {
-			t.Errorf("progress %+v: want FilesTotal %d", p, len(f.files))
-		}
-		if p.Phase == "verifying" {
-			verifying = append(verifying, p.BytesDone)
-		}
-	}
-	if len(verifying) < 3 || verifying[len(verifying)-1] != res.SizeBytes {
-		t.Errorf("verification reported %d times (%v), want several, ending at the archive's %d bytes", len(verifying), verifying, res.SizeBytes)
-	}
-	for i := 2; i < len(verifying); i++ { // the first is the phase's start, at 0
-		if verifying[i] <= verifying[i-1] {
-			t.Errorf("verification progress does not grow: %v", verifying)
+	for i := 2; i < len(done); i++ { // the first is the phase's start, at 0
+		if done[i] <= done[i-1] {
+			t.Errorf("verification progress does not grow: %v", done)
 			break
 		}
 	}
 }
 
-func TestMissingBlobBecomesAWarning(t *testing.T) {
+// TestFirstBackupCopiesEveryFile: the first backup of an environment copies every file into its store
+// and writes a manifest naming them and a dump blob that gunzips to a custom-format dump.
+func TestFirstBackupCopiesEveryFile(t *testing.T) {
 	f := newFixture(t)
-	if _, err := f.blobs.Client().DeleteBlob(context.Background(), "app-files", "docs/"+f.files[2], nil); err != nil {
-		t.Fatal(err)
-	}
-	var last backup.Progress
-	res, err := f.snap.Create(context.Background(), backup.SnapshotRequest{Environment: f.env, BlobPath: "ns/e/s/attempt-01.tar.gz",
-		Progress: func(p backup.Progress) {
-			if p.Phase == "dumping" {
-				last = p
-			}
-		}})
+	uuids := f.addFiles(t, 8, 20000)
+	spy := newSpy(f)
+	prog := &progressLog{}
+	tk, err := f.tryBackup(t, f.with(spy), prog.report)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.FilesCount != len(f.files)-1 || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], f.files[2]) {
-		t.Errorf("got %d files, warnings %v", res.FilesCount, res.Warnings)
+	res := tk.res
+	if res.FilesCount != 8 || res.FilesBytes != 8*20000 || res.NewFilesCount != 8 || res.NewFilesBytes != 8*20000 ||
+		res.StoreObjects != 8 || res.StoreBytes != 8*20000 || res.SizeBytes != res.DumpSizeBytes+res.FilesBytes ||
+		res.DumpSizeBytes == 0 || res.DatabaseSizeBytes == 0 || len(res.SHA256) != 64 || len(res.Warnings) != 0 {
+		t.Errorf("result %+v", res)
 	}
-	if last.FilesDone != len(f.files) {
-		t.Errorf("files done %d of %d: a missing blob counts as done", last.FilesDone, last.FilesTotal)
+	copied, calls := spy.copied()
+	slices.Sort(uuids)
+	if !slices.Equal(copied, uuids) || calls != len(uuids) {
+		t.Errorf("%d copies of %v, want one of each of %v", calls, copied, uuids)
 	}
-}
-
-// faultyFiles injects failures into the reads of one blob, and counts opens.
-type faultyFiles struct {
-	FileSource
-	target   string // blob name whose reads fail
-	failOpen int    // the first failOpen opens of target fail with err
-	failRead int    // the next failRead opens give a reader failing with err after 1000 bytes
-	err      error
-	hang     bool // every reader of target blocks after 1000 bytes until ctx ends
-
-	opens    atomic.Int64 // of target
-	allOpens atomic.Int64
-}
-
-func (f *faultyFiles) OpenFile(ctx context.Context, c, name string) (io.ReadCloser, int64, bool, error) {
-	f.allOpens.Add(1)
-	if name != f.target {
-		return f.FileSource.OpenFile(ctx, c, name)
+	if got, want := f.snapshotBlobs(t, tk.sn.ID), []string{tk.sn.DumpPath, tk.sn.ManifestPath}; !slices.Equal(got, want) {
+		t.Errorf("blobs of the snapshot %v, want %v", got, want)
 	}
-	n := int(f.opens.Add(1))
-	if n <= f.failOpen {
-		return nil, 0, false, f.err
+	f.checkManifest(t, tk)
+	f.checkDumpBlob(t, tk)
+	objects := slices.Sorted(maps.Values(f.objects(t, tk.sn.ManifestPath)))
+	if store := f.storeObjects(t); !slices.Equal(store, objects) {
+		t.Errorf("the store holds %v, the manifest names %v", store, objects)
 	}
-	r, size, found, err := f.FileSource.OpenFile(ctx, c, name)
-	if err != nil || !found {
-		return r, size, found, err
+	manifestSize, err := f.blobs.BlobSize(t.Context(), tk.sn.ManifestPath)
+	if err != nil {
+		t.Fatal(err)
 	}
-	switch {
-	case f.hang:
-		return &brokenReader{inner: r, left: 1000, ctx: ctx}, size, true, nil
-	case n <= f.failOpen+f.failRead:
-		return &brokenReader{inner: r, left: 1000, err: f.err}, size, true, nil
+	if res.StoredBytes != res.DumpBlobBytes+manifestSize+res.NewFilesBytes {
+		t.Errorf("stored %d bytes, want the dump blob's %d + the manifest's %d + the new files' %d", res.StoredBytes, res.DumpBlobBytes, manifestSize, res.NewFilesBytes)
 	}
-	return r, size, true, nil
-}
 
-// brokenReader gives left bytes of inner, then fails with err, or blocks until ctx ends.
-type brokenReader struct {
-	inner io.ReadCloser
-	left  int
-	err   error
-	ctx   context.Context
-}
-
-var errConnectionReset = errors.New("read: connection reset by peer")
-
-func (b *brokenReader) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		if b.ctx != nil {
-			<-b.ctx.Done()
-			return 0, b.ctx.Err()
+	if got := prog.phases(); got != "dumping,finishing,verifying" {
+		t.Errorf("phases %s", got)
+	}
+	dumping := prog.in("dumping")
+	for _, p := range dumping {
+		if p.FilesTotal != 8 {
+			t.Errorf("progress %+v: want FilesTotal 8", p)
 		}
-		return 0, b.err
 	}
-	if len(p) > b.left {
-		p = p[:b.left]
+	if last := dumping[len(dumping)-1]; last.FilesDone != 8 {
+		t.Errorf("files done %d of 8 at the end of the dump", last.FilesDone)
 	}
-	n, err := b.inner.Read(p)
-	b.left -= n
-	return n, err
+	checkVerifying(t, prog, res.DumpBlobBytes)
 }
 
-func (b *brokenReader) Close() error { return b.inner.Close() }
-
-// TestFileReadFailures: what one file's read failures do to a backup. Retries restart the file from
-// its first byte; the archive then holds its bytes intact (read back with Go's gzip and tar).
-func TestFileReadFailures(t *testing.T) {
+// TestUnchangedBackupCopiesNothing: a backup after one with the same files copies none of them and
+// names the same objects.
+func TestUnchangedBackupCopiesNothing(t *testing.T) {
 	f := newFixture(t)
-	transientErr := backup.Wrap(backup.CodeTransient, errConnectionReset, "could not read blob docs/x in container app-files: the connection was reset")
-	refusedErr := backup.Wrap(backup.CodeInvalidState, errors.New("403 AuthorizationPermissionMismatch"),
-		"could not read blob docs/x in container app-files: the service's identity lacks permission (Blob Storage answered 403 AuthorizationPermissionMismatch)")
-	target := "docs/" + f.files[3]
-	run := func(t *testing.T, files *faultyFiles, tune func(*Snapshotter)) (string, error) {
-		snap := *f.snap
-		files.FileSource, files.target = f.blobs, target
-		snap.Files = files
-		if tune != nil {
-			tune(&snap)
-		}
-		path := "ns/e/" + strings.ReplaceAll(t.Name(), "/", "-") + "/attempt-01.tar.gz"
-		_, err := snap.Create(t.Context(), backup.SnapshotRequest{Environment: f.env, BlobPath: path})
-		return path, err
+	f.addFiles(t, 6, 3000)
+	first := f.backup(t, nil)
+	spy := newSpy(f)
+	second := f.backup(t, f.with(spy))
+	if copied, calls := spy.copied(); calls != 0 {
+		t.Errorf("%d copies (%v) of unchanged files", calls, copied)
 	}
-	smallChunks := func(s *Snapshotter) { s.Archive.ChunkSize = 64 << 10 } // files above 16 KiB stream into blocks of their own
+	res := second.res
+	if res.NewFilesCount != 0 || res.NewFilesBytes != 0 || res.FilesCount != 6 || res.StoreObjects != 6 || res.StoreBytes != 6*3000 {
+		t.Errorf("result %+v", res)
+	}
+	manifestSize, err := f.blobs.BlobSize(t.Context(), second.sn.ManifestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StoredBytes != res.DumpBlobBytes+manifestSize {
+		t.Errorf("stored %d bytes, want only the dump blob's %d and the manifest's %d", res.StoredBytes, res.DumpBlobBytes, manifestSize)
+	}
+	if a, b := f.objects(t, first.sn.ManifestPath), f.objects(t, second.sn.ManifestPath); !maps.Equal(a, b) {
+		t.Errorf("the manifests name different objects:\n%v\n%v", a, b)
+	}
+	f.checkManifest(t, second)
+	if n := len(f.storeObjects(t)); n != 6 {
+		t.Errorf("the store holds %d objects, want 6", n)
+	}
+}
 
+// TestChangedFilesAreCopied: after 1% of 100 files changed, two were added and two deleted (and one
+// rewritten with the same bytes), the next backup copies exactly the changed and the added ones.
+func TestChangedFilesAreCopied(t *testing.T) {
+	f := newFixture(t)
+	uuids := f.addFiles(t, 100, 512)
+	first := f.backup(t, nil)
+
+	changed, deleted, same := uuids[17], uuids[40:42], uuids[63]
+	f.rewrite(t, changed, f.content(512), true) // same size: the MD5 tells
+	f.rewrite(t, same, f.files[same], true)     // a new ETag, the same MD5: the same object
+	f.removeFiles(t, deleted...)
+	added := f.addFiles(t, 2, 700)
+	want := append([]string{changed}, added...)
+	slices.Sort(want)
+
+	spy := newSpy(f)
+	second := f.backup(t, f.with(spy))
+	copied, calls := spy.copied()
+	if !slices.Equal(copied, want) || calls != len(want) {
+		t.Errorf("%d copies of %v, want one of each of %v", calls, copied, want)
+	}
+	if res := second.res; res.NewFilesCount != 3 || res.NewFilesBytes != 512+2*700 || res.FilesCount != 100 || res.StoreObjects != 103 {
+		t.Errorf("result %+v", res)
+	}
+	before, after := f.objects(t, first.sn.ManifestPath), f.objects(t, second.sn.ManifestPath)
+	for _, u := range uuids {
+		switch {
+		case slices.Contains(deleted, u):
+			if _, ok := after[u]; ok {
+				t.Errorf("deleted file %s is in the manifest", u)
+			}
+		case u == changed:
+			if after[u] == before[u] {
+				t.Errorf("changed file %s keeps its object %s", u, before[u])
+			}
+		case after[u] != before[u]:
+			t.Errorf("unchanged file %s: object %s, was %s", u, after[u], before[u])
+		}
+	}
+	f.checkManifest(t, second)
+}
+
+// TestRewrittenFileGetsANewObject: a file whose bytes changed under the same UUID and size is copied
+// to a new object, never taken for the old one: by its Content-MD5 when its blob has one, by its ETag
+// when it has none (a blob committed as a block list). Both snapshots keep their own bytes.
+func TestRewrittenFileGetsANewObject(t *testing.T) {
 	for _, tt := range []struct {
-		name  string
-		files *faultyFiles
-		tune  func(*Snapshotter)
+		name    string
+		withMD5 bool
+		kind    string
 	}{
-		{"a transient failure at open is retried", &faultyFiles{failOpen: 1, err: transientErr}, nil},
-		{"a transient failure half-way is retried", &faultyFiles{failRead: 1, err: transientErr}, nil},
-		{"a transient failure half-way through a large file is retried", &faultyFiles{failRead: 1, err: transientErr}, smallChunks},
+		{"with Content-MD5", true, "-md5-"},
+		{"without Content-MD5, by ETag", false, "-etag-"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			path, err := run(t, tt.files, tt.tune)
-			if err != nil {
-				t.Fatal(err)
+			f := newFixture(t)
+			uuids := f.addFiles(t, 3, 4000)
+			u := uuids[1]
+			f.rewrite(t, u, f.content(4000), tt.withMD5)
+			if src := f.sources(t)[u]; (src.MD5 != nil) != tt.withMD5 {
+				t.Fatalf("the blob's Content-MD5 is %x: the test's premise does not hold", src.MD5)
 			}
-			if got := tt.files.opens.Load(); got != 2 {
-				t.Errorf("the file was opened %d times, want 2", got)
+			first := f.backup(t, nil)
+			old := f.objects(t, first.sn.ManifestPath)[u]
+
+			f.rewrite(t, u, f.content(4000), tt.withMD5)
+			spy := newSpy(f)
+			second := f.backup(t, f.with(spy))
+			if copied, calls := spy.copied(); !slices.Equal(copied, []string{u}) || calls != 1 {
+				t.Errorf("%d copies of %v, want one of %s", calls, copied, u)
 			}
-			f.checkIntact(t, path)
+			obj := f.objects(t, second.sn.ManifestPath)[u]
+			if obj == old || !strings.Contains(obj, tt.kind) {
+				t.Errorf("object %s, was %s: want a new %s object", obj, old, strings.Trim(tt.kind, "-"))
+			}
+			if !bytes.Equal(f.readObject(t, old), first.files[u]) || !bytes.Equal(f.readObject(t, obj), second.files[u]) {
+				t.Errorf("the store objects do not hold the bytes of their snapshots")
+			}
+			f.checkManifest(t, second)
+			f.assemble(t, nil, first)
+			f.assemble(t, nil, second)
 		})
 	}
+}
 
-	t.Run("a refused read fails the backup at once", func(t *testing.T) {
-		files := &faultyFiles{failOpen: 100, err: refusedErr}
-		path, err := run(t, files, nil)
-		var be *backup.Error
-		if !errors.As(err, &be) || be.Code != backup.CodeInvalidState || be.Message != refusedErr.Message {
-			t.Errorf("got %v, want the refusal with its message", err)
+// TestMissingBlobBecomesAWarning: a file document without a blob is a warning naming it; it counts as
+// done and is not in the manifest.
+func TestMissingBlobBecomesAWarning(t *testing.T) {
+	f := newFixture(t)
+	uuids := f.addFiles(t, 8, 1000)
+	f.deleteSourceBlob(t, uuids[2])
+	prog := &progressLog{}
+	tk, err := f.tryBackup(t, nil, prog.report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.res.FilesCount != 7 || len(tk.res.Warnings) != 1 || !strings.Contains(tk.res.Warnings[0], uuids[2]) {
+		t.Errorf("got %d files, warnings %q", tk.res.FilesCount, tk.res.Warnings)
+	}
+	if dumping := prog.in("dumping"); dumping[len(dumping)-1].FilesDone != 8 {
+		t.Errorf("files done %d of 8: a missing blob counts as done", dumping[len(dumping)-1].FilesDone)
+	}
+	f.checkManifest(t, tk)
+}
+
+// TestFilesThatChangeDuringTheBackup: a blob deleted between the listing and its copy is a warning; one
+// rewritten in between is listed again and copied under its new object.
+func TestFilesThatChangeDuringTheBackup(t *testing.T) {
+	f := newFixture(t)
+	uuids := f.addFiles(t, 6, 2000)
+	vanishing, rewritten := uuids[1], uuids[4]
+	newContent := f.content(2500)
+	spy := newSpy(f)
+	spy.onCopy = func(ctx context.Context, u string, n int) error { // (on a copy worker)
+		var err error
+		switch name := f.env.Files.Prefix + u; {
+		case u == vanishing:
+			_, err = f.blobs.Client().DeleteBlob(ctx, f.env.Files.Container, name, nil)
+		case u == rewritten && n == 1:
+			_, err = f.blobs.Client().UploadBuffer(ctx, f.env.Files.Container, name, newContent, nil)
 		}
-		if got := files.opens.Load(); got != 1 {
-			t.Errorf("a permanent failure was tried %d times", got)
+		return err
+	}
+	tk := f.backup(t, f.with(spy))
+	for _, files := range []map[string][]byte{f.files, tk.files} {
+		delete(files, vanishing)
+		files[rewritten] = newContent
+	}
+	if len(tk.res.Warnings) != 1 || !strings.Contains(tk.res.Warnings[0], vanishing) || tk.res.FilesCount != 5 {
+		t.Errorf("%d files, warnings %q; want 5 and one naming %s", tk.res.FilesCount, tk.res.Warnings, vanishing)
+	}
+	if n := spy.copiesOf(rewritten); n != 2 {
+		t.Errorf("the rewritten file was copied %d times, want 2 (its listed version, then its new one)", n)
+	}
+	f.checkManifest(t, tk) // the rewritten file's entry and object are its new version
+	f.assemble(t, nil, tk)
+}
+
+// TestCopyFailures: what a file's failing copies do to a backup. Failures that a retry may fix are
+// tried again; others fail the backup at once with their own message; a failed or cancelled backup
+// leaves no blob of its snapshot.
+func TestCopyFailures(t *testing.T) {
+	f := newFixture(t)
+	uuids := f.addFiles(t, 8, 5000)
+	target := uuids[3]
+	transientErr := backup.Wrap(backup.CodeTransient, errConnectionReset, "could not copy blob docs/x of container app-files: Blob Storage could not be reached or did not answer in time")
+	refusedErr := backup.Wrap(backup.CodeInvalidState, errors.New("403 AuthorizationPermissionMismatch"),
+		"could not copy blob docs/x of container app-files: the service's identity lacks permission (Blob Storage answered 403 AuthorizationPermissionMismatch)")
+	// Each case starts with the target missing from the store, so that its backup copies it.
+	failing := func(times int, err error) *spyFiles {
+		f.dropObject(t, target)
+		spy := newSpy(f)
+		spy.onCopy = func(ctx context.Context, u string, n int) error {
+			if u == target && n <= times {
+				return err
+			}
+			return nil
 		}
-		if names := f.blobNames(t, strings.TrimSuffix(path, "attempt-01.tar.gz")); len(names) != 0 {
-			t.Errorf("a failed build left blobs: %v", names)
+		return spy
+	}
+	nothingLeft := func(t *testing.T, tk taken) {
+		t.Helper()
+		if names := f.snapshotBlobs(t, tk.sn.ID); len(names) != 0 {
+			t.Errorf("a failed backup left blobs: %v", names)
 		}
+	}
+
+	t.Run("a transient failure is retried", func(t *testing.T) {
+		spy := failing(1, transientErr)
+		tk := f.backup(t, f.with(spy))
+		if n := spy.copiesOf(target); n != 2 {
+			t.Errorf("the file was copied %d times, want 2", n)
+		}
+		f.checkManifest(t, tk)
 	})
 
 	t.Run("repeated transient failures are a transient error", func(t *testing.T) {
-		files := &faultyFiles{failRead: 100, err: transientErr}
-		path, err := run(t, files, nil)
+		spy := failing(100, transientErr)
+		tk, err := f.tryBackup(t, f.with(spy), nil)
 		if backup.CodeOf(err) != backup.CodeTransient || !errors.Is(err, errConnectionReset) {
 			t.Errorf("got %v, want a transient error", err)
 		}
-		if got := files.opens.Load(); got != fileTries {
-			t.Errorf("the file was opened %d times, want %d", got, fileTries)
+		if n := spy.copiesOf(target); n != fileTries {
+			t.Errorf("the file was copied %d times, want %d", n, fileTries)
 		}
-		if names := f.blobNames(t, strings.TrimSuffix(path, "attempt-01.tar.gz")); len(names) != 0 {
-			t.Errorf("a failed build left blobs: %v", names)
-		}
+		nothingLeft(t, tk)
 	})
 
-	t.Run("an unclassified failure half-way fails the build and commits nothing", func(t *testing.T) {
-		files := &faultyFiles{failRead: 1, err: errConnectionReset}
-		path, err := run(t, files, nil)
-		if !errors.Is(err, errConnectionReset) || files.opens.Load() != 1 {
-			t.Errorf("got %v after %d opens, want the read failure after 1", err, files.opens.Load())
+	t.Run("a refusal fails the backup at once with its sentence", func(t *testing.T) {
+		spy := failing(100, refusedErr)
+		tk, err := f.tryBackup(t, f.with(spy), nil)
+		be := errorIs(t, err, backup.CodeInvalidState)
+		if be.Message != refusedErr.Message || backup.IsRetryable(err) {
+			t.Errorf("message %q, want the refusal's %q", be.Message, refusedErr.Message)
 		}
-		if names := f.blobNames(t, strings.TrimSuffix(path, "attempt-01.tar.gz")); len(names) != 0 {
-			t.Errorf("a failed build left blobs: %v", names)
+		if n := spy.copiesOf(target); n != 1 {
+			t.Errorf("a permanent failure was tried %d times", n)
 		}
+		nothingLeft(t, tk)
 	})
 
-	t.Run("a hung read ends when the context is cancelled", func(t *testing.T) {
-		snap := *f.snap
-		snap.Files = &faultyFiles{FileSource: f.blobs, target: target, hang: true}
+	t.Run("an unclassified failure is not retried", func(t *testing.T) {
+		spy := failing(100, errConnectionReset)
+		tk, err := f.tryBackup(t, f.with(spy), nil)
+		if !errors.Is(err, errConnectionReset) || spy.copiesOf(target) != 1 {
+			t.Errorf("got %v after %d copies, want the failure after 1", err, spy.copiesOf(target))
+		}
+		nothingLeft(t, tk)
+	})
+
+	t.Run("a hung copy ends when the context is cancelled", func(t *testing.T) {
+		f.dropObject(t, target)
+		spy := newSpy(f)
+		spy.onCopy = func(ctx context.Context, u string, n int) error {
+			if u == target {
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return nil
+		}
 		ctx, cancel := context.WithCancel(t.Context())
 		time.AfterFunc(500*time.Millisecond, cancel)
 		start := time.Now()
-		_, err := snap.Create(ctx, backup.SnapshotRequest{Environment: f.env, BlobPath: "ns/e/hung/attempt-01.tar.gz"})
+		tk, err := f.create(ctx, f.with(spy), nil)
 		if !errors.Is(err, context.Canceled) || time.Since(start) > 10*time.Second {
 			t.Errorf("got %v after %s, want context.Canceled soon after the cancel", err, time.Since(start))
 		}
-		if names := f.blobNames(t, "ns/e/hung/"); len(names) != 0 {
-			t.Errorf("a cancelled build left blobs: %v", names)
-		}
+		nothingLeft(t, tk)
 	})
 
-	t.Run("a build cancelled at the first open commits nothing", func(t *testing.T) {
-		snap := *f.snap
+	t.Run("a backup cancelled at its first copy commits nothing", func(t *testing.T) {
+		spy := newSpy(f)
 		ctx, cancel := context.WithCancel(t.Context())
-		snap.Files = cancelOnOpen{FileSource: f.blobs, cancel: cancel}
-		_, err := snap.Create(ctx, backup.SnapshotRequest{Environment: f.env, BlobPath: "ns/e/cancelled/attempt-01.tar.gz"})
+		spy.onCopy = func(context.Context, string, int) error { cancel(); return nil }
+		f.dropObject(t, target)
+		tk, err := f.create(ctx, f.with(spy), nil)
 		if err == nil {
-			t.Fatal("a cancelled build succeeded")
+			t.Fatal("a cancelled backup succeeded")
 		}
-		if names := f.blobNames(t, "ns/e/cancelled/"); len(names) != 0 {
-			t.Errorf("a cancelled build left blobs: %v", names)
+		if _, calls := spy.copied(); calls != 1 {
+			t.Errorf("%d copies, want the one that cancelled", calls)
 		}
+		nothingLeft(t, tk)
 	})
 
 	t.Run("a missing file container is one permanent error", func(t *testing.T) {
-		snap := *f.snap
-		files := &faultyFiles{FileSource: f.blobs}
-		snap.Files = files
+		spy := newSpy(f)
+		s := f.with(spy)
 		env := f.env
 		env.Files.Container = "no-such-container"
-		_, err := snap.Create(t.Context(), backup.SnapshotRequest{Environment: env, BlobPath: "ns/e/nocontainer/attempt-01.tar.gz"})
-		var be *backup.Error
-		if !errors.As(err, &be) || be.Code != backup.CodeInvalidState || backup.IsRetryable(err) || !strings.Contains(be.Message, "no-such-container") {
-			t.Errorf("got %v, want a permanent error naming the container", err)
+		req := f.request(newID())
+		req.Environment = env
+		_, err := s.Create(t.Context(), req)
+		errorIs(t, err, backup.CodeInvalidState, "no-such-container")
+		if backup.IsRetryable(err) {
+			t.Errorf("%v is retryable", err)
 		}
-		if got := files.allOpens.Load(); got != 0 {
-			t.Errorf("%d file blobs were opened in a container that does not exist", got)
+		if _, calls := spy.copied(); calls != 0 {
+			t.Errorf("%d copies from a container that does not exist", calls)
 		}
-		if names := f.blobNames(t, "ns/e/nocontainer/"); len(names) != 0 {
-			t.Errorf("a failed build left blobs: %v", names)
-		}
+		nothingLeft(t, taken{sn: backup.Snapshot{ID: req.SnapshotID}})
 	})
 }
 
-// TestStorageErrorsReadAsSentences: a Blob Storage refusal met while writing the archive reaches the
+// TestNoFilesNeedNoContainer: an environment without file documents is backed up even when its file
+// container does not exist (nothing is listed).
+func TestNoFilesNeedNoContainer(t *testing.T) {
+	f := newFixture(t)
+	s := *f.snap
+	f.env.Files.Container = "no-such-container"
+	tk := f.backup(t, &s)
+	if tk.res.FilesCount != 0 || len(tk.res.Warnings) != 0 {
+		t.Errorf("result %+v", tk.res)
+	}
+	f.checkManifest(t, tk)
+	f.checkDumpBlob(t, tk)
+}
+
+// TestStorageErrorsReadAsSentences: a Blob Storage refusal met while writing the snapshot reaches the
 // caller as a *backup.Error whose message says what failed, without the request's URL or the response.
 func TestStorageErrorsReadAsSentences(t *testing.T) {
 	f := newFixture(t)
+	f.addFiles(t, 2, 1000)
 	blobs, err := blobstore.NewFromConnectionString(f.az.ConnectionString(), "no-such-snapshots")
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap := *f.snap
-	snap.Blobs, snap.Files = blobs, f.blobs
-	_, err = snap.Create(t.Context(), backup.SnapshotRequest{Environment: f.env, BlobPath: "ns/e/s/attempt-01.tar.gz"})
+	s := *f.snap
+	s.Blobs, s.Files = blobs, f.blobs
+	_, err = f.tryBackup(t, &s, nil)
 	var be *backup.Error
 	if !errors.As(err, &be) {
 		t.Fatalf("got %v, want a *backup.Error", err)
 	}
 	t.Logf("code %s, message %q", be.Code, be.Message)
-	if !strings.HasPrefix(be.Message, "could not upload a block of the archive: ") || strings.Contains(be.Message, "http") ||
-		strings.Contains(be.Message, "127.0.0.1") || strings.Contains(be.Message, "RequestId") {
+	if !strings.HasPrefix(be.Message, "could not ") && !strings.HasPrefix(be.Message, "the service's container no-such-snapshots does not exist") ||
+		!strings.Contains(be.Message, "no-such-snapshots") && !strings.Contains(be.Message, "the snapshot's") ||
+		strings.Contains(be.Message, "http") || strings.Contains(be.Message, "127.0.0.1") || strings.Contains(be.Message, "RequestId") {
 		t.Errorf("message %q", be.Message)
 	}
 	if !strings.Contains(err.Error(), "127.0.0.1") {
@@ -444,12 +466,88 @@ func TestStorageErrorsReadAsSentences(t *testing.T) {
 	}
 }
 
-type cancelOnOpen struct {
-	FileSource
-	cancel context.CancelFunc
+// tamperingTransport sends requests to Azurite, and changes the responses to GETs of one blob: the
+// first failBodies bodies fail with a reset connection after 100 bytes, the others have a byte
+// flipped when flip is set.
+type tamperingTransport struct {
+	path       string // the end of the blob's URL path
+	failBodies int
+	flip       bool
+	gets       atomic.Int64
 }
 
-func (c cancelOnOpen) OpenFile(ctx context.Context, ct, name string) (io.ReadCloser, int64, bool, error) {
-	c.cancel()
-	return c.FileSource.OpenFile(ctx, ct, name)
+func (tr *tamperingTransport) Do(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || !strings.HasSuffix(req.URL.Path, tr.path) {
+		return resp, err
+	}
+	n := tr.gets.Add(1)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case int(n) <= tr.failBodies:
+		resp.Body = &brokenReader{inner: io.NopCloser(bytes.NewReader(body)), left: 100, err: errConnectionReset}
+		return resp, nil
+	case tr.flip && len(body) > 200:
+		body[200] ^= 0x55
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return resp, nil
+}
+
+var _ policy.Transporter = (*tamperingTransport)(nil)
+
+// TestDumpBlobIsVerified: the dump blob is read back after its commit; one that is not what was
+// written is deleted and the backup fails with a transient error, without reading it again, while a
+// read that fails half-way is tried again.
+func TestDumpBlobIsVerified(t *testing.T) {
+	f := newFixture(t)
+	f.addFiles(t, 2, 1000)
+	tampered := func(tr *tamperingTransport) (*Snapshotter, backup.SnapshotRequest) {
+		req := f.request(newID())
+		tr.path = req.DumpPath
+		blobs, err := blobstore.NewFromConnectionString(f.az.ConnectionString(), snapshotsContainer, blobstore.Options{Transport: tr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := *f.snap
+		s.Blobs = blobs
+		return &s, req
+	}
+
+	t.Run("a blob that reads back different", func(t *testing.T) {
+		tr := &tamperingTransport{flip: true}
+		s, req := tampered(tr)
+		_, err := s.Create(t.Context(), req)
+		errorIs(t, err, backup.CodeTransient, "did not verify")
+		if n := tr.gets.Load(); n != 1 {
+			t.Errorf("the blob was read %d times, want once", n)
+		}
+		if f.committed(t, req.DumpPath) {
+			t.Errorf("the dump blob that did not verify is still there")
+		}
+	})
+
+	t.Run("a read that fails half-way", func(t *testing.T) {
+		tr := &tamperingTransport{failBodies: 1}
+		s, req := tampered(tr)
+		prog := &progressLog{}
+		req.Progress = prog.report
+		res, err := s.Create(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := tr.gets.Load(); n != 2 {
+			t.Errorf("the blob was read %d times, want twice", n)
+		}
+		if !f.committed(t, req.DumpPath) || res.DumpBlobBytes == 0 {
+			t.Errorf("the verified dump blob is not there: %+v", res)
+		}
+		if got := prog.phases(); got != "dumping,finishing,verifying" {
+			t.Errorf("phases %s", got)
+		}
+	})
 }

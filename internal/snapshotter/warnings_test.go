@@ -1,7 +1,6 @@
 package snapshotter
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -70,48 +69,44 @@ func TestWarningsStayBounded(t *testing.T) {
 }
 
 // TestTenThousandMissingBlobs: an environment whose 10,000 file rows have no blob (and 60 bad rows, for
-// the dump's own warnings) is backed up with a short, bounded list of warnings, and its progress counts
-// the missing files as done.
+// the dump's own warnings) is backed up with a short, bounded list of warnings and an empty manifest,
+// and its progress counts the missing files as done.
 func TestTenThousandMissingBlobs(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
-	if _, err := f.blobs.Client().CreateContainer(ctx, "empty-files", nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.cluster.CreateDatabase(ctx, "many", "postgres"); err != nil {
-		t.Fatal(err)
-	}
-	err := f.cluster.Exec(ctx, "many", `CREATE TABLE "system$filedocument" (id bigint, __uuid__ varchar(36), size bigint, hascontents bool, deleteafterdownload bool);
-		INSERT INTO "system$filedocument" SELECT g, gen_random_uuid()::text, 100, true, false FROM generate_series(1, 10000) g;
-		INSERT INTO "system$filedocument" SELECT g, 'not-a-uuid-' || g, 100, true, false FROM generate_series(10001, 10060) g;`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := f.env
-	env.Database.Name, env.Files = "many", backup.FileLocation{Container: "empty-files"}
-	snap := *f.snap
-	snap.FileWorkers = 32
+	f.exec(t, `INSERT INTO "system$filedocument" (__uuid__, size, hascontents, deleteafterdownload)
+		SELECT gen_random_uuid()::text, 100, true, false FROM generate_series(1, 10000) g;
+		INSERT INTO "system$filedocument" (__uuid__, size, hascontents, deleteafterdownload)
+		SELECT 'not-a-uuid-' || g, 100, true, false FROM generate_series(1, 60) g;`)
+	spy := newSpy(f)
+	s := f.with(spy)
+	s.FileWorkers = 32
 	var filesDone atomic.Int64
 	start := time.Now()
-	res, err := snap.Create(ctx, backup.SnapshotRequest{Environment: env, BlobPath: "ns/e/many/attempt-01.tar.gz",
-		Progress: func(p backup.Progress) {
-			if p.Phase == "dumping" {
-				filesDone.Store(int64(p.FilesDone))
-			}
-		}})
+	tk, err := f.tryBackup(t, s, func(p backup.Progress) {
+		if p.Phase == "dumping" {
+			filesDone.Store(int64(p.FilesDone))
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("backup of 10,000 missing files took %s", time.Since(start))
+	res := tk.res
 	checkBounded(t, res.Warnings)
 	t.Logf("warnings:\n%s", strings.Join(res.Warnings, "\n"))
 	if res.FilesCount != 0 || filesDone.Load() != 10000 {
-		t.Errorf("files in the archive %d, done %d; want 0 and 10,000", res.FilesCount, filesDone.Load())
+		t.Errorf("files in the snapshot %d, done %d; want 0 and 10,000", res.FilesCount, filesDone.Load())
 	}
-	if last := res.Warnings[len(res.Warnings)-1]; last != "and 9,980 more file documents without a blob in container empty-files" {
+	if _, calls := spy.copied(); calls != 0 {
+		t.Errorf("%d copies of files without a blob", calls)
+	}
+	if last := res.Warnings[len(res.Warnings)-1]; last != "and 9,980 more file documents without a blob in container "+f.env.Files.Container {
 		t.Errorf("last warning %q", last)
 	}
 	if n := len(res.Warnings); n < maxListedMissing+1+3 {
 		t.Errorf("%d warnings: the dump's are missing: %q", n, res.Warnings)
+	}
+	if h, _ := f.manifest(t, tk.sn.ManifestPath); h.Files != 0 {
+		t.Errorf("the manifest has %d files", h.Files)
 	}
 }
