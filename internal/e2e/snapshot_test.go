@@ -1,15 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,15 +26,21 @@ import (
 
 var snapshotsPath = "/api/v1/namespaces/demo/environments/" + stack.DemoEnvironmentID + "/snapshots"
 
-// createSnapshot asks for a snapshot and returns its id.
+// createSnapshot asks for a snapshot of the demo environment and returns its id.
 func createSnapshot(t *testing.T, comment string) string {
+	t.Helper()
+	return createSnapshotAt(t, snapshotsPath, comment)
+}
+
+// createSnapshotAt asks for a snapshot at the snapshots path of an environment and returns its id.
+func createSnapshotAt(t *testing.T, path, comment string) string {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"comment": comment})
 	// A previous test's snapshot ends (the record) a few milliseconds before its operation does (which
 	// frees the environment): ENVIRONMENT_BUSY is possible in between, and is retried briefly.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		status, snap := call(t, tok, "POST", snapshotsPath, string(body))
+		status, snap := call(t, tok, "POST", path, string(body))
 		if status == http.StatusConflict && snap["code"] == "ENVIRONMENT_BUSY" && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 			continue
@@ -46,12 +52,18 @@ func createSnapshot(t *testing.T, comment string) string {
 	}
 }
 
-// waitSnapshot polls until the snapshot leaves Processing.
+// waitSnapshot polls until the demo environment's snapshot leaves Processing.
 func waitSnapshot(t *testing.T, id string, timeout time.Duration) map[string]any {
+	t.Helper()
+	return waitSnapshotAt(t, snapshotsPath, id, timeout)
+}
+
+// waitSnapshotAt polls until the snapshot at the snapshots path of an environment leaves Processing.
+func waitSnapshotAt(t *testing.T, path, id string, timeout time.Duration) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		status, snap := call(t, tok, "GET", snapshotsPath+"/"+id, "")
+		status, snap := call(t, tok, "GET", path+"/"+id, "")
 		switch {
 		case status >= 500 && time.Now().Before(deadline):
 			// The handler is restarting (a test killed it): the host answers 5xx meanwhile.
@@ -79,11 +91,17 @@ func blobClient(t *testing.T) *azblob.Client {
 	return c
 }
 
-// snapshotBlobs lists the blobs of a snapshot in the snapshots container.
+// snapshotBlobs lists the blobs of a demo snapshot in the snapshots container, sorted.
 func snapshotBlobs(t *testing.T, id string) []string {
 	t.Helper()
-	prefix := "demo/" + stack.DemoEnvironmentID + "/" + id + "/"
-	pager := blobClient(t).NewListBlobsFlatPager("snapshots", &container.ListBlobsFlatOptions{Prefix: &prefix})
+	return snapshotBlobsIn(t, "demo", stack.DemoEnvironmentID, id)
+}
+
+// snapshotBlobsIn lists the blobs of a snapshot in the snapshots container, sorted.
+func snapshotBlobsIn(t *testing.T, namespace, envID, id string) []string {
+	t.Helper()
+	prefix := namespace + "/" + envID + "/" + id + "/"
+	pager := blobClient(t).NewListBlobsFlatPager(snapshotsContainer, &container.ListBlobsFlatOptions{Prefix: &prefix})
 	var names []string
 	for pager.More() {
 		page, err := pager.NextPage(context.Background())
@@ -94,7 +112,42 @@ func snapshotBlobs(t *testing.T, id string) []string {
 			names = append(names, *b.Name)
 		}
 	}
+	sort.Strings(names)
 	return names
+}
+
+// snapshotParts returns the dump and the manifest blob of a Finished snapshot, failing unless they
+// are its only blobs and were written by the same claim.
+func snapshotParts(t *testing.T, namespace, envID, id string) (dump, manifest string) {
+	t.Helper()
+	blobs := snapshotBlobsIn(t, namespace, envID, id)
+	if len(blobs) != 2 {
+		t.Fatalf("blobs of snapshot %s: %v, want its dump and its manifest", id, blobs)
+	}
+	dump, manifest = blobs[0], blobs[1]
+	base, ok := strings.CutSuffix(dump, ".db.backup.gz")
+	if !ok || manifest != base+".manifest.gz" || !strings.Contains(base, "/attempt-") {
+		t.Fatalf("blobs of snapshot %s: %v, want attempt-NN.db.backup.gz and attempt-NN.manifest.gz", id, blobs)
+	}
+	return dump, manifest
+}
+
+// waitBlobs waits until the snapshot's blobs are want (sorted): settling, which removes what the
+// snapshot does not keep, ends a moment after the record does.
+func waitBlobs(t *testing.T, namespace, envID, id string, want ...string) {
+	t.Helper()
+	sort.Strings(want)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got := snapshotBlobsIn(t, namespace, envID, id)
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blobs of snapshot %s: %v, want %v", id, got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func run(t *testing.T, dir, name string, args ...string) string {
@@ -110,6 +163,7 @@ func run(t *testing.T, dir, name string, args ...string) string {
 
 func TestSnapshotArchiveReadsWithIndependentTools(t *testing.T) {
 	started := time.Now()
+	storeBefore := storeObjects(t, "demo", stack.DemoEnvironmentID)
 	id := createSnapshot(t, "before the upgrade")
 	snap := waitSnapshot(t, id, 2*time.Minute)
 	if snap["status"] != "Finished" {
@@ -133,95 +187,62 @@ func TestSnapshotArchiveReadsWithIndependentTools(t *testing.T) {
 		t.Errorf("warnings %s do not name the file row without a blob %s", warnings, demo.MissingFiles[0])
 	}
 
-	// Exactly one blob: the archive.
-	blobs := snapshotBlobs(t, id)
-	if len(blobs) != 1 {
-		t.Fatalf("blobs of the snapshot: %v", blobs)
-	}
+	// The snapshot is its parts: a dump blob and a manifest, written by one claim.
+	dumpBlob, manifestBlob := snapshotParts(t, "demo", stack.DemoEnvironmentID, id)
 	dir := t.TempDir()
-	archivePath := filepath.Join(dir, "snapshot.tar.gz")
-	resp, err := blobClient(t).DownloadStream(context.Background(), "snapshots", blobs[0], nil)
-	if err != nil {
-		t.Fatal(err)
+	dumpGz := filepath.Join(dir, "dump.gz")
+	n, dumpSum := downloadBlob(t, snapshotsContainer, dumpBlob, dumpGz)
+	if dumpSum != snap["sha256"] {
+		t.Errorf("dump blob sha256 %s (%d bytes), snapshot says %v", dumpSum, n, snap["sha256"])
 	}
-	f, _ := os.Create(archivePath)
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), resp.Body)
-	resp.Body.Close()
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
+	// The dump blob is a plain .gz of db.backup: gzip reads it.
+	run(t, dir, "gzip", "-t", dumpGz)
+	dump := gunzip(t, readBlob(t, snapshotsContainer, dumpBlob))
+	var filesBytes int64
+	for _, f := range demo.Files {
+		filesBytes += int64(f.Size)
 	}
-	if hex.EncodeToString(h.Sum(nil)) != snap["sha256"] || float64(n) != snap["size_bytes"] {
-		t.Errorf("blob sha256 %x size %d, snapshot says %v %v", h.Sum(nil), n, snap["sha256"], snap["size_bytes"])
+	if float64(len(dump)) != snap["dump_size_bytes"] || float64(filesBytes) != snap["files_bytes"] ||
+		float64(int64(len(dump))+filesBytes) != snap["size_bytes"] {
+		t.Errorf("dump_size_bytes %v files_bytes %v size_bytes %v; the dump has %d bytes, the files %d",
+			snap["dump_size_bytes"], snap["files_bytes"], snap["size_bytes"], len(dump), filesBytes)
+	}
+	// The manifest names a store object for every file document, and each is in the store with its size.
+	// The backup copied what the store lacked, and counted it.
+	objects := storeObjects(t, "demo", stack.DemoEnvironmentID)
+	newFiles, newBytes := len(objects)-len(storeBefore), totalSize(objects)-totalSize(storeBefore)
+	if snap["new_files_count"] != float64(newFiles) || snap["new_files_bytes"] != float64(newBytes) {
+		t.Errorf("new_files_count %v new_files_bytes %v; the store grew by %d objects of %d bytes",
+			snap["new_files_count"], snap["new_files_bytes"], newFiles, newBytes)
+	}
+	// The environment list shows the store's size as the backup measured it.
+	_, list := call(t, tok, "GET", "/api/v1/namespaces/demo/environments", "")
+	if envs, _ := list["environments"].([]any); len(envs) != 1 || num(envs[0].(map[string]any), "file_store_objects") != int64(len(objects)) ||
+		num(envs[0].(map[string]any), "file_store_bytes") != totalSize(objects) {
+		t.Errorf("environments %v; the store has %d objects of %d bytes", list, len(objects), totalSize(objects))
+	}
+	manifestSize := listBlobs(t, snapshotsContainer, manifestBlob)[""]
+	if stored := n + manifestSize + newBytes; snap["stored_bytes"] != float64(stored) {
+		t.Errorf("stored_bytes %v, want dump blob %d + manifest %d + new files %d", snap["stored_bytes"], n, manifestSize, newBytes)
+	}
+	entries := readManifest(t, manifestBlob)
+	if len(entries) != len(demo.Files) {
+		t.Errorf("the manifest has %d entries, want %d", len(entries), len(demo.Files))
+	}
+	for _, e := range entries {
+		if size, ok := objects[e.Object]; !ok || size != e.Size || !strings.HasPrefix(e.Object, e.UUID+"/") {
+			t.Errorf("manifest entry %+v: the store has %q with %d bytes (%v)", e, e.Object, size, ok)
+		}
 	}
 
-	// GNU tar lists exactly the expected entries.
-	want := []string{".metadata", "db/db.backup"}
-	for _, f := range demo.Files {
-		want = append(want, "tree/"+f.UUID[0:2]+"/"+f.UUID[2:4]+"/"+f.UUID)
+	// The archive assembled from the parts reads with GNU tar, pg_restore and Python's tarfile, holds
+	// every file document and exactly the dump blob's db.backup.
+	out := checkArchive(t, assembleArchive(t, "demo", stack.DemoEnvironmentID, id), demoArchive(snap))
+	if b, _ := os.ReadFile(filepath.Join(out, "db", "db.backup")); !bytes.Equal(b, dump) {
+		t.Errorf("db/db.backup (%d bytes) is not the dump blob's content (%d bytes)", len(b), len(dump))
 	}
-	got := strings.Fields(run(t, dir, "tar", "-tzf", archivePath))
-	sort.Strings(want)
-	sort.Strings(got)
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("tar -t lists\n%v\nwant\n%v", got, want)
-	}
-	out := filepath.Join(dir, "x")
-	_ = os.Mkdir(out, 0o755)
-	run(t, dir, "tar", "-xzf", archivePath, "-C", out)
-
-	// db/db.backup: custom format, archive version 1.14, readable by pg_restore.
-	header := make([]byte, 8)
-	df, _ := os.Open(filepath.Join(out, "db", "db.backup"))
-	_, _ = io.ReadFull(df, header)
-	df.Close()
-	if string(header[:5]) != "PGDMP" || header[5] != 1 || header[6] != 14 {
-		t.Errorf("dump header % x: want PGDMP 1.14", header)
-	}
-	listing := run(t, dir, filepath.Join(env.Postgres.BinDir, "pg_restore"), "--list", filepath.Join(out, "db", "db.backup"))
-	for _, table := range []string{`myfirstmodule$customer`, `system$filedocument`} {
-		if !strings.Contains(listing, table) {
-			t.Errorf("pg_restore --list does not mention %s", table)
-		}
-	}
-	// Every file's bytes match its blob.
-	for _, f := range demo.Files {
-		b, err := os.ReadFile(filepath.Join(out, "tree", f.UUID[0:2], f.UUID[2:4], f.UUID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != f.SHA256 {
-			t.Errorf("file %s differs from its blob", f.UUID)
-		}
-	}
-	// .metadata: the five fields, every value a string.
-	var meta map[string]any
-	raw, _ := os.ReadFile(filepath.Join(out, ".metadata"))
-	if err := json.Unmarshal(raw, &meta); err != nil {
-		t.Fatalf(".metadata: %v", err)
-	}
-	for _, k := range []string{"duration", "dumpSize", "modelVersion", "databaseSize", "filesSize"} {
-		if _, ok := meta[k].(string); !ok {
-			t.Errorf(".metadata %s = %#v, want a string", k, meta[k])
-		}
-	}
-	st, _ := os.Stat(filepath.Join(out, "db", "db.backup"))
-	if meta["dumpSize"] != strconv.FormatInt(st.Size(), 10) || meta["modelVersion"] != "1.0.0.40" {
-		t.Errorf(".metadata %v (dump is %d bytes)", meta, st.Size())
-	}
-	// Python's tarfile reads it too.
-	py := `import sys, tarfile
-t = tarfile.open(sys.argv[1], "r:gz")
-n = 0
-for m in t.getmembers():
-    assert m.isfile(), m.name
-    data = t.extractfile(m).read()
-    assert len(data) == m.size, m.name
-    n += 1
-print(n)`
-	if got := strings.TrimSpace(run(t, dir, "python3", "-c", py, archivePath)); got != strconv.Itoa(len(want)) {
-		t.Errorf("python tarfile read %s members, want %d", got, len(want))
+	if left := snapshotBlobs(t, id); !slices.Equal(left, []string{dumpBlob, manifestBlob}) {
+		t.Errorf("blobs after assembling: %v", left)
 	}
 
 	// Activity and the outbound event.
@@ -232,6 +253,16 @@ print(n)`
 	if !published(t, "backup-events", `"snapshot.finished"`, id) {
 		t.Error("no snapshot.finished event on backup-events")
 	}
+}
+
+// demoArchive is what the archive of a Finished demo snapshot holds: every demo file with a blob.
+func demoArchive(snap map[string]any) wantArchive {
+	want := wantArchive{Files: map[string]string{}, Tables: []string{`myfirstmodule$customer`, `system$filedocument`},
+		DumpSize: int64(snap["dump_size_bytes"].(float64)), ModelVersion: "1.0.0.40"}
+	for _, f := range demo.Files {
+		want.Files[f.UUID] = f.SHA256
+	}
+	return want
 }
 
 func hasActivity(act map[string]any, snapshotID, action, status string) bool {
@@ -289,14 +320,17 @@ func TestSnapshotListCommentAndDelete(t *testing.T) {
 	if status, p := call(t, tok, "PATCH", snapshotsPath+"/"+id, `{"comment":"x","status":"Failed"}`); status != 400 || p["code"] != "INVALID_PARAMETERS" {
 		t.Errorf("patch of another field: %d %v, want 400", status, p)
 	}
-	if len(snapshotBlobs(t, id)) != 1 {
-		t.Fatal("no archive blob before delete")
-	}
+	snapshotParts(t, "demo", stack.DemoEnvironmentID, id) // its dump and manifest
+	objects := storeObjects(t, "demo", stack.DemoEnvironmentID)
 	if status, _ := call(t, tok, "DELETE", snapshotsPath+"/"+id, ""); status != http.StatusNoContent {
 		t.Fatalf("delete: %d", status)
 	}
 	if blobs := snapshotBlobs(t, id); len(blobs) != 0 {
 		t.Errorf("blobs left after delete: %v", blobs)
+	}
+	// Its files are shared with the other snapshots: only the collector removes store objects.
+	if after := storeObjects(t, "demo", stack.DemoEnvironmentID); !maps.Equal(after, objects) {
+		t.Errorf("the delete changed the file store: %d objects, before %d", len(after), len(objects))
 	}
 	if status, p := call(t, tok, "GET", snapshotsPath+"/"+id, ""); status != 404 || p["code"] != "NOT_FOUND" {
 		t.Errorf("get after delete: %d %v", status, p)
@@ -345,9 +379,8 @@ func TestPgDumpFailingHalfWayLeavesNoBlob(t *testing.T) {
 	if msg := snap["status_message"].(string); snap["status"] != "Failed" || !strings.Contains(msg, "the database dump failed") || strings.Contains(msg, "simulated failure") {
 		t.Fatalf("snapshot: %v", snap)
 	}
-	if blobs := snapshotBlobs(t, id); len(blobs) != 0 {
-		t.Errorf("a failed backup left blobs: %v", blobs)
-	}
+	// The attempt may have written its manifest before the dump failed: settling removes it.
+	waitBlobs(t, "demo", stack.DemoEnvironmentID, id)
 	if !published(t, "backup-events", `"snapshot.failed"`, id) {
 		t.Error("no snapshot.failed event")
 	}
@@ -386,10 +419,12 @@ func TestHandlerKilledMidBackupRecovers(t *testing.T) {
 	if snap["status"] != "Finished" {
 		t.Fatalf("after the crash: %v", snap)
 	}
-	blobs := snapshotBlobs(t, id)
-	if len(blobs) != 1 || !strings.HasSuffix(blobs[0], "attempt-02.tar.gz") {
-		t.Errorf("blobs %v: want only the second attempt's archive", blobs)
-	}
+	// Only the second attempt's dump and manifest are kept (the first may have written its manifest
+	// before it was killed).
+	prefix := "demo/" + stack.DemoEnvironmentID + "/" + id + "/"
+	waitBlobs(t, "demo", stack.DemoEnvironmentID, id, prefix+"attempt-02.db.backup.gz", prefix+"attempt-02.manifest.gz")
+	// The second attempt's parts make a complete archive.
+	checkArchive(t, assembleArchive(t, "demo", stack.DemoEnvironmentID, id), demoArchive(snap))
 	if env.Host.Status().HandlerPID == pid {
 		t.Error("handler was not restarted")
 	}
@@ -421,6 +456,8 @@ func TestDuplicateJobMessageDoesNothing(t *testing.T) {
 	if body == "" {
 		t.Fatal("no job message found")
 	}
+	parts := snapshotBlobs(t, id)
+	objects := storeObjects(t, "demo", stack.DemoEnvironmentID)
 	since := time.Now()
 	if _, err := env.Host.Publish("backup-jobs", []funchost.PublishMessage{{Body: body, MessageID: "replay-" + id,
 		SessionID: stack.DemoEnvironmentID, ContentType: "application/json"}}); err != nil {
@@ -428,7 +465,11 @@ func TestDuplicateJobMessageDoesNothing(t *testing.T) {
 	}
 	waitInvocation(t, "BackupJobs", "Succeeded", since)
 	again := waitSnapshot(t, id, time.Minute)
-	if again["sha256"] != first["sha256"] || again["finished_at"] != first["finished_at"] || len(snapshotBlobs(t, id)) != 1 {
-		t.Errorf("a duplicate delivery changed the snapshot:\n%v\n%v", first, again)
+	if again["sha256"] != first["sha256"] || again["finished_at"] != first["finished_at"] || len(parts) != 2 ||
+		!slices.Equal(snapshotBlobs(t, id), parts) {
+		t.Errorf("a duplicate delivery changed the snapshot:\n%v\n%v\n(blobs %v, before %v)", first, again, snapshotBlobs(t, id), parts)
+	}
+	if after := storeObjects(t, "demo", stack.DemoEnvironmentID); !maps.Equal(after, objects) {
+		t.Errorf("a duplicate delivery changed the file store: %d objects, before %d", len(after), len(objects))
 	}
 }

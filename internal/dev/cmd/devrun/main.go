@@ -3,11 +3,14 @@
 //
 //	devrun run -app dist [-listen 127.0.0.1:7071]   Azurite + PostgreSQL + issuer + local host + demo seed
 //	devrun token [-user <oid>]                      a bearer token for the running instance
-//	devrun archive -snapshot <id> [-o file]         download a snapshot's archive from its Azurite
+//	devrun archive -snapshot <id> [-o file]         a snapshot's Mendix archive, assembled in its Azurite
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -20,13 +23,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/rs/zerolog"
 
 	"github.com/mxazure/backups/internal/auth/localissuer"
 	"github.com/mxazure/backups/internal/backup"
 	"github.com/mxazure/backups/internal/blobstore"
 	"github.com/mxazure/backups/internal/dev/devstack/stack"
+	"github.com/mxazure/backups/internal/snapshotter"
+	"github.com/mxazure/backups/internal/tablestore"
 )
 
 // stateDir keeps the issuer key and the description of the running instance, for `make token`.
@@ -44,6 +48,40 @@ type runState struct {
 	// BlobURL and StorageConnectionString reach the local Azurite, e.g. to download an archive.
 	BlobURL                 string `json:"blob_url"`
 	StorageConnectionString string `json:"storage_connection_string"`
+	// TablePrefix, SnapshotsContainer and FileStoreContainer are the handler's TABLE_PREFIX,
+	// SNAPSHOTS_CONTAINER and FILE_STORE_CONTAINER: where its records and blobs are. A run.json without
+	// the containers means the handler's defaults.
+	TablePrefix        string `json:"table_prefix"`
+	SnapshotsContainer string `json:"snapshots_container,omitempty"`
+	FileStoreContainer string `json:"file_store_container,omitempty"`
+}
+
+// The storage settings `make run` gives the handler (the handler's defaults, set explicitly so that
+// run.json says what the handler was given).
+const (
+	runTablePrefix        = ""
+	runSnapshotsContainer = "snapshots"
+	runFileStoreContainer = blobstore.DefaultFileStoreContainer
+)
+
+// storageSettings are the handler settings that runState records.
+func storageSettings() map[string]string {
+	return map[string]string{"TABLE_PREFIX": runTablePrefix, "SNAPSHOTS_CONTAINER": runSnapshotsContainer,
+		"FILE_STORE_CONTAINER": runFileStoreContainer}
+}
+
+func (s runState) snapshotsContainer() string {
+	if s.SnapshotsContainer == "" {
+		return runSnapshotsContainer
+	}
+	return s.SnapshotsContainer
+}
+
+func (s runState) fileStoreContainer() string {
+	if s.FileStoreContainer == "" {
+		return runFileStoreContainer
+	}
+	return s.FileStoreContainer
 }
 
 func main() {
@@ -87,7 +125,7 @@ func run(args []string) error {
 		return err
 	}
 	abs, _ := filepath.Abs(stateDir)
-	st, err := stack.Start(ctx, stack.Options{AppDir: absApp, Listen: *listen, StateDir: abs, Logger: log})
+	st, err := stack.Start(ctx, stack.Options{AppDir: absApp, Listen: *listen, StateDir: abs, Logger: log, Env: storageSettings()})
 	if err != nil {
 		return err
 	}
@@ -100,7 +138,8 @@ func run(args []string) error {
 		}
 	}()
 	state, _ := json.Marshal(runState{URL: st.URL, IssuerURL: st.IssuerURL, Audience: stack.Audience,
-		BlobURL: st.Azurite.BlobURL, StorageConnectionString: st.Azurite.ConnectionString()})
+		BlobURL: st.Azurite.BlobURL, StorageConnectionString: st.Azurite.ConnectionString(),
+		TablePrefix: runTablePrefix, SnapshotsContainer: runSnapshotsContainer, FileStoreContainer: runFileStoreContainer})
 	runPath := filepath.Join(abs, runFile)
 	if err := os.WriteFile(runPath, state, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", runPath, err)
@@ -118,7 +157,9 @@ The backup service is running.
   OpenAPI:                     %[1]s/api/v1/openapi.json
   OIDC issuer:                 %[2]s
   Azurite blob/table:          %[3]s  %[4]s
-  Archives:                    container snapshots of that blob endpoint, <namespace>/<environment>/<snapshot>/attempt-NN.tar.gz
+  Snapshots:                   container %[12]s of that blob endpoint, <namespace>/<environment>/<snapshot>/attempt-NN.{db.backup,manifest}.gz
+  File stores:                 container %[13]s, <namespace>/<environment>/<uuid>/<size>-...
+  An archive:                  bin/devrun archive -snapshot <snapshot_id> -o snap.tar.gz
   Azurite connection string:   %[10]s
   PostgreSQL 15:               127.0.0.1:%[5]d (user postgres, password %[6]s)
 Demo: namespace %[7]q, environment %[8]s (stopped, deployed), user %[9]s.
@@ -127,7 +168,8 @@ Try:           curl -H "Authorization: Bearer $TOKEN" %[1]s/api/v1/namespaces/%[
 These addresses (except %[1]s) change with every run; %[11]s has them too.
 Ctrl-C stops everything.
 `, st.URL, st.IssuerURL, st.Azurite.BlobURL, st.Azurite.TableURL, st.Postgres.Port, st.Postgres.Password,
-		demo.Namespace, demo.EnvironmentID, stack.DemoUserID, st.Azurite.ConnectionString(), filepath.Join(stateDir, runFile))
+		demo.Namespace, demo.EnvironmentID, stack.DemoUserID, st.Azurite.ConnectionString(), filepath.Join(stateDir, runFile),
+		runSnapshotsContainer, runFileStoreContainer)
 	<-ctx.Done()
 	return nil
 }
@@ -153,16 +195,23 @@ func archiveCmd(args []string) error {
 	snap := fs.String("snapshot", "", "snapshot id (required)")
 	out := fs.String("o", "", "output file (default <snapshot>.tar.gz)")
 	_ = fs.Parse(args)
-	file, blobName, err := downloadArchive(context.Background(), stateDir, *ns, *env, *snap, *out)
+	// Ctrl-C ends the download cleanly: the temporary blob of an assembly is deleted, no partial file
+	// is left.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}).With().Timestamp().Logger().Level(zerolog.WarnLevel)
+	got, err := downloadArchive(ctx, stateDir, *ns, *env, *snap, *out, log)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "%s/%s -> %s\n", snapshotsContainer, blobName, file)
+	how := "downloaded " + got.Source
+	if got.Assembled {
+		how = "assembled from " + got.Source
+	}
+	fmt.Fprintf(os.Stderr, "snapshot %s: %d bytes, %s -> %s\n", *snap, got.Size, how, got.File)
+	fmt.Printf("%s  %s\n", got.SHA256, got.File) // the format of sha256sum, so `sha256sum -c` can check it
 	return nil
 }
-
-// snapshotsContainer holds the archives: the handler's default SNAPSHOTS_CONTAINER, which the stack keeps.
-const snapshotsContainer = "snapshots"
 
 // errNotRunning is what `make token` says when there is no `make run` to mint a token for.
 var errNotRunning = errors.New("make run is not running: start it in another terminal first")
@@ -204,51 +253,133 @@ func liveRun(ctx context.Context, dir string) (runState, error) {
 	return state, nil
 }
 
-// downloadArchive saves the archive of one snapshot from the running `make run`'s Azurite to out (default
-// <snapshot>.tar.gz) and returns the file and the blob it came from.
-func downloadArchive(ctx context.Context, dir, namespace, envID, snapshotID, out string) (file, blobName string, err error) {
+// archiveFile is what downloadArchive saved.
+type archiveFile struct {
+	File   string
+	Size   int64
+	SHA256 string
+	// Source names what it came from: the dump and manifest it was assembled from, or the archive blob
+	// of a snapshot made before incremental snapshots.
+	Source    string
+	Assembled bool
+}
+
+// downloadArchive saves the Mendix archive of one Finished snapshot of the running `make run` to out
+// (default <snapshot>.tar.gz). It reads the snapshot's record from the run's Table Storage: an
+// incremental snapshot's archive is assembled (snapshotter.Assemble, which verifies it) into a
+// temporary blob in the snapshot's folder, downloaded and deleted again; a snapshot made before
+// incremental snapshots has its archive blob, which is downloaded. The file is written under a
+// temporary name and renamed when complete and checked against the SHA-256 the assembly (or the
+// record) gives, so that no partial or wrong file is left under out.
+func downloadArchive(ctx context.Context, dir, namespace, envID, snapshotID, out string, log zerolog.Logger) (archiveFile, error) {
 	state, err := liveRun(ctx, dir)
 	if err != nil {
-		return "", "", err
+		return archiveFile{}, err
+	}
+	if err := backup.ValidateNamespace(namespace); err != nil {
+		return archiveFile{}, err
+	}
+	if envID, err = backup.ValidateUUID("environment id", envID); err != nil {
+		return archiveFile{}, err
 	}
 	if snapshotID, err = backup.ValidateUUID("snapshot id", snapshotID); err != nil {
-		return "", "", err
+		return archiveFile{}, err
 	}
-	client, err := azblob.NewClientFromConnectionString(state.StorageConnectionString, nil)
+	tables, err := tablestore.NewFromConnectionString(state.StorageConnectionString, state.TablePrefix)
 	if err != nil {
-		return "", "", fmt.Errorf("azurite: %w", err)
+		return archiveFile{}, fmt.Errorf("azurite: %w", err)
 	}
-	prefix := blobstore.Layout{}.SnapshotPrefix(namespace, envID, snapshotID)
-	pager := client.NewListBlobsFlatPager(snapshotsContainer, &azblob.ListBlobsFlatOptions{Prefix: &prefix})
-	for pager.More() {
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			return "", "", fmt.Errorf("list %s/%s: %w", snapshotsContainer, prefix, err)
-		}
-		for _, b := range page.Segment.BlobItems {
-			blobName = *b.Name // names sort by attempt: the last one is the newest
-		}
+	blobs, err := blobstore.NewFromConnectionString(state.StorageConnectionString, state.snapshotsContainer(),
+		blobstore.Options{FileStoreContainer: state.fileStoreContainer()})
+	if err != nil {
+		return archiveFile{}, fmt.Errorf("azurite: %w", err)
 	}
-	if blobName == "" {
-		return "", "", fmt.Errorf("snapshot %s has no archive in container %s (is it Finished?)", snapshotID, snapshotsContainer)
+	sn, err := tables.GetSnapshot(ctx, namespace, envID, snapshotID)
+	switch {
+	case backup.IsNotFound(err) || (err == nil && sn.Deleted()):
+		return archiveFile{}, fmt.Errorf("snapshot %s not found in environment %s of namespace %s", snapshotID, envID, namespace)
+	case err != nil:
+		return archiveFile{}, fmt.Errorf("read the snapshot's record: %w", err)
+	case sn.Status != backup.SnapshotFinished:
+		return archiveFile{}, fmt.Errorf("snapshot %s is %s: only a Finished snapshot has an archive", snapshotID, sn.Status)
 	}
 	if out == "" {
 		out = snapshotID + ".tar.gz"
 	}
-	resp, err := client.DownloadStream(ctx, snapshotsContainer, blobName, nil)
-	if err != nil {
-		return "", "", fmt.Errorf("download %s: %w", blobName, err)
+
+	got := archiveFile{File: out}
+	path, want := sn.BlobPath, sn.SHA256
+	switch {
+	case sn.Incremental():
+		got.Source, got.Assembled = sn.DumpPath+" and "+sn.ManifestPath, true
+		path = blobstore.Layout{}.SnapshotPrefix(namespace, envID, snapshotID) + "devrun-" + randomHex() + ".tar.gz"
+		defer func() {
+			// Also after a failure or Ctrl-C: the assembly commits nothing on error, and a blob that is
+			// not there is fine.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := blobs.DeleteBlob(dctx, path); err != nil {
+				log.Warn().Err(err).Str("blob", path).Msg("could not delete the temporary archive blob; deleting the snapshot removes it")
+			}
+		}()
+		assembler := &snapshotter.Snapshotter{Blobs: blobs, Log: log}
+		a, err := assembler.Assemble(ctx, sn, path, nil)
+		if err != nil {
+			return archiveFile{}, fmt.Errorf("assemble the archive: %w", err)
+		}
+		want = a.SHA256
+	case sn.BlobPath != "":
+		got.Source = sn.BlobPath
+	default:
+		return archiveFile{}, fmt.Errorf("snapshot %s has neither an archive blob nor a dump and manifest", snapshotID)
 	}
-	defer resp.Body.Close()
-	f, err := os.Create(out)
+	got.Size, got.SHA256, err = download(ctx, blobs, path, out)
 	if err != nil {
-		return "", "", err
+		return archiveFile{}, err
 	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
+	if want != "" && got.SHA256 != want {
+		_ = os.Remove(out)
+		return archiveFile{}, fmt.Errorf("the archive downloaded from %s has SHA-256 %s, not %s", path, got.SHA256, want)
+	}
+	return got, nil
+}
+
+// download saves a blob of the snapshots container to out (renamed into place when complete) and
+// returns its size and SHA-256.
+func download(ctx context.Context, blobs *blobstore.Store, path, out string) (int64, string, error) {
+	rc, _, err := blobs.OpenArchive(ctx, path)
+	if err != nil {
+		return 0, "", fmt.Errorf("download %s: %w", path, err)
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".part-*")
+	if err != nil {
+		return 0, "", err
+	}
+	defer os.Remove(f.Name()) // fails once renamed
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), rc)
+	if err != nil {
 		f.Close()
-		return "", "", fmt.Errorf("download %s: %w", blobName, err)
+		return 0, "", fmt.Errorf("download %s: %w", path, err)
 	}
-	return out, blobName, f.Close()
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return 0, "", err
+	}
+	if err := f.Close(); err != nil {
+		return 0, "", err
+	}
+	if err := os.Rename(f.Name(), out); err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func randomHex() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // answers reports whether a GET of u answers 200 within a second.

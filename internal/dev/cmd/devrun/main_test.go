@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
+
 	"github.com/mxazure/backups/internal/auth/localissuer"
 )
 
@@ -95,7 +97,7 @@ func TestTokenWithoutARun(t *testing.T) {
 				t.Errorf("got %q, %v; want errNotRunning", tok, err)
 			}
 			out := filepath.Join(dir, "a.tar.gz")
-			if _, _, err := downloadArchive(context.Background(), dir, "demo", "e", "11111111-2222-3333-4444-555555555555", out); !errors.Is(err, errNotRunning) {
+			if _, err := downloadArchive(context.Background(), dir, "demo", "11111111-2222-3333-4444-555555555555", "11111111-2222-3333-4444-555555555555", out, zerolog.Nop()); !errors.Is(err, errNotRunning) {
 				t.Errorf("archive: %v, want errNotRunning", err)
 			}
 			if _, err := os.Stat(out); err == nil {
