@@ -64,12 +64,12 @@ type Stack struct {
 }
 
 // Start brings everything up. On error, whatever started is stopped again.
-func Start(ctx context.Context, opts Options) (st *Stack, err error) {
-	st = &Stack{}
+func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
+	st := &Stack{}
+	// The cleanup holds its own pointer: a `return nil, err` sets the named result, not st.
 	defer func() {
 		if err != nil {
 			_ = st.Stop(context.WithoutCancel(ctx))
-			st = nil
 		}
 	}()
 	if opts.StateDir == "" {
