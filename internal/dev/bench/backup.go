@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mxazure/backups/internal/backup"
+	"github.com/mxazure/backups/internal/blobstore"
 	"github.com/mxazure/backups/internal/tablestore"
 )
 
@@ -23,12 +24,19 @@ const pollInterval = 100 * time.Millisecond
 type BackupResult struct {
 	SnapshotID string
 	Wall       time.Duration // from the POST to the first GET that shows Finished
-	SizeBytes  int64         // the archive (the snapshot's size_bytes)
+	SizeBytes  int64         // the snapshot's size_bytes: its dump plus its files, uncompressed
 	PeakRSS    int64         // the handler's VmHWM during the backup, bytes
 	StartRSS   int64         // the handler's VmRSS when the backup was asked for
 	FilesCount int
-	Level      int
-	Phases     *Phases // from the handler's log, when found
+	FilesBytes int64
+	DumpBytes  int64 // dump_size_bytes: db/db.backup, uncompressed
+	// NewFiles and NewFilesBytes are the files the backup copied into the file store (new_files_count,
+	// new_files_bytes); StoredBytes what it added to storage in all (stored_bytes).
+	NewFiles      int
+	NewFilesBytes int64
+	StoredBytes   int64
+	Level         int
+	Phases        *Phases // from the handler's log, when found
 }
 
 type snapshotView struct {
@@ -37,6 +45,11 @@ type snapshotView struct {
 	StatusMessage string `json:"status_message"`
 	SizeBytes     int64  `json:"size_bytes"`
 	FilesCount    int    `json:"files_count"`
+	FilesBytes    int64  `json:"files_bytes"`
+	DumpSizeBytes int64  `json:"dump_size_bytes"`
+	NewFilesCount int    `json:"new_files_count"`
+	NewFilesBytes int64  `json:"new_files_bytes"`
+	StoredBytes   int64  `json:"stored_bytes"`
 }
 
 func snapshotsPath(envID string) string {
@@ -44,10 +57,11 @@ func snapshotsPath(envID string) string {
 }
 
 // Backup takes one snapshot of the environment through the API and measures it: the handler's peak
-// RSS is reset just before the POST and read once the snapshot is Finished. The snapshot is deleted
-// afterwards (not timed), so archives do not pile up in Azurite. A Failed snapshot, or a handler that
-// restarted meanwhile, is an error.
-func (l *Lab) Backup(ctx context.Context, envID string, level int) (BackupResult, error) {
+// RSS is reset just before the POST and read once the snapshot is Finished. Unless keep, the snapshot
+// is deleted afterwards (not timed), so that dumps do not pile up in Azurite (the files it copied into
+// the environment's file store stay until the collector's grace period has passed). A Failed snapshot,
+// or a handler that restarted meanwhile, is an error.
+func (l *Lab) Backup(ctx context.Context, envID string, level int, keep bool) (BackupResult, error) {
 	res := BackupResult{Level: level}
 	st := l.Stack
 	before := st.Host.Status()
@@ -97,7 +111,11 @@ func (l *Lab) Backup(ctx context.Context, envID string, level int) (BackupResult
 	if snap.Status != "Finished" {
 		return res, fmt.Errorf("snapshot %s ended %s: %s", id, snap.Status, snap.StatusMessage)
 	}
-	res.SizeBytes, res.FilesCount = snap.SizeBytes, snap.FilesCount
+	res.SizeBytes, res.FilesCount, res.FilesBytes, res.DumpBytes = snap.SizeBytes, snap.FilesCount, snap.FilesBytes, snap.DumpSizeBytes
+	res.NewFiles, res.NewFilesBytes, res.StoredBytes = snap.NewFilesCount, snap.NewFilesBytes, snap.StoredBytes
+	if keep {
+		return res, nil
+	}
 	status, body, err = st.Call(ctx, l.Token, "DELETE", snapshotsPath(envID)+"/"+id, "")
 	if err != nil || status != http.StatusNoContent {
 		return res, fmt.Errorf("delete snapshot %s: %d %s %v", id, status, tail(body, 300), err)
@@ -176,6 +194,9 @@ func writeSnapshots(ctx context.Context, store *tablestore.Store, envID string, 
 	return context.Cause(ctx)
 }
 
+var layout blobstore.Layout
+
+// listedSnapshot is a nightly incremental snapshot as the service records it.
 func listedSnapshot(envID string, i int, now time.Time) backup.Snapshot {
 	id := uuid.NewSHA1(uuid.NameSpaceOID, fmt.Appendf(nil, "bench-listed-%d", i)).String()
 	created := now.AddDate(0, 0, -i).Add(-2 * time.Hour)
@@ -183,9 +204,10 @@ func listedSnapshot(envID string, i int, now time.Time) backup.Snapshot {
 	return backup.Snapshot{ID: id, Namespace: Namespace, EnvironmentID: envID, Status: backup.SnapshotFinished,
 		Kind: backup.KindNightly, Comment: fmt.Sprintf("nightly backup %d", i), CreatedAt: created, UpdatedAt: finished,
 		FinishedAt: finished, ExpiresAt: backup.KindNightly.ExpiresAt(created), CreatedBy: "system",
-		DeploymentPackage: "BenchApp_9.24.0.mda", ModelVersion: "9.24.0", SizeBytes: 400_000_000 + int64(i)*1000,
+		DeploymentPackage: "BenchApp_9.24.0.mda", ModelVersion: "9.24.0", SizeBytes: 1_050_000_000 + int64(i)*1000,
 		DatabaseSizeBytes: 700_000_000, DumpSizeBytes: 650_000_000, FilesBytes: 400_000_000, FilesCount: 20_000,
 		SHA256:      fmt.Sprintf("%064x", i),
 		OperationID: uuid.NewSHA1(uuid.NameSpaceOID, fmt.Appendf(nil, "bench-listed-op-%d", i)).String(),
-		BlobPath:    fmt.Sprintf("%s/%s/%s/archive.tar.gz", Namespace, envID, id)}
+		Fence:       1, DumpPath: layout.SnapshotDump(Namespace, envID, id, 1), ManifestPath: layout.SnapshotManifest(Namespace, envID, id, 1),
+		NewFilesCount: 200, NewFilesBytes: 4_000_000, StoredBytes: 250_000_000}
 }

@@ -1,12 +1,14 @@
 // Package bench owns the backup performance benchmark behind `make bench`: the deterministic reference
-// dataset (a Mendix-like PostgreSQL database and its file documents in Blob Storage), the naive
-// baseline pipeline (pg_dump -Fc, download, tar czf, upload), the measurement of the service's own
-// backup through its HTTP API on a local stack (wall time, archive size, the handler's peak RSS), the
-// snapshot-listing latency and the report that compares them with the design's targets.
+// dataset (a Mendix-like PostgreSQL database and its file documents in Blob Storage, and the changes
+// made to the files between nightly backups), the naive baseline pipeline (pg_dump -Fc, download, tar
+// czf, upload), the measurement of the service's own incremental backups through its HTTP API on a
+// local stack (wall time, the files copied, the bytes stored as listed in Storage, the handler's peak
+// RSS), the download archive assembled on demand against `tar czf` of the same content, the
+// snapshot-listing latency, and the report that compares them with the targets.
 //
 // Everything generated is a pure function of fixed seeds: the database through SQL expressions over
-// generate_series (md5 and hashint8 of the row number), the files through a seeded PCG generator, so
-// two runs measure the same bytes.
+// generate_series (md5 and hashint8 of the row number), the files and their changes through seeded PCG
+// generators, so two runs measure the same bytes.
 package bench
 
 import (
@@ -14,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,6 +44,9 @@ type File struct {
 	// Text marks a text-like file (compresses about 3:1); the others are already-compressed-like bytes
 	// (a photo, a PDF with compressed streams) that gzip cannot shrink.
 	Text bool
+	// Rev counts the times the file was changed (Change): each revision has other bytes of the same
+	// size and kind. Files makes revision 0.
+	Rev int
 }
 
 // Files returns the n file documents of the dataset, the same for every call.
@@ -64,9 +70,9 @@ func Files(n int) []File {
 	return out
 }
 
-// Content returns the file's bytes, a pure function of its ID.
+// Content returns the file's bytes, a pure function of its ID and revision.
 func (f File) Content() []byte {
-	rng := rand.New(rand.NewPCG(fileSeed^0x5eed, uint64(f.ID)))
+	rng := rand.New(rand.NewPCG(fileSeed^0x5eed^uint64(f.Rev)<<40, uint64(f.ID)))
 	if !f.Text {
 		b := make([]byte, f.Size)
 		for i := 0; i+8 <= len(b); i += 8 {
@@ -94,6 +100,44 @@ func (f File) Content() []byte {
 		buf.WriteString(".\n")
 	}
 	return buf.Bytes()[:f.Size]
+}
+
+// changeSeed is the PCG seed of the choice of the files changed before each nightly backup.
+const changeSeed = 0x6e696768746c79 // "nightly"
+
+// ChangeSet returns the indexes of the count files, of n, that change before nightly backup night:
+// distinct, in increasing order, a pure function of its arguments. Files changed one night may change
+// again another.
+func ChangeSet(n, count, night int) []int {
+	count = min(max(count, 0), n)
+	rng := rand.New(rand.NewPCG(changeSeed, uint64(night)))
+	// A partial Fisher-Yates shuffle over a sparse permutation: count swaps, no n-sized table.
+	swapped := map[int]int{}
+	at := func(i int) int {
+		if v, ok := swapped[i]; ok {
+			return v
+		}
+		return i
+	}
+	out := make([]int, count)
+	for i := range count {
+		j := i + rng.IntN(n-i)
+		out[i] = at(j)
+		swapped[j] = at(i)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Change gives the files at idx their next revision (other bytes, the same size and kind) and returns
+// them as they are now.
+func Change(files []File, idx []int) []File {
+	out := make([]File, len(idx))
+	for k, i := range idx {
+		files[i].Rev++
+		out[k] = files[i]
+	}
+	return out
 }
 
 // TotalSize is the sum of the files' sizes.

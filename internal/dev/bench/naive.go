@@ -26,6 +26,9 @@ type Naive struct {
 	WorkDir          string // parent of each run's scratch folder ("" for the system temp dir)
 	Downloads        int    // concurrent blob downloads
 	Uploads          int    // concurrent block uploads of the archive
+	// Keep keeps the scratch folder (the dump as db.backup and the files under tree/) and names it in
+	// the result's Dir; the caller removes it.
+	Keep bool
 }
 
 // NaiveResult is one run of the naive pipeline.
@@ -33,16 +36,23 @@ type NaiveResult struct {
 	Dump, Download, Tar, Upload, Total time.Duration
 	DumpBytes, ArchiveBytes            int64
 	Files                              int
+	Dir                                string // the scratch folder, when kept (Naive.Keep)
 }
 
-// Run runs the pipeline once, timing each step; the scratch folder and the uploaded blob are removed
-// afterwards (not timed).
+// Run runs the pipeline once, timing each step; the scratch folder (unless kept) and the uploaded blob
+// are removed afterwards (not timed).
 func (n Naive) Run(ctx context.Context, name string) (res NaiveResult, err error) {
 	dir, err := os.MkdirTemp(n.WorkDir, "bench-naive-")
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		if n.Keep && err == nil {
+			res.Dir = dir
+		} else {
+			os.RemoveAll(dir)
+		}
+	}()
 	if _, err := n.Blobs.CreateContainer(ctx, n.ArchiveContainer, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
 		return res, fmt.Errorf("create container %s: %w", n.ArchiveContainer, err)
 	}
@@ -69,6 +79,9 @@ func (n Naive) Run(ctx context.Context, name string) (res NaiveResult, err error
 		return res, err
 	}
 	if res.ArchiveBytes, err = fileSize(archive); err != nil {
+		return res, err
+	}
+	if err := os.Remove(archive); err != nil { // a kept folder holds the archive's content, not the archive
 		return res, err
 	}
 	if _, err := n.Blobs.DeleteBlob(ctx, n.ArchiveContainer, name+".tar.gz", nil); err != nil {

@@ -1,7 +1,10 @@
 package bench
 
 import (
+	"bytes"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -86,5 +89,45 @@ func TestNaiveDownloadTree(t *testing.T) {
 	sort.Strings(want)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("downloaded tree\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestNaiveKeptFolderAndReference(t *testing.T) {
+	n, files := naiveFixture(t, 12)
+	n.Keep = true
+	res, err := n.Run(t.Context(), "kept")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Dir == "" {
+		t.Fatal("kept run names no folder")
+	}
+	defer os.RemoveAll(res.Dir)
+	changed := Change(files, []int{2, 7})
+	if err := ApplyChanges(res.Dir, changed); err != nil {
+		t.Fatal(err)
+	}
+	f := changed[0]
+	got, err := os.ReadFile(filepath.Join(res.Dir, "tree", f.UUID[0:2], f.UUID[2:4], f.UUID))
+	if err != nil || !bytes.Equal(got, f.Content()) {
+		t.Fatalf("changed file on disk: %v; equal to revision 1: %v", err, bytes.Equal(got, f.Content()))
+	}
+	if err := ApplyChanges(res.Dir, []File{{UUID: "00000000-0000-4000-8000-000000000000"}}); err == nil {
+		t.Error("a change of a file the folder does not hold succeeded")
+	}
+	ref, err := TarReference(t.Context(), res.Dir, ArchiveMetadata(res.DumpBytes, 1, TotalSize(files), "9.24.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// .metadata, db/db.backup and the files; tree/, tree/xx/ and tree/xx/yy/ directories.
+	if ref.Entries.Files != len(files)+2 || ref.Entries.Dirs < 3 || ref.SizeBytes <= res.DumpBytes || ref.Tar <= 0 {
+		t.Errorf("reference %+v: want %d files and some directories, larger than the dump (%d bytes)", ref, len(files)+2, res.DumpBytes)
+	}
+	out, err := exec.Command("find", res.Dir, "-maxdepth", "2", "-not", "-path", "*/tree/*").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), ".tar.gz") || !strings.Contains(string(out), "db/db.backup") {
+		t.Errorf("kept folder after the reference (want db/db.backup, no archive):\n%s", out)
 	}
 }

@@ -8,15 +8,18 @@ import (
 	"time"
 )
 
-// Phases are the moments, from the start of the build, at which the handler's snapshotter finished each
-// part of an archive: where a backup spent its time. They come from its "archive written" log line.
+// Phases are the moments, from the start of the backup, at which the handler's snapshotter finished
+// each part of a snapshot: where a backup spent its time. They come from its "snapshot written" log
+// line: the dump compressed, the files in the file store and the manifest written, the dump blob
+// committed, and read back and verified.
 type Phases struct {
 	DumpDone, FilesDone, Committed, Verified time.Duration
 }
 
-// PhasesFromLog finds the "archive written" line of snapshotID in a log written by the local host
-// (one JSON object per line, the handler's own JSON line in "message") and returns its phases. The
-// handler logs durations as zerolog does by default: float milliseconds.
+// PhasesFromLog finds the "snapshot written" line of snapshotID (its "dump" blob is under the
+// snapshot's folder) in a log written by the local host (one JSON object per line, the handler's own
+// JSON line in "message") and returns its phases. The handler logs durations as zerolog does by
+// default: float milliseconds.
 func PhasesFromLog(r io.Reader, snapshotID string) (Phases, bool) {
 	var found Phases
 	ok := false
@@ -32,14 +35,14 @@ func PhasesFromLog(r io.Reader, snapshotID string) (Phases, bool) {
 		}
 		var line struct {
 			Message   string  `json:"message"`
-			Blob      string  `json:"blob"`
+			Dump      string  `json:"dump"`
 			DumpDone  float64 `json:"dump_done"`
 			FilesDone float64 `json:"files_done"`
 			Committed float64 `json:"committed"`
 			Verified  float64 `json:"verified"`
 		}
-		if json.Unmarshal([]byte(outer.Message), &line) != nil || line.Message != "archive written" ||
-			!strings.Contains(line.Blob, "/"+snapshotID+"/") {
+		if json.Unmarshal([]byte(outer.Message), &line) != nil || line.Message != "snapshot written" ||
+			!strings.Contains(line.Dump, "/"+snapshotID+"/") {
 			continue
 		}
 		ms := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }

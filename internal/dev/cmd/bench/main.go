@@ -1,9 +1,29 @@
 // Command bench is `make bench`: the backup performance benchmark of design.md ("Performance the
-// benchmark must show"). In one run it starts the local stack with the handler built from this tree,
-// generates the deterministic reference dataset (a Mendix-like database of about 700 MB and one of
-// about 175 MB sharing 20,000 file blobs of about 20 KB), measures the naive pipeline and the service's
-// backup through its HTTP API side by side, compares compression levels, times listing 1,000
-// snapshots, and prints a table with the targets, also written to .local/bench-results.txt.
+// benchmark must show") and of incremental snapshots. In one run it starts the local stack with the
+// handler built from this tree, generates the deterministic reference dataset (a Mendix-like database
+// of about 700 MB and one of about 175 MB sharing 20,000 file blobs of about 20 KB), and measures side
+// by side with the naive pipeline (pg_dump -Fc, download, tar czf, upload; median of -naive-runs):
+//
+//  1. the first (full) backup of an environment through the HTTP API, its file store still empty
+//     (each of the -runs first backups is of another environment of the same database);
+//  2. the backups that follow it, each after 1% of the file blobs changed in Azurite (new bytes, same
+//     names), and the files each copied into the store (new_files_count, which must be the change);
+//  3. the bytes stored after 14 such nightly backups (the snapshots container and the file store under
+//     the environment's prefix, listed) against 14 naive archives: measured when the whole series fits
+//     the time budget (-budget), otherwise projected from the backups it measured, and said so;
+//  4. the download archive of the series' last snapshot, assembled in this process
+//     (snapshotter.Assemble against the lab's Azurite), against `tar czf` of the same content on local
+//     disk (the last naive run's dump and files, changed as in Azurite); its size against the naive
+//     archive, and what `tar -tzf` lists in both;
+//
+// plus the handler's peak RSS at both database sizes and the latency of listing 1,000 snapshots, and
+// prints a table with the targets, also written to .local/bench-results.txt. What the targets need is
+// measured first (the series' first backup, the series, the download archive); the other first
+// backups (for the median and the small database) follow while the budget allows, and the report names
+// anything skipped.
+//
+// -scale (or BENCH_SCALE) shrinks the dataset for a quick check of the benchmark itself (e.g. -scale
+// 0.05: 1,000 files, 35 MB and 9 MB databases); the report then says it is reduced.
 //
 // It exits non-zero only on errors, never on a missed target; after an error it still prints what it
 // measured. Ctrl-C stops everything it started.
@@ -16,6 +36,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -32,47 +53,97 @@ import (
 	"github.com/mxazure/backups/internal/dev/devstack/azurite"
 )
 
-// The benchmark's environments; both backed-up databases use the same file container.
+// The benchmark's environments: the large database's are full-1 to full-<runs> (the first holds the
+// nightly series), the small one's small-1 to small-<small-runs>; all use the same file container.
 const (
-	largeEnvID    = "b7e0c001-0000-4000-8000-00000000a700"
-	smallEnvID    = "b7e0c001-0000-4000-8000-00000000a175"
 	listEnvID     = "b7e0c001-0000-4000-8000-00000000a001"
 	appRole       = "bench_app"
 	filesBucket   = "bench-app-files"
 	naiveBucket   = "bench-naive"
 	uploadWorkers = 32
+	modelVersion  = "9.24.0"
 )
 
+func largeEnvID(i int) string { return fmt.Sprintf("b7e0c001-0000-4000-8000-0000000a70%02x", i+1) }
+func smallEnvID(i int) string { return fmt.Sprintf("b7e0c001-0000-4000-8000-0000000a17%02x", i+1) }
+
 type config struct {
+	scale              float64
 	runs, naiveRuns    int
+	smallRuns          int
 	smallNaive         bool
+	nights             int
+	change             float64
 	levels             []int
+	levelRuns          int
 	defaultLevel       int
 	files              int
 	largeMB, smallMB   int
 	listRecords, calls int
+	budget             time.Duration
 	out                string
 }
 
 func main() {
 	var cfg config
 	var levels string
-	// One run each by default: Azurite serves a blob read in time proportional to the blobs it holds
-	// (about 80 reads/s at 20,000 blobs), so each backup of 20,000 files takes minutes and more runs
-	// would take the benchmark far past 20 minutes.
-	flag.IntVar(&cfg.runs, "runs", 3, "service backups per measurement (best and median are reported)")
+	defaultScale := 1.0
+	if v := os.Getenv("BENCH_SCALE"); v != "" {
+		s, err := strconv.ParseFloat(v, 64)
+		if err != nil || s <= 0 || s > 1 {
+			fmt.Fprintf(os.Stderr, "bench: BENCH_SCALE=%q is not a number in (0, 1]\n", v)
+			os.Exit(2)
+		}
+		defaultScale = s
+	}
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), `Usage: go run ./internal/dev/cmd/bench [flags]
+
+The backup benchmark (make bench): first backups, nightly backups after 1%% of the files changed, the
+storage of 14 nightly backups and the download archive, each against the naive pipeline, on the
+reference dataset. A full run takes about 14 minutes on 2 cores (-budget).
+
+For a quick check of the benchmark itself, shrink the dataset: -scale 0.05 (or BENCH_SCALE=0.05)
+makes 1,000 files and databases of 35 MB and 9 MB; fewer runs make it quicker still, e.g.
+  go run ./internal/dev/cmd/bench -scale 0.05 -runs 1 -naive-runs 1 -nights 4 -list 100 -list-calls 10
+
+Flags:
+`)
+		flag.PrintDefaults()
+	}
+	flag.Float64Var(&cfg.scale, "scale", defaultScale, "size of the dataset relative to the reference (multiplies -files, -large-mb and -small-mb); also BENCH_SCALE")
+	flag.IntVar(&cfg.runs, "runs", 3, "first backups of the large database, each of another environment (empty file store); the median is reported")
 	flag.IntVar(&cfg.naiveRuns, "naive-runs", 3, "naive pipeline runs on the large database")
+	flag.IntVar(&cfg.smallRuns, "small-runs", 1, "first backups of the small database (for the peak RSS at another size); 0: no small database")
 	flag.BoolVar(&cfg.smallNaive, "small-naive", false, "also run the naive pipeline on the small database (-naive-runs times)")
-	flag.StringVar(&levels, "levels", "6,7,9", "compression levels compared on the large database")
-	flag.IntVar(&cfg.defaultLevel, "default-level", 6, "the service's default ARCHIVE_COMPRESSION_LEVEL, used for the size comparison")
+	flag.IntVar(&cfg.nights, "nights", bench.NightlyBackups, "backups in the nightly series (the first included); fewer are projected to 14")
+	flag.Float64Var(&cfg.change, "change", 0.01, "fraction of the files changed before each backup of the series after the first")
+	flag.StringVar(&levels, "levels", "", "other compression levels to compare, on backups after a change (e.g. 7,9)")
+	flag.IntVar(&cfg.levelRuns, "level-runs", 2, "backups per level of -levels")
+	flag.IntVar(&cfg.defaultLevel, "default-level", 6, "the service's default ARCHIVE_COMPRESSION_LEVEL, also of the assembled archive")
 	flag.IntVar(&cfg.files, "files", 20000, "file documents (blobs of about 20 KB)")
 	flag.IntVar(&cfg.largeMB, "large-mb", 700, "size of the large database, MB on disk")
 	flag.IntVar(&cfg.smallMB, "small-mb", 175, "size of the small database, MB on disk")
 	flag.IntVar(&cfg.listRecords, "list", 1000, "snapshot records listed in one call")
 	flag.IntVar(&cfg.calls, "list-calls", 100, "timed list calls")
+	flag.DurationVar(&cfg.budget, "budget", 14*time.Minute, "time the whole run should take: the nightly series stops early (its storage is then projected), and the other first backups are skipped, when they would not fit")
 	flag.StringVar(&cfg.out, "out", filepath.Join(".local", "bench-results.txt"), "where the table is written too")
 	flag.Parse()
+	if cfg.scale <= 0 || cfg.scale > 1 {
+		fmt.Fprintf(os.Stderr, "bench: -scale %g is not in (0, 1]\n", cfg.scale)
+		os.Exit(2)
+	}
+	cfg.files = max(20, int(math.Round(float64(cfg.files)*cfg.scale)))
+	cfg.largeMB = max(10, int(math.Round(float64(cfg.largeMB)*cfg.scale)))
+	cfg.smallMB = max(5, int(math.Round(float64(cfg.smallMB)*cfg.scale)))
+	if cfg.runs < 1 || cfg.nights < 1 || cfg.change <= 0 || cfg.change > 1 {
+		fmt.Fprintln(os.Stderr, "bench: -runs and -nights must be at least 1, -change in (0, 1]")
+		os.Exit(2)
+	}
 	for _, f := range strings.Split(levels, ",") {
+		if strings.TrimSpace(f) == "" {
+			continue
+		}
 		lv, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || lv < 1 || lv > 9 {
 			fmt.Fprintf(os.Stderr, "bench: -levels: %q is not a gzip level from 1 to 9\n", f)
@@ -83,7 +154,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stdout, TimeFormat: time.TimeOnly}).With().Timestamp().Logger()
-	report := &bench.Report{Started: time.Now(), CPUs: runtime.NumCPU(), DefaultLevel: cfg.defaultLevel}
+	report := &bench.Report{Started: time.Now(), CPUs: runtime.NumCPU(), DefaultLevel: cfg.defaultLevel, Scale: cfg.scale}
 	err := run(ctx, cfg, log, report)
 	report.Total = time.Since(report.Started)
 	var buf bytes.Buffer
@@ -109,6 +180,13 @@ func writeResults(path string, b []byte) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
+// size is one generated database and the environments that back it up.
+type size struct {
+	label, db string
+	mb        int
+	envs      []string
+}
+
 // run does the whole benchmark, filling report as results arrive.
 func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Report) (err error) {
 	wd, err := os.Getwd()
@@ -119,8 +197,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 	if err != nil {
 		return err
 	}
-	// The host's and the handler's logs go to a file beside the results (the handler logs each archive's
-	// phase timings there); warnings and errors also to the console.
+	// The host's and the handler's logs go to a file beside the results (the handler logs each
+	// snapshot's phase timings there); warnings and errors also to the console.
 	if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
 		return err
 	}
@@ -149,23 +227,28 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 	if report.Postgres, err = bench.ServerVersion(ctx, pg.DSN("postgres")); err != nil {
 		return err
 	}
-	sizes := []struct {
-		label, env, db string
-		mb             int
-	}{
-		{fmt.Sprintf("%d MB", cfg.largeMB), largeEnvID, "bench_large", cfg.largeMB},
-		{fmt.Sprintf("%d MB", cfg.smallMB), smallEnvID, "bench_small", cfg.smallMB},
+	sizes := []size{{label: fmt.Sprintf("%d MB", cfg.largeMB), db: "bench_large", mb: cfg.largeMB}}
+	for i := range cfg.runs {
+		sizes[0].envs = append(sizes[0].envs, largeEnvID(i))
+	}
+	if cfg.smallRuns > 0 {
+		sizes = append(sizes, size{label: fmt.Sprintf("%d MB", cfg.smallMB), db: "bench_small", mb: cfg.smallMB})
+		for i := range cfg.smallRuns {
+			sizes[1].envs = append(sizes[1].envs, smallEnvID(i))
+		}
 	}
 	envs := []bench.Environment{{ID: listEnvID, Name: "listing", Role: appRole, Container: filesBucket}}
 	for _, s := range sizes {
-		envs = append(envs, bench.Environment{ID: s.env, Name: "size-" + strings.ReplaceAll(s.label, " ", ""), Database: s.db, Role: appRole, Container: filesBucket})
+		for i, id := range s.envs {
+			envs = append(envs, bench.Environment{ID: id, Name: fmt.Sprintf("%s-%d", s.db, i+1), Database: s.db, Role: appRole, Container: filesBucket})
+		}
 	}
 	if err := lab.Register(ctx, envs); err != nil {
 		return err
 	}
 
 	files := bench.Files(cfg.files)
-	if err := generate(ctx, lab, cfg, files, report, log, sizes[0].db, sizes[1].db); err != nil {
+	if err := generate(ctx, lab, cfg, files, report, log, sizes); err != nil {
 		return err
 	}
 	for _, s := range sizes {
@@ -176,42 +259,170 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 		report.Sizes = append(report.Sizes, bench.SizeResult{Label: s.label, DatabaseBytes: n, Files: len(files), FilesBytes: bench.TotalSize(files)})
 	}
 
+	// The naive pipeline; the last run on the large database keeps its folder (the dump and the files)
+	// for the download archive's comparison.
+	var kept string
+	defer func() {
+		if kept != "" {
+			os.RemoveAll(kept)
+		}
+	}()
 	for i, s := range sizes {
-		res := &report.Sizes[i]
 		naive := bench.Naive{BinDir: pg.BinDir, DSN: pg.DSN(s.db), Blobs: lab.Blobs, FilesContainer: filesBucket,
 			ArchiveContainer: naiveBucket, Downloads: 16, Uploads: 8}
-		naiveRuns := cfg.naiveRuns
+		runs := cfg.naiveRuns
 		if i > 0 && !cfg.smallNaive {
-			naiveRuns = 0 // the small size is there to show memory stays flat
+			runs = 0 // the small size is there to show memory stays flat
 		}
-		for r := range naiveRuns {
-			log.Info().Msgf("naive pipeline, %s database, run %d of %d", s.label, r+1, naiveRuns)
+		for r := range runs {
+			log.Info().Msgf("naive pipeline, %s database, run %d of %d", s.label, r+1, runs)
+			naive.Keep = i == 0 && r == runs-1
 			nr, err := naive.Run(ctx, fmt.Sprintf("naive-%s-%d", s.db, r))
 			if err != nil {
 				return err
 			}
-			res.Naive = append(res.Naive, nr)
+			if nr.Dir != "" {
+				kept = nr.Dir
+			}
+			report.Sizes[i].Naive = append(report.Sizes[i].Naive, nr)
 			log.Info().Msgf("naive: %s, archive %.1f MB", bench.Elapsed(nr.Total), float64(nr.ArchiveBytes)/1e6)
-		}
-		if res.Service, err = backups(ctx, lab, s.env, s.label, cfg.defaultLevel, cfg.runs, logPath, log); err != nil {
-			return err
 		}
 	}
 
-	report.Levels = []bench.LevelResult{{Level: cfg.defaultLevel, Runs: report.Sizes[0].Service}}
-	for _, lv := range cfg.levels {
-		if lv == cfg.defaultLevel {
+	// What is measured first, in this order, is what the targets need: the first backup of the series'
+	// environment, the nightly series, the download archive. What adds medians and the other size
+	// follows while the budget allows (fits).
+	fits := func(what string, cost time.Duration) bool {
+		const tail = 45 * time.Second // the listing and stopping the stack
+		if time.Since(report.Started)+cost+tail <= cfg.budget {
+			return true
+		}
+		log.Warn().Msgf("skipping %s to stay within %s", what, cfg.budget)
+		report.Skipped = append(report.Skipped, what)
+		return false
+	}
+	series := sizes[0].envs[0]
+	nightly := &report.Nightly
+	nightly.Nights, nightly.Changed = cfg.nights, max(1, int(math.Round(cfg.change*float64(len(files)))))
+	log.Info().Msgf("first backup, %s database, environment 1 of %d (the nightly series' first)", sizes[0].label, len(sizes[0].envs))
+	b, err := backup(ctx, lab, series, cfg.defaultLevel, true, logPath)
+	if err != nil {
+		return fmt.Errorf("first backup of the %s database: %w", sizes[0].label, err)
+	}
+	report.Sizes[0].Service = append(report.Sizes[0].Service, b)
+	logBackup(log, b)
+	if err := addStorage(ctx, lab, series, nightly, b); err != nil {
+		return err
+	}
+
+	// The nightly series: before each backup after the first, 1% of the files change in Azurite (and
+	// in the kept naive folder). It stops early when the rest would not fit the budget.
+	firstWall := b.Wall
+	naiveTar := time.Duration(0)
+	for _, n := range report.Sizes[0].Naive {
+		naiveTar = max(naiveTar, n.Tar)
+	}
+	// The download archive reads every file as a first backup copies them, then tar czf and listings.
+	assembly := firstWall + 2*naiveTar + 30*time.Second
+	var last time.Duration
+	for night := 2; night <= cfg.nights; night++ {
+		if night > 2 && !fits(fmt.Sprintf("backups %d to %d of the nightly series (the storage is projected)", night, cfg.nights), last+assembly) {
+			break
+		}
+		t := time.Now()
+		changed := bench.Change(files, bench.ChangeSet(len(files), nightly.Changed, night))
+		if err := bench.UploadFiles(ctx, lab.Blobs, filesBucket, changed, uploadWorkers); err != nil {
+			return fmt.Errorf("change files before backup %d: %w", night, err)
+		}
+		if kept != "" {
+			if err := bench.ApplyChanges(kept, changed); err != nil {
+				return err
+			}
+		}
+		log.Info().Msgf("backup %d of %d of the series, after %d files changed", night, cfg.nights, len(changed))
+		b, err := backup(ctx, lab, series, cfg.defaultLevel, true, logPath)
+		if err != nil {
+			return fmt.Errorf("backup %d of the series: %w", night, err)
+		}
+		logBackup(log, b)
+		if err := addStorage(ctx, lab, series, nightly, b); err != nil {
+			return err
+		}
+		last = time.Since(t)
+	}
+
+	lastSnap := nightly.Backups[len(nightly.Backups)-1]
+	log.Info().Msgf("assembling the download archive of snapshot %s", lastSnap.SnapshotID)
+	work, err := os.MkdirTemp("", "bench-assembled-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if report.Assembly, err = lab.Assemble(ctx, series, lastSnap.SnapshotID, cfg.defaultLevel, work, max(5*time.Minute, 10*firstWall)); err != nil {
+		return err
+	}
+	log.Info().Msgf("assembled: %s, %.1f MB", bench.Elapsed(report.Assembly.Wall), float64(report.Assembly.SizeBytes)/1e6)
+	if kept != "" {
+		log.Info().Msg("tar czf of the same content on disk")
+		dump := report.Sizes[0].Naive[len(report.Sizes[0].Naive)-1].DumpBytes
+		meta := bench.ArchiveMetadata(dump, report.Sizes[0].DatabaseBytes, bench.TotalSize(files), modelVersion)
+		if report.Reference, err = bench.TarReference(ctx, kept, meta); err != nil {
+			return err
+		}
+		log.Info().Msgf("tar czf: %s, %.1f MB", bench.Elapsed(report.Reference.Tar), float64(report.Reference.SizeBytes)/1e6)
+		os.RemoveAll(kept)
+		kept = ""
+	}
+
+	// More first backups, each of another environment so that each starts with an empty file store:
+	// the large database's for the median, then the small one's for the peak RSS at another size.
+	// They are deleted afterwards (their file stores stay).
+	for i, s := range sizes {
+		for k, env := range s.envs {
+			if i == 0 && k == 0 {
+				continue // the series' first
+			}
+			if !fits(fmt.Sprintf("first backup %d of %d of the %s database", k+1, len(s.envs), s.label), firstWall+10*time.Second) {
+				continue
+			}
+			log.Info().Msgf("first backup, %s database, environment %d of %d", s.label, k+1, len(s.envs))
+			b, err := backup(ctx, lab, env, cfg.defaultLevel, false, logPath)
+			if err != nil {
+				return fmt.Errorf("first backup of the %s database: %w", s.label, err)
+			}
+			report.Sizes[i].Service = append(report.Sizes[i].Service, b)
+			logBackup(log, b)
+		}
+	}
+
+	// Other compression levels: backups of the series' environment after a change, deleted afterwards.
+	for k, lv := range cfg.levels {
+		if !fits(fmt.Sprintf("compression level %d", lv), time.Duration(cfg.levelRuns+1)*last+20*time.Second) {
 			continue
 		}
 		log.Info().Msgf("restarting the Functions host with ARCHIVE_COMPRESSION_LEVEL=%d", lv)
 		if err := lab.SetCompressionLevel(ctx, lv); err != nil {
 			return err
 		}
-		runs, err := backups(ctx, lab, sizes[0].env, sizes[0].label, lv, cfg.runs, logPath, log)
-		report.Levels = append(report.Levels, bench.LevelResult{Level: lv, Runs: runs})
-		if err != nil {
-			return err
+		res := bench.LevelResult{Level: lv}
+		for r := range cfg.levelRuns {
+			changed := bench.Change(files, bench.ChangeSet(len(files), nightly.Changed, 1000+k*100+r))
+			if err := bench.UploadFiles(ctx, lab.Blobs, filesBucket, changed, uploadWorkers); err != nil {
+				return err
+			}
+			log.Info().Msgf("backup at level %d, run %d of %d", lv, r+1, cfg.levelRuns)
+			b, err := backup(ctx, lab, series, lv, false, logPath)
+			if err != nil {
+				report.Levels = append(report.Levels, res)
+				return fmt.Errorf("backup at level %d: %w", lv, err)
+			}
+			res.Runs = append(res.Runs, b)
+			logBackup(log, b)
 		}
+		report.Levels = append(report.Levels, res)
+	}
+	if len(report.Levels) > 0 {
+		report.Levels = append([]bench.LevelResult{{Level: cfg.defaultLevel, Runs: nightly.Backups[1:]}}, report.Levels...)
 	}
 
 	log.Info().Msgf("listing %d snapshots, %d calls", cfg.listRecords, cfg.calls)
@@ -219,14 +430,29 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 	return err
 }
 
-// generate creates the app role, both databases and the file blobs; the blobs upload while the
+// addStorage records backup b of the series and lists the storage of env after it.
+func addStorage(ctx context.Context, lab *bench.Lab, env string, n *bench.NightlyResult, b bench.BackupResult) error {
+	st, err := lab.Storage(ctx, env)
+	if err != nil {
+		return fmt.Errorf("list the storage after backup %d of the series: %w", len(n.Backups)+1, err)
+	}
+	n.Backups = append(n.Backups, b)
+	n.Storage = append(n.Storage, st)
+	return nil
+}
+
+// generate creates the app role, the databases and the file blobs; the blobs upload while the
 // databases are generated (PostgreSQL and Azurite each keep one core busy).
-func generate(ctx context.Context, lab *bench.Lab, cfg config, files []bench.File, report *bench.Report, log zerolog.Logger, large, small string) error {
+func generate(ctx context.Context, lab *bench.Lab, cfg config, files []bench.File, report *bench.Report, log zerolog.Logger, sizes []size) error {
 	pg := lab.Stack.Postgres
 	if err := pg.CreateRole(ctx, appRole, "bench-app-password"); err != nil {
 		return err
 	}
-	log.Info().Msgf("generating the dataset: %d MB and %d MB databases, %d file blobs", cfg.largeMB, cfg.smallMB, len(files))
+	labels := make([]string, len(sizes))
+	for i, s := range sizes {
+		labels[i] = s.label
+	}
+	log.Info().Msgf("generating the dataset: %s databases, %d file blobs", strings.Join(labels, " and "), len(files))
 	start := time.Now()
 	var uploadErr error
 	var wg sync.WaitGroup
@@ -236,18 +462,15 @@ func generate(ctx context.Context, lab *bench.Lab, cfg config, files []bench.Fil
 		log.Info().Msgf("file blobs uploaded in %s", bench.Elapsed(report.Dataset.Upload))
 	})
 	var dbErr error
-	for _, d := range []struct {
-		name string
-		mb   int
-	}{{large, cfg.largeMB}, {small, cfg.smallMB}} {
+	for _, s := range sizes {
 		t := time.Now()
-		if dbErr = pg.CreateDatabase(ctx, d.name, appRole); dbErr != nil {
+		if dbErr = pg.CreateDatabase(ctx, s.db, appRole); dbErr != nil {
 			break
 		}
-		if dbErr = bench.GenerateDatabase(ctx, pg.DSN(d.name), appRole, bench.CustomersFor(d.mb), files); dbErr != nil {
+		if dbErr = bench.GenerateDatabase(ctx, pg.DSN(s.db), appRole, bench.CustomersFor(s.mb), files); dbErr != nil {
 			break
 		}
-		log.Info().Msgf("database %s generated in %s", d.name, bench.Elapsed(time.Since(t)))
+		log.Info().Msgf("database %s generated in %s", s.db, bench.Elapsed(time.Since(t)))
 	}
 	report.Dataset.Databases = time.Since(start)
 	wg.Wait()
@@ -260,25 +483,24 @@ func generate(ctx context.Context, lab *bench.Lab, cfg config, files []bench.Fil
 	return nil
 }
 
-// backups takes n measured snapshots of envID, with their phases from the handler's log at logPath.
-func backups(ctx context.Context, lab *bench.Lab, envID, label string, level, n int, logPath string, log zerolog.Logger) ([]bench.BackupResult, error) {
-	var out []bench.BackupResult
-	for i := range n {
-		log.Info().Msgf("service backup, %s database, level %d, run %d of %d", label, level, i+1, n)
-		r, err := lab.Backup(ctx, envID, level)
-		if err != nil {
-			return out, fmt.Errorf("service backup of the %s database at level %d: %w", label, level, err)
-		}
-		if f, err := os.Open(logPath); err == nil {
-			if ph, ok := bench.PhasesFromLog(f, r.SnapshotID); ok {
-				r.Phases = &ph
-			}
-			f.Close()
-		}
-		out = append(out, r)
-		log.Info().Msgf("service: %s, archive %.1f MB, peak RSS %d MiB", bench.Elapsed(r.Wall), float64(r.SizeBytes)/1e6, r.PeakRSS>>20)
+// backup takes one measured snapshot of envID, with its phases from the handler's log at logPath.
+func backup(ctx context.Context, lab *bench.Lab, envID string, level int, keep bool, logPath string) (bench.BackupResult, error) {
+	r, err := lab.Backup(ctx, envID, level, keep)
+	if err != nil {
+		return r, err
 	}
-	return out, nil
+	if f, err := os.Open(logPath); err == nil {
+		if ph, ok := bench.PhasesFromLog(f, r.SnapshotID); ok {
+			r.Phases = &ph
+		}
+		f.Close()
+	}
+	return r, nil
+}
+
+func logBackup(log zerolog.Logger, b bench.BackupResult) {
+	log.Info().Msgf("service: %s, %d new files of %d, stored %.1f MB, peak RSS %d MiB", bench.Elapsed(b.Wall), b.NewFiles,
+		b.FilesCount, float64(b.StoredBytes)/1e6, b.PeakRSS>>20)
 }
 
 // warningsOnly passes warnings and worse to w and drops the rest.
