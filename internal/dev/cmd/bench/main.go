@@ -101,7 +101,7 @@ func main() {
 
 The backup benchmark (make bench): first backups, nightly backups after 1%% of the files changed, the
 storage of 14 nightly backups and the download archive, each against the naive pipeline, on the
-reference dataset. A full run takes about 14 minutes on 2 cores (-budget).
+reference dataset. A full run takes about 12.5 minutes on 2 cores (at most -budget).
 
 For a quick check of the benchmark itself, shrink the dataset: -scale 0.05 (or BENCH_SCALE=0.05)
 makes 1,000 files and databases of 35 MB and 9 MB; fewer runs make it quicker still, e.g.
