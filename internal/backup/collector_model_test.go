@@ -196,7 +196,7 @@ func (w *world) WalkObjects(ctx context.Context, ns, env string, fn func(backup.
 	objs := make([]backup.StoreObject, len(names))
 	for i, n := range names {
 		o := w.objects[n]
-		objs[i] = backup.StoreObject{Name: n, Size: int64(len(o.content)), LastModified: o.mod}
+		objs[i] = backup.StoreObject{Name: n, Size: int64(len(o.content)), MD5: o.md5, LastModified: o.mod}
 	}
 	w.mu.Unlock()
 	for _, o := range objs {

@@ -20,6 +20,7 @@ type StoreObject struct {
 	// Name is the object's name within the environment's store, as ObjectName makes it.
 	Name         string
 	Size         int64
+	MD5          []byte // its Content-MD5 as listed, nil when it has none
 	LastModified time.Time
 }
 

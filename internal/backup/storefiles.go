@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -109,6 +110,9 @@ func StoreFiles(ctx context.Context, fs FileStore, mf Manifests, req StoreFilesR
 	if err := w.place(ctx, uuids, sources); err != nil {
 		return StoreFilesResult{}, err
 	}
+	if err := w.checkCopies(ctx); err != nil {
+		return StoreFilesResult{}, err
+	}
 	if err := w.writeManifest(ctx); err != nil {
 		return StoreFilesResult{}, err
 	}
@@ -125,6 +129,9 @@ func StoreFiles(ctx context.Context, fs FileStore, mf Manifests, req StoreFilesR
 		}
 		stamp = next
 		changed, err := w.replaceLost(ctx)
+		if err == nil {
+			err = w.checkCopies(ctx)
+		}
 		if err != nil {
 			return StoreFilesResult{}, err
 		}
@@ -144,7 +151,8 @@ type filesWriter struct {
 	req StoreFilesRequest
 
 	mu       sync.Mutex
-	store    map[string]int64 // objects in the store as last listed (or copied since), by name
+	store    map[string]StoreObject   // objects in the store as last listed (or copied since), by name
+	copies   map[string]ManifestEntry // objects this call copied and has not checked yet, by name
 	entries  map[string]ManifestEntry
 	missing  map[string]bool
 	newFiles int
@@ -153,9 +161,9 @@ type filesWriter struct {
 }
 
 func (w *filesWriter) listStore(ctx context.Context) error {
-	store := map[string]int64{}
+	store := map[string]StoreObject{}
 	err := w.fs.WalkObjects(ctx, w.req.Namespace, w.req.EnvironmentID, func(o StoreObject) error {
-		store[o.Name] = o.Size
+		store[o.Name] = o
 		return nil
 	})
 	if err != nil {
@@ -236,14 +244,54 @@ func (w *filesWriter) copyFile(ctx context.Context, src SourceFile) error {
 }
 
 func (w *filesWriter) copied(src SourceFile, name string, isNew bool) {
+	e := ManifestEntry{UUID: src.UUID, Size: src.Size, MD5: src.MD5, Object: name}
 	w.mu.Lock()
-	w.store[name] = src.Size
+	w.store[name] = StoreObject{Name: name, Size: src.Size, MD5: src.MD5}
 	if isNew {
 		w.newFiles++
 		w.newBytes += src.Size
+		if w.copies == nil {
+			w.copies = map[string]ManifestEntry{}
+		}
+		w.copies[name] = e
 	}
 	w.mu.Unlock()
-	w.settle(src.UUID, &ManifestEntry{UUID: src.UUID, Size: src.Size, MD5: src.MD5, Object: name})
+	w.settle(src.UUID, &e)
+}
+
+// checkCopies lists the store once and checks every object this call copied against its entry: the
+// size, and the Content-MD5 when the source had one. The copies were not read back one by one (that
+// would double a backup's requests); what Storage copied is the listed version of each source, as the
+// copies are conditional on its ETag, and this checks that Storage kept it so. A copy that does not
+// match is deleted and fails the call as transient: the next attempt copies it again.
+func (w *filesWriter) checkCopies(ctx context.Context) error {
+	w.mu.Lock()
+	pending := len(w.copies)
+	w.mu.Unlock()
+	if pending == 0 {
+		return nil
+	}
+	if err := w.listStore(ctx); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	copies := w.copies
+	w.copies = nil
+	w.mu.Unlock()
+	for name, e := range copies {
+		o, ok := w.store[name]
+		switch {
+		case !ok:
+			return Errorf(CodeTransient, "file document %s, just copied into the store, is not there; the backup is tried again", e.UUID)
+		case o.Size == e.Size && (e.MD5 == nil || bytes.Equal(o.MD5, e.MD5)):
+			continue
+		}
+		if err := w.fs.DeleteObject(ctx, w.req.Namespace, w.req.EnvironmentID, name); err != nil {
+			return fmt.Errorf("delete the copy of file document %s, which does not match its source: %w", e.UUID, err)
+		}
+		return Errorf(CodeTransient, "the copy of file document %s in the store does not match its source (%d bytes, %d listed); it was deleted and the backup is tried again", e.UUID, o.Size, e.Size)
+	}
+	return nil
 }
 
 // settle records a file's entry (nil: its blob is missing) and reports progress: the files decided
@@ -345,8 +393,8 @@ func (w *filesWriter) result() StoreFilesResult {
 	for _, e := range entries {
 		res.FilesBytes += e.Size
 	}
-	for _, size := range w.store {
-		res.StoreBytes += size
+	for _, o := range w.store {
+		res.StoreBytes += o.Size
 	}
 	for u := range w.missing {
 		res.Missing = append(res.Missing, u)

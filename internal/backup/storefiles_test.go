@@ -161,3 +161,49 @@ func objectsOf(r backup.StoreFilesResult) []string {
 	}
 	return out
 }
+
+// Copies are not read back one by one: one listing after them must catch a copy that Storage did not
+// keep as the source was listed, delete it and fail the call, before any manifest names it.
+func TestStoreFilesChecksItsCopiesFromOneListing(t *testing.T) {
+	m := newModel(t, 4)
+	bad := m.uuids[1] // has a Content-MD5
+	listings := 0
+	walk := countingWalks{world: m.w, n: &listings}
+	_, err := backup.StoreFiles(context.Background(), walk, m.w, backup.StoreFilesRequest{Namespace: modelNS, EnvironmentID: modelEnv,
+		SnapshotID: "s", ManifestPath: "m/1", Files: m.uuids, Sources: m.w.listSources, Source: m.w.source, Workers: 1, Now: m.s.clock,
+		Copy: func(ctx context.Context, f backup.SourceFile, object string) (backup.CopyOutcome, error) {
+			out, err := m.w.copyFile(ctx, f, object)
+			if f.UUID == bad {
+				o := m.w.objects[object]
+				o.content += " and more"
+				o.md5 = []byte("not the md5 ....")
+				m.w.objects[object] = o
+			}
+			return out, err
+		}})
+	if backup.CodeOf(err) != backup.CodeTransient {
+		t.Fatalf("err = %v, want a transient error for the damaged copy", err)
+	}
+	if _, ok := m.w.manifests["m/1"]; ok {
+		t.Errorf("a manifest names a damaged copy")
+	}
+	for name := range m.w.objects {
+		if u, _, _ := backup.ParseObjectName(name); u == bad {
+			t.Errorf("the damaged copy %s was kept", name)
+		}
+	}
+	if listings != 2 {
+		t.Errorf("%d listings of the store, want 2: one to decide, one to check all the copies", listings)
+	}
+}
+
+// countingWalks counts the store listings of a world.
+type countingWalks struct {
+	*world
+	n *int
+}
+
+func (c countingWalks) WalkObjects(ctx context.Context, ns, env string, fn func(backup.StoreObject) error) error {
+	*c.n++
+	return c.world.WalkObjects(ctx, ns, env, fn)
+}

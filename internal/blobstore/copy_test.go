@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -411,5 +412,44 @@ func TestCopyFileNeedsTheListedETagAndSize(t *testing.T) {
 	}
 	if n := srv.requests.Load(); n != 0 {
 		t.Errorf("%d requests sent", n)
+	}
+}
+
+// countingTransport sends requests with the default client and counts them.
+type countingTransport struct{ n atomic.Int64 }
+
+func (c *countingTransport) Do(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return http.DefaultClient.Do(r)
+}
+
+// TestCopyFileVerifiedByListingIsOneRequest: a caller that checks its copies from one listing
+// (backup.StoreFiles) gets a synchronous copy for one request, and a result that is the listing's, as
+// the copy was conditional on the listed ETag; the copy is still the source's bytes.
+func TestCopyFileVerifiedByListingIsOneRequest(t *testing.T) {
+	count := &countingTransport{}
+	s := newStoreWith(t, Options{Transport: count})
+	data := pattern(5000)
+	want := upload(t, s, "docs/one", data).Check()
+	want.VerifyByListing = true
+	before := count.n.Load()
+	res, err := s.CopyFile(t.Context(), "app-files", "docs/one", "store/one", want)
+	if n := count.n.Load() - before; n != 1 {
+		t.Errorf("%d requests for a copy checked by a listing, want 1", n)
+	}
+	wantCopied(t, s, res, err, CopySync, data, true)
+	if got, _ := stored(t, s, "store/one"); !bytes.Equal(got, data) {
+		t.Errorf("copied %d bytes unlike the source's", len(got))
+	}
+	// Without the flag the copy is read back: two requests.
+	want.VerifyByListing = false
+	upload(t, s, "docs/two", data)
+	want = listed(t, s, "docs/two").Check()
+	before = count.n.Load()
+	if _, err := s.CopyFile(t.Context(), "app-files", "docs/two", "store/two", want); err != nil {
+		t.Fatal(err)
+	}
+	if n := count.n.Load() - before; n != 2 {
+		t.Errorf("%d requests for a copy read back, want 2", n)
 	}
 }

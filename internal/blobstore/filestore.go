@@ -101,7 +101,11 @@ func (s *Store) WalkObjects(ctx context.Context, namespace, envID string, fn fun
 			// The collector decides by size and age: never guess them.
 			return backup.Errorf(backup.CodeTransient, "could not list the file store of environment %s: Blob Storage listed object %s without its size or its time of last modification", envID, name)
 		}
-		return fn(backup.StoreObject{Name: name, Size: *p.ContentLength, LastModified: *p.LastModified})
+		o := backup.StoreObject{Name: name, Size: *p.ContentLength, LastModified: *p.LastModified}
+		if len(p.ContentMD5) > 0 {
+			o.MD5 = p.ContentMD5
+		}
+		return fn(o)
 	})
 }
 

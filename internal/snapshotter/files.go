@@ -73,7 +73,8 @@ func (s *Snapshotter) listSources(ctx context.Context, env backup.Environment, w
 // can fix.
 func (s *Snapshotter) copyFile(ctx context.Context, env backup.Environment, f backup.SourceFile, object string) (backup.CopyOutcome, error) {
 	dst := blobstore.Layout{}.StoreObject(env.Namespace, env.ID, object)
-	want := blobstore.CopyCheck{ETag: azcore.ETag(f.ETag), Size: f.Size, MD5: f.MD5}
+	// StoreFiles checks the copies from one listing of the store afterwards.
+	want := blobstore.CopyCheck{ETag: azcore.ETag(f.ETag), Size: f.Size, MD5: f.MD5, VerifyByListing: true}
 	var out backup.CopyOutcome
 	err := s.retry(ctx, "copying a file document into the store", f.UUID, func() error {
 		res, err := s.files().CopyFile(ctx, env.Files.Container, env.Files.Prefix+f.UUID, dst, want)
