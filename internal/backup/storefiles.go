@@ -28,8 +28,10 @@ type StoreFilesRequest struct {
 	Source func(ctx context.Context, uuid string) (f SourceFile, found bool, err error)
 	// Copy copies the source blob f into the store as object, server-side, unless the object exists
 	// (then it is checked and kept). It returns ErrSourceMissing or ErrSourceChanged (wrapped) when the
-	// blob vanished or was rewritten since it was listed.
-	Copy func(ctx context.Context, f SourceFile, object string) (CopyOutcome, error)
+	// blob vanished or was rewritten since it was listed. With readBack it reads the copy back and
+	// checks it (size, Content-MD5) itself; without, StoreFiles checks all such copies from one listing
+	// of the store afterwards.
+	Copy func(ctx context.Context, f SourceFile, object string, readBack bool) (CopyOutcome, error)
 	// Workers is how many copies run at once (default 16).
 	Workers int
 	// Now is the clock the collector's leases are read with; Poll how often ConfirmReferences reads
@@ -150,6 +152,9 @@ type filesWriter struct {
 	mf  Manifests
 	req StoreFilesRequest
 
+	// readBack: copies check themselves (few copies) rather than being checked from a listing.
+	readBack bool
+
 	mu       sync.Mutex
 	store    map[string]StoreObject   // objects in the store as last listed (or copied since), by name
 	copies   map[string]ManifestEntry // objects this call copied and has not checked yet, by name
@@ -175,12 +180,15 @@ func (w *filesWriter) listStore(ctx context.Context) error {
 	return nil
 }
 
+// listingCheckFrom is how many copies make one listing of the store a cheaper check than reading each
+// copy back: a listing page holds 5,000 objects, but lists the whole store.
+const listingCheckFrom = 1000
+
 // place decides each file: referenced when its object is in the store, else copied.
 func (w *filesWriter) place(ctx context.Context, uuids []string, sources map[string]SourceFile) error {
 	w.entries = make(map[string]ManifestEntry, len(uuids))
 	w.missing = map[string]bool{}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(w.workers())
+	var toCopy []SourceFile
 	for _, u := range uuids {
 		src, found := sources[u]
 		if !found {
@@ -191,6 +199,12 @@ func (w *filesWriter) place(ctx context.Context, uuids []string, sources map[str
 			w.settle(u, &ManifestEntry{UUID: u, Size: src.Size, MD5: src.MD5, Object: name})
 			continue
 		}
+		toCopy = append(toCopy, src)
+	}
+	w.readBack = len(toCopy) < listingCheckFrom
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(w.workers())
+	for _, src := range toCopy {
 		g.Go(func() error { return w.copyFile(gctx, src) })
 	}
 	return g.Wait()
@@ -219,7 +233,7 @@ func (w *filesWriter) copyFile(ctx context.Context, src SourceFile) error {
 			w.settle(src.UUID, &ManifestEntry{UUID: src.UUID, Size: src.Size, MD5: src.MD5, Object: name})
 			return nil
 		}
-		out, err := w.req.Copy(ctx, src, name)
+		out, err := w.req.Copy(ctx, src, name, w.readBack)
 		switch {
 		case err == nil:
 			w.copied(src, name, !out.Existed)
@@ -250,6 +264,8 @@ func (w *filesWriter) copied(src SourceFile, name string, isNew bool) {
 	if isNew {
 		w.newFiles++
 		w.newBytes += src.Size
+	}
+	if isNew && !w.readBack {
 		if w.copies == nil {
 			w.copies = map[string]ManifestEntry{}
 		}
@@ -355,6 +371,7 @@ func (w *filesWriter) replaceLost(ctx context.Context) (bool, error) {
 	if len(lost) == 0 {
 		return false, nil
 	}
+	w.readBack = true // a few files, after a collector run
 	before := map[string]string{}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(w.workers())

@@ -19,11 +19,11 @@ type countingCopies struct {
 	before func(f backup.SourceFile)
 }
 
-func (c *countingCopies) copy(ctx context.Context, f backup.SourceFile, object string) (backup.CopyOutcome, error) {
+func (c *countingCopies) copy(ctx context.Context, f backup.SourceFile, object string, readBack bool) (backup.CopyOutcome, error) {
 	if c.before != nil {
 		c.before(f)
 	}
-	out, err := c.w.copyFile(ctx, f, object)
+	out, err := c.w.copyFile(ctx, f, object, readBack)
 	if err == nil && !out.Existed {
 		c.copied = append(c.copied, f.UUID)
 	}
@@ -114,7 +114,7 @@ func TestStoreFilesFailsOnACopyError(t *testing.T) {
 	boom := backup.Errorf(backup.CodeInternal, "storage refused the copy")
 	_, err := backup.StoreFiles(context.Background(), m.w, m.w, backup.StoreFilesRequest{Namespace: modelNS, EnvironmentID: modelEnv,
 		SnapshotID: "s", ManifestPath: "m/1", Files: m.uuids, Sources: m.w.listSources, Source: m.w.source,
-		Copy: func(context.Context, backup.SourceFile, string) (backup.CopyOutcome, error) {
+		Copy: func(context.Context, backup.SourceFile, string, bool) (backup.CopyOutcome, error) {
 			return backup.CopyOutcome{}, fmt.Errorf("copy: %w", boom)
 		}, Now: m.s.clock})
 	if !errors.Is(err, boom) {
@@ -162,17 +162,27 @@ func objectsOf(r backup.StoreFilesResult) []string {
 	return out
 }
 
-// Copies are not read back one by one: one listing after them must catch a copy that Storage did not
-// keep as the source was listed, delete it and fail the call, before any manifest names it.
+// Many copies are not read back one by one: one listing after them must catch a copy that Storage did
+// not keep as the source was listed, delete it and fail the call, before any manifest names it. A few
+// copies are read back each (one listing would cost more).
 func TestStoreFilesChecksItsCopiesFromOneListing(t *testing.T) {
 	m := newModel(t, 4)
 	bad := m.uuids[1] // has a Content-MD5
-	listings := 0
+	for i := range 1200 {
+		u := fmt.Sprintf("00000004-0000-4000-8000-1%011x", i)
+		m.uuids = append(m.uuids, u)
+		m.w.etags++
+		m.w.sources[u] = sourceBlob{content: u, etag: m.w.etags}
+	}
+	listings, readBacks := 0, 0
 	walk := countingWalks{world: m.w, n: &listings}
 	_, err := backup.StoreFiles(context.Background(), walk, m.w, backup.StoreFilesRequest{Namespace: modelNS, EnvironmentID: modelEnv,
 		SnapshotID: "s", ManifestPath: "m/1", Files: m.uuids, Sources: m.w.listSources, Source: m.w.source, Workers: 1, Now: m.s.clock,
-		Copy: func(ctx context.Context, f backup.SourceFile, object string) (backup.CopyOutcome, error) {
-			out, err := m.w.copyFile(ctx, f, object)
+		Copy: func(ctx context.Context, f backup.SourceFile, object string, readBack bool) (backup.CopyOutcome, error) {
+			if readBack {
+				readBacks++
+			}
+			out, err := m.w.copyFile(ctx, f, object, readBack)
 			if f.UUID == bad {
 				o := m.w.objects[object]
 				o.content += " and more"
@@ -192,8 +202,24 @@ func TestStoreFilesChecksItsCopiesFromOneListing(t *testing.T) {
 			t.Errorf("the damaged copy %s was kept", name)
 		}
 	}
-	if listings != 2 {
-		t.Errorf("%d listings of the store, want 2: one to decide, one to check all the copies", listings)
+	if listings != 2 || readBacks != 0 {
+		t.Errorf("%d listings of the store and %d copies read back, want 2 (one to decide, one to check all the copies) and 0", listings, readBacks)
+	}
+
+	// A few copies (a nightly's) are read back each, and no listing checks them.
+	m = newModel(t, 5)
+	listings, readBacks = 0, 0
+	walk = countingWalks{world: m.w, n: &listings}
+	_, err = backup.StoreFiles(context.Background(), walk, m.w, backup.StoreFilesRequest{Namespace: modelNS, EnvironmentID: modelEnv,
+		SnapshotID: "s", ManifestPath: "m/1", Files: m.uuids, Sources: m.w.listSources, Source: m.w.source, Workers: 1, Now: m.s.clock,
+		Copy: func(ctx context.Context, f backup.SourceFile, object string, readBack bool) (backup.CopyOutcome, error) {
+			if readBack {
+				readBacks++
+			}
+			return m.w.copyFile(ctx, f, object, readBack)
+		}})
+	if err != nil || listings != 1 || readBacks != len(m.uuids) {
+		t.Errorf("few copies: err %v, %d listings, %d of %d copies read back; want 1 listing and every copy read back", err, listings, readBacks, len(m.uuids))
 	}
 }
 

@@ -38,8 +38,8 @@ func (s *Snapshotter) storeFiles(ctx context.Context, req backup.SnapshotRequest
 			f, ok := found[uuid]
 			return f, ok, err
 		},
-		Copy: func(ctx context.Context, f backup.SourceFile, object string) (backup.CopyOutcome, error) {
-			return s.copyFile(ctx, env, f, object)
+		Copy: func(ctx context.Context, f backup.SourceFile, object string, readBack bool) (backup.CopyOutcome, error) {
+			return s.copyFile(ctx, env, f, object, readBack)
 		},
 		Workers: s.FileWorkers, Now: s.now, Progress: prog.filesDecided,
 	})
@@ -71,10 +71,10 @@ func (s *Snapshotter) listSources(ctx context.Context, env backup.Environment, w
 
 // copyFile copies one file document into the store, server-side, trying again after a failure a retry
 // can fix.
-func (s *Snapshotter) copyFile(ctx context.Context, env backup.Environment, f backup.SourceFile, object string) (backup.CopyOutcome, error) {
+func (s *Snapshotter) copyFile(ctx context.Context, env backup.Environment, f backup.SourceFile, object string, readBack bool) (backup.CopyOutcome, error) {
 	dst := blobstore.Layout{}.StoreObject(env.Namespace, env.ID, object)
-	// StoreFiles checks the copies from one listing of the store afterwards.
-	want := blobstore.CopyCheck{ETag: azcore.ETag(f.ETag), Size: f.Size, MD5: f.MD5, VerifyByListing: true}
+	// Without readBack, StoreFiles checks the copies from one listing of the store afterwards.
+	want := blobstore.CopyCheck{ETag: azcore.ETag(f.ETag), Size: f.Size, MD5: f.MD5, VerifyByListing: !readBack}
 	var out backup.CopyOutcome
 	err := s.retry(ctx, "copying a file document into the store", f.UUID, func() error {
 		res, err := s.files().CopyFile(ctx, env.Files.Container, env.Files.Prefix+f.UUID, dst, want)
