@@ -132,7 +132,11 @@ func (b backupJob) Settle(ctx context.Context, op Operation) (Notice, error) {
 		act.Status, ev.Type = ActivityFinished, EventSnapshotFinished
 		act.Message = "snapshot finished"
 		if found {
-			act.Message = fmt.Sprintf("snapshot finished: %s, %s bytes%s", Count(sn.FilesCount, "file"), thousands(sn.SizeBytes), warningsNote(len(sn.Warnings)))
+			act.Message = fmt.Sprintf("snapshot finished: %s", Count(sn.FilesCount, "file"))
+			if sn.Incremental() {
+				act.Message += fmt.Sprintf(" (%s new)", thousands(int64(sn.NewFilesCount)))
+			}
+			act.Message += fmt.Sprintf(", %s bytes%s", thousands(sn.SizeBytes), warningsNote(len(sn.Warnings)))
 		}
 	} else {
 		act.Status, ev.Type = ActivityFailed, EventSnapshotFailed

@@ -271,6 +271,8 @@ func TestManualSnapshotLifecycle(t *testing.T) {
 	acts, _, _ := f.st.ListActivity(context.Background(), "ns-a", envID, 0, 10)
 	if len(acts) != 2 || acts[0].Status != backup.ActivityFinished || acts[1].Status != backup.ActivityStarted {
 		t.Errorf("activity: %+v", acts)
+	} else if want := "snapshot finished: 3 files (0 new), 1,234 bytes, 1 warning"; acts[0].Message != want {
+		t.Errorf("activity message %q, want %q", acts[0].Message, want)
 	}
 }
 
