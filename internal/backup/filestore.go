@@ -218,13 +218,14 @@ func ConfirmReferences(ctx context.Context, fs FileStore, namespace, envID strin
 			}
 			return false, ReferenceStamp{Generation: st.Generation}, nil
 		}
-		if err := sleepCtx(ctx, poll); err != nil {
+		if err := Sleep(ctx, poll); err != nil {
 			return false, ReferenceStamp{}, err
 		}
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// Sleep waits d, or until ctx ends (then it returns ctx's error).
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

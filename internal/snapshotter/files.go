@@ -101,7 +101,7 @@ func (s *Snapshotter) retry(ctx context.Context, what, uuid string, try func() e
 			return err
 		}
 		s.Log.Warn().Err(err).Str("file", uuid).Int("try", n).Msg(what + " failed; trying again")
-		if err := sleep(ctx, delay); err != nil {
+		if err := backup.Sleep(ctx, delay); err != nil {
 			return err
 		}
 		delay *= 2
@@ -113,16 +113,4 @@ func (s *Snapshotter) retryDelay() time.Duration {
 		return s.RetryDelay
 	}
 	return time.Second
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -182,7 +182,7 @@ func (s *Snapshotter) verify(ctx context.Context, path string, blocks []archive.
 			return v, err
 		}
 		s.Log.Warn().Err(err).Str("blob", path).Int("try", try).Msg("reading the blob back failed; reading it again")
-		if err := sleep(ctx, delay); err != nil {
+		if err := backup.Sleep(ctx, delay); err != nil {
 			return v, err
 		}
 		delay *= 2
