@@ -104,13 +104,16 @@ func (d *Dumper) Version(ctx context.Context) (string, error) {
 	return version, nil
 }
 
-func (d *Dumper) pgDumpPath() (string, error) {
-	if d.BinDir != "" {
-		return filepath.Join(d.BinDir, "pg_dump"), nil
+func (d *Dumper) pgDumpPath() (string, error) { return binPath(d.BinDir, "pg_dump") }
+
+// binPath is the PostgreSQL client program name in binDir, or in PATH when binDir is empty.
+func binPath(binDir, name string) (string, error) {
+	if binDir != "" {
+		return filepath.Join(binDir, name), nil
 	}
-	p, err := exec.LookPath("pg_dump")
+	p, err := exec.LookPath(name)
 	if err != nil {
-		return "", backup.Wrap(backup.CodeInternal, err, "pg_dump is not in PATH and no BinDir is configured")
+		return "", backup.Wrap(backup.CodeInternal, err, "%s is not in PATH and no BinDir is configured", name)
 	}
 	return p, nil
 }
