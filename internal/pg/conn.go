@@ -87,6 +87,18 @@ var sslModes = map[string]bool{"disable": true, "allow": true, "prefer": true, "
 	"verify-ca": true, "verify-full": true}
 
 // validate reports the first field that cannot be used.
+// usable is the check before any connection: ctx still open, settings valid, host allowed.
+func (c Conn) usable(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := c.validate(); err != nil {
+		return backup.Wrap(backup.CodeInternal, fmt.Errorf("connection settings for database %s: %w", c, err),
+			"the backup service's settings for the app's database are invalid")
+	}
+	return c.checkHost()
+}
+
 func (c Conn) validate() error {
 	switch {
 	case c.Host == "":

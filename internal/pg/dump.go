@@ -168,6 +168,19 @@ func (dump *Dump) pgDumpCommandArgs() []string {
 	)
 }
 
+// toolCommand is pg_dump's or pg_restore's command: the password in its environment, the end of its
+// stderr kept, its own process group, and Pdeathsig: if the handler dies (crash, host restart), pg_dump
+// must not live on holding ACCESS SHARE locks that make the app's next start time out, nor pg_restore
+// on writing into a database nobody will commit.
+func toolCommand(bin string, args []string, pw string) (*exec.Cmd, *tailBuffer) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = pgDumpEnv(pw)
+	stderr := &tailBuffer{max: stderrTailBytes}
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd, stderr
+}
+
 // startPgDump starts pg_dump on the exported snapshot with its stdout on a pipe of ours.
 func (dump *Dump) startPgDump(bin, pw string) error {
 	args := dump.pgDumpCommandArgs()
@@ -175,14 +188,9 @@ func (dump *Dump) startPgDump(bin, pw string) error {
 	if err != nil {
 		return backup.Wrap(backup.CodeTransient, fmt.Errorf("create a pipe for pg_dump: %w", err), "the backup service could not start pg_dump")
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = pgDumpEnv(pw)
+	cmd, stderr := toolCommand(bin, args, pw)
 	cmd.Stdout = w
-	dump.stderr = &tailBuffer{max: stderrTailBytes}
-	cmd.Stderr = dump.stderr
-	// Pdeathsig: if the handler dies (crash, host restart), pg_dump must not live on holding ACCESS
-	// SHARE locks that make the app's next start time out.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	dump.stderr = stderr
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		w.Close()

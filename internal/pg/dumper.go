@@ -141,14 +141,7 @@ func ArchiveVersion(header []byte) (major, minor, rev byte, ok bool) {
 // On success the caller must read Dump.Reader to its end and call Dump.Wait, or call Dump.Abort; the end
 // of ctx aborts the dump too. On error nothing is left open.
 func (d *Dumper) Start(ctx context.Context, conn Conn) (*Dump, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := conn.validate(); err != nil {
-		return nil, backup.Wrap(backup.CodeInternal, fmt.Errorf("connection settings for database %s: %w", conn, err),
-			"the backup service's settings for the app's database are invalid")
-	}
-	if err := conn.checkHost(); err != nil {
+	if err := conn.usable(ctx); err != nil {
 		return nil, err
 	}
 	version, err := d.Version(ctx)

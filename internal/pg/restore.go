@@ -108,14 +108,7 @@ func (r *Restorer) maintenanceDB() string {
 
 // admin connects as conn.User to the maintenance database, after the same checks as Dumper.Start.
 func (r *Restorer) admin(ctx context.Context, conn Conn) (*pgx.Conn, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := conn.validate(); err != nil {
-		return nil, backup.Wrap(backup.CodeInternal, fmt.Errorf("connection settings for database %s: %w", conn, err),
-			"the backup service's settings for the app's database are invalid")
-	}
-	if err := conn.checkHost(); err != nil {
+	if err := conn.usable(ctx); err != nil {
 		return nil, err
 	}
 	pw, err := conn.password(ctx)
@@ -420,13 +413,9 @@ func (p *pgRestore) start(bin string, args []string, pw string) error {
 	if err != nil {
 		return backup.Wrap(backup.CodeTransient, fmt.Errorf("create a pipe for pg_restore: %w", err), "the backup service could not start pg_restore")
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = pgDumpEnv(pw)
+	cmd, stderr := toolCommand(bin, args, pw)
 	cmd.Stdin = rd
-	p.stderr = &tailBuffer{max: stderrTailBytes}
-	cmd.Stderr = p.stderr
-	// As for pg_dump: its own process group, killed with the worker.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	p.stderr = stderr
 	if err := cmd.Start(); err != nil {
 		rd.Close()
 		w.Close()
