@@ -20,6 +20,7 @@ type Stores struct {
 	Rejected     RejectedEventStore
 	Snapshots    SnapshotStore
 	Operations   OperationStore
+	Restores     RestoreStore
 }
 
 // RejectedEventStore keeps inbound events that could not be applied, for operators to inspect.

@@ -90,6 +90,10 @@ type Snapshot struct {
 	NewFilesCount int
 	NewFilesBytes int64
 	StoredBytes   int64
+	// Readers are the operations reading the snapshot (restores, and downloads being prepared), as
+	// "<environment id>/<operation id>" of the operation's record: while one of them has not ended the
+	// snapshot is neither deleted nor expired. An ended reader's entry is stale and removed when seen.
+	Readers []string
 	// DeletedAt marks a snapshot being deleted: hidden from users at once, its blobs removed after, and
 	// the record last (a crash in between leaves a marked record that the sweeper finishes).
 	DeletedAt time.Time
