@@ -50,6 +50,7 @@ type ActivityAction string
 const (
 	ActionBackup   ActivityAction = "backup"
 	ActionRestore  ActivityAction = "restore"
+	ActionUndo     ActivityAction = "undo"
 	ActionDelete   ActivityAction = "delete"
 	ActionUpload   ActivityAction = "upload"
 	ActionDownload ActivityAction = "download"

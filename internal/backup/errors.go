@@ -22,6 +22,7 @@ const (
 	CodeEnvironmentBusy        Code = "ENVIRONMENT_BUSY"
 	CodeInvalidState           Code = "INVALID_STATE"
 	CodeSnapshotNotReady       Code = "SNAPSHOT_NOT_READY"
+	CodeSnapshotInUse          Code = "SNAPSHOT_IN_USE" // a restore or a download is reading it
 	CodeCrossNamespace         Code = "CROSS_NAMESPACE_NOT_SUPPORTED"
 	CodeBackupsNotEnabled      Code = "BACKUPS_NOT_ENABLED"
 	CodePayloadTooLarge        Code = "PAYLOAD_TOO_LARGE"
@@ -47,6 +48,7 @@ var codeInfo = map[Code]struct {
 	CodeEnvironmentBusy:        {409, "Environment busy", false},
 	CodeInvalidState:           {409, "Invalid state", false},
 	CodeSnapshotNotReady:       {409, "Snapshot not ready", false},
+	CodeSnapshotInUse:          {409, "Snapshot in use", false},
 	CodeCrossNamespace:         {400, "Cross-namespace restore not supported", false},
 	CodeBackupsNotEnabled:      {409, "Backups not enabled", false},
 	CodePayloadTooLarge:        {413, "Payload too large", false},

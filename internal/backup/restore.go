@@ -118,6 +118,8 @@ func (r Restore) Undoable(now time.Time) string {
 		return "the restore was undone already"
 	case r.UndoState == RestoreQueued || r.UndoState == RestoreRunning:
 		return "an undo of this restore is already running"
+	case r.Step == StepCommitted && r.UndoState == RestoreFailed:
+		return "" // an undo that failed kept the data it needs, whatever the time: it can be finished
 	case r.Step == StepDiscarded || !now.Before(r.UndoUntil):
 		return "the grace period for undoing this restore ended at " + r.UndoUntil.Format(time.RFC3339) + "; its undo data was dropped"
 	}

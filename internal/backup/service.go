@@ -56,6 +56,8 @@ type Service struct {
 	progressInterval time.Duration
 	databaseHosts    HostAllowList
 	collectorGrace   time.Duration
+	restorer         RestoreWorker
+	restoreUndo      time.Duration
 }
 
 // Deps are the service's dependencies. Now is time.Now in production, a fixed clock in tests.
@@ -81,6 +83,10 @@ type Deps struct {
 	// CollectorGrace is how old an unreferenced store object must be before the collector deletes it
 	// (default DefaultCollectorGrace).
 	CollectorGrace time.Duration
+	// Restorer does the restores' work; RestoreUndo is how long a completed restore can be undone
+	// (default DefaultRestoreUndo).
+	Restorer    RestoreWorker
+	RestoreUndo time.Duration
 }
 
 // NewService builds the service.
@@ -93,8 +99,9 @@ func NewService(d Deps) *Service {
 		layout: d.Layout, log: d.Log, now: func() time.Time { return now().UTC() },
 		stallTimeout: cmp.Or(d.StallTimeout, DefaultStallTimeout), progressInterval: cmp.Or(d.ProgressInterval, DefaultProgressInterval),
 		databaseHosts: d.DatabaseHosts, fileStore: d.FileStore, manifests: d.Manifests,
-		collectorGrace: cmp.Or(d.CollectorGrace, DefaultCollectorGrace)}
-	s.kinds = map[OperationKind]JobKind{OpBackup: backupJob{s}}
+		collectorGrace: cmp.Or(d.CollectorGrace, DefaultCollectorGrace),
+		restorer:       d.Restorer, restoreUndo: cmp.Or(d.RestoreUndo, DefaultRestoreUndo)}
+	s.kinds = map[OperationKind]JobKind{OpBackup: backupJob{s}, OpRestore: restoreJob{s}, OpUndo: undoJob{s}}
 	return s
 }
 
@@ -334,8 +341,10 @@ func (s *Service) lockBlocker(ctx context.Context, namespace, envID string) (str
 	switch kind {
 	case OpBackup:
 		return "a backup is running", nil
-	case "restore": // restores are not built yet; their operations will have this kind
+	case OpRestore:
 		return "a restore is running", nil
+	case OpUndo:
+		return "a restore is being undone", nil
 	}
 	return "another operation is running", nil
 }

@@ -3,6 +3,7 @@ package backup
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -294,20 +295,7 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, namespace, en
 	if id, err = ValidateUUID("snapshot id", id); err != nil {
 		return err
 	}
-	var marked bool
-	_, _, err = s.stores.Snapshots.UpdateSnapshot(ctx, namespace, env.ID, id, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
-		switch {
-		case !ok:
-			return sn, false, Errorf(CodeNotFound, "snapshot %s not found", id)
-		case sn.Status == SnapshotProcessing:
-			return sn, false, Errorf(CodeSnapshotNotReady, "snapshot %s is still being made; delete it when it has finished or failed", id)
-		case sn.Deleted():
-			return sn, false, nil // a deletion that stopped half-way: finish it
-		}
-		marked = true
-		sn.DeletedAt, sn.UpdatedAt = s.now(), s.now()
-		return sn, true, nil
-	})
+	marked, err := s.markDeleted(ctx, namespace, env.ID, id)
 	if err != nil {
 		return err
 	}
@@ -316,6 +304,46 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, namespace, en
 			Status: ActivityFinished, Actor: p.ID, SnapshotID: id, Message: "snapshot deleted"})
 	}
 	return s.finishDeletion(ctx, namespace, env.ID, id, s.log.With().Str("snapshot", id).Logger())
+}
+
+// markDeleted marks a snapshot for deletion unless it is being made or read. Readers are decided on
+// the record itself: the mark is written only if the readers seen (all of them ended) are still the
+// record's, so a restore that starts reading at the same moment either is seen or sees the mark.
+func (s *Service) markDeleted(ctx context.Context, namespace, envID, id string) (bool, error) {
+	for try := 0; ; try++ {
+		var marked bool
+		var readers []string
+		_, _, err := s.stores.Snapshots.UpdateSnapshot(ctx, namespace, envID, id, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
+			marked = false
+			switch {
+			case !ok:
+				return sn, false, Errorf(CodeNotFound, "snapshot %s not found", id)
+			case sn.Status == SnapshotProcessing:
+				return sn, false, Errorf(CodeSnapshotNotReady, "snapshot %s is still being made; delete it when it has finished or failed", id)
+			case sn.Deleted():
+				return sn, false, nil // a deletion that stopped half-way: finish it
+			case !slices.Equal(sn.Readers, readers):
+				readers = slices.Clone(sn.Readers)
+				return sn, false, nil // readers to look at first
+			}
+			marked = true
+			sn.DeletedAt, sn.UpdatedAt, sn.Readers = s.now(), s.now(), nil
+			return sn, true, nil
+		})
+		if err != nil || marked || len(readers) == 0 || try >= 3 {
+			if err == nil && !marked && len(readers) > 0 {
+				return false, Errorf(CodeConflict, "snapshot %s is busy; try again", id)
+			}
+			return marked, err
+		}
+		kind, err := s.activeReader(ctx, Snapshot{Namespace: namespace, Readers: readers})
+		if err != nil {
+			return false, err
+		}
+		if kind != "" {
+			return false, Errorf(CodeSnapshotInUse, "snapshot %s is being read by a %s; delete it when that has ended", id, kind)
+		}
+	}
 }
 
 // finishDeletion removes a marked snapshot's blobs and then its record. It leaves the record when a
