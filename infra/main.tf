@@ -352,6 +352,7 @@ resource "azurerm_linux_function_app" "this" {
       PG_SSLMODE           = "verify-full"                # with PG_SSLROOTCERT, the Azure root CAs in the image (Dockerfile)
       PG_BIN_DIR           = "/usr/lib/postgresql/15/bin" # where postgresql-client-15 installs (Dockerfile)
       PG_LOCK_WAIT_TIMEOUT = var.pg_lock_wait_timeout
+      RESTORE_UNDO_HOURS   = tostring(var.restore_undo_hours)
       LOG_LEVEL            = var.log_level
     },
   )

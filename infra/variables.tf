@@ -194,6 +194,16 @@ variable "pg_lock_wait_timeout" {
   default     = "2m"
 }
 
+variable "restore_undo_hours" {
+  description = "How long a completed restore can be undone: the previous database and the files it overwrote are kept that long (1-720)."
+  type        = number
+  default     = 24
+  validation {
+    condition     = var.restore_undo_hours >= 1 && var.restore_undo_hours <= 720
+    error_message = "restore_undo_hours must be from 1 to 720."
+  }
+}
+
 variable "table_prefix" {
   description = "TABLE_PREFIX: prefix of every table name, to share one account between deployments. Empty: none."
   type        = string

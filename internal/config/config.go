@@ -106,6 +106,10 @@ type Config struct {
 	// stalled (JOB_STALL_TIMEOUT, default 5m; longer than PG_LOCK_WAIT_TIMEOUT).
 	JobStallTimeout time.Duration
 
+	// RestoreUndoHours is how long a completed restore can be undone: the previous database and the
+	// overwritten files are kept that long (RESTORE_UNDO_HOURS, default 24, 1 to 720).
+	RestoreUndoHours int
+
 	// ShutdownTimeout bounds graceful shutdown on SIGTERM (SHUTDOWN_TIMEOUT, default 25s).
 	ShutdownTimeout time.Duration
 	// LogLevel is the zerolog level (LOG_LEVEL, default "info").
@@ -164,6 +168,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		errs = append(errs, err)
 	}
 	if c.FileWorkers, err = integer(getenv, "BACKUP_FILE_WORKERS", 16); err != nil {
+		errs = append(errs, err)
+	}
+	if c.RestoreUndoHours, err = integer(getenv, "RESTORE_UNDO_HOURS", int(backup.DefaultRestoreUndo/time.Hour)); err != nil {
 		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
@@ -252,6 +259,9 @@ func (c Config) Validate() error {
 	}
 	if c.FileWorkers < 1 || c.FileWorkers > 256 {
 		bad("BACKUP_FILE_WORKERS: %d must be from 1 to 256", c.FileWorkers)
+	}
+	if c.RestoreUndoHours < 1 || c.RestoreUndoHours > 720 {
+		bad("RESTORE_UNDO_HOURS: %d must be from 1 to 720 (30 days): the previous database is kept that long", c.RestoreUndoHours)
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("SHUTDOWN_TIMEOUT: must be positive")

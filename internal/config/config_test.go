@@ -101,6 +101,8 @@ func TestInvalidSettingsNameTheVariable(t *testing.T) {
 		{"bad compression level", func(e map[string]string) { e["ARCHIVE_COMPRESSION_LEVEL"] = "12" }, "ARCHIVE_COMPRESSION_LEVEL"},
 		{"compression level not a number", func(e map[string]string) { e["ARCHIVE_COMPRESSION_LEVEL"] = "best" }, "ARCHIVE_COMPRESSION_LEVEL"},
 		{"bad file workers", func(e map[string]string) { e["BACKUP_FILE_WORKERS"] = "0" }, "BACKUP_FILE_WORKERS"},
+		{"undo hours zero", func(e map[string]string) { e["RESTORE_UNDO_HOURS"] = "0" }, "RESTORE_UNDO_HOURS"},
+		{"undo hours beyond 30 days", func(e map[string]string) { e["RESTORE_UNDO_HOURS"] = "721" }, "RESTORE_UNDO_HOURS"},
 		{"bad log level", func(e map[string]string) { e["LOG_LEVEL"] = "loud" }, "LOG_LEVEL"},
 	}
 	for _, tt := range tests {
