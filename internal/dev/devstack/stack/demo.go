@@ -27,6 +27,13 @@ const (
 	demoDatabase      = "demo_app"
 	demoRole          = "demo_app_role"
 	demoContainer     = "demo-app-files"
+	// A second environment of the namespace ("test"), with its own database, role and files and an
+	// older model, to restore the demo's snapshots into.
+	DemoTestEnvironmentID = "7a1c5e62-3f0b-4c55-9d0e-2b8f6a4d1c02"
+	demoTestDatabase      = "demo_app_test"
+	demoTestRole          = "demo_test_role"
+	demoTestContainer     = "demo-test-files"
+	demoTestCustomers     = 20
 )
 
 // DemoFile is one file document of the demo environment.
@@ -46,40 +53,115 @@ type Demo struct {
 	Files         []DemoFile // with a blob
 	MissingFiles  []string   // rows whose blob is deliberately absent
 	Customers     int
+	// The second environment ("test"): its database, container, customers and file blobs.
+	TestEnvironmentID string
+	TestDatabase      string
+	TestContainer     string
+	TestCustomers     int
+	TestFiles         []DemoFile
 }
 
-// SeedDemo creates the demo environment: a small Mendix-like database (tables with data, an index, a
+// SeedDemo creates the demo environment and a second one ("test") to restore into: a small Mendix-like database (tables with data, an index, a
 // sequence, system$filedocument rows) and its file blobs in Azurite, then tells the service about it the
 // way a real deployment does: namespace.permissions and environment.updated events on the
 // environment-events queue, and the settings API to enable backups. It waits until the service lists
 // the environment.
 func (st *Stack) SeedDemo(ctx context.Context) (*Demo, error) {
-	d := &Demo{Namespace: DemoNamespace, EnvironmentID: DemoEnvironmentID, Database: demoDatabase, Container: demoContainer, Customers: 250}
-	if err := st.Postgres.CreateRole(ctx, demoRole, "demo-role-password"); err != nil {
-		return nil, err
-	}
-	if err := st.Postgres.CreateDatabase(ctx, demoDatabase, demoRole); err != nil {
-		return nil, err
+	d := &Demo{Namespace: DemoNamespace, EnvironmentID: DemoEnvironmentID, Database: demoDatabase, Container: demoContainer, Customers: 250,
+		TestEnvironmentID: DemoTestEnvironmentID, TestDatabase: demoTestDatabase, TestContainer: demoTestContainer, TestCustomers: demoTestCustomers}
+	for _, e := range []struct{ role, db string }{{demoRole, demoDatabase}, {demoTestRole, demoTestDatabase}} {
+		if err := st.Postgres.CreateRole(ctx, e.role, "demo-role-password"); err != nil {
+			return nil, err
+		}
+		if err := st.Postgres.CreateDatabase(ctx, e.db, e.role); err != nil {
+			return nil, err
+		}
+		// The service reaches each environment's objects through membership in its role.
+		if err := st.Postgres.Exec(ctx, "postgres", fmt.Sprintf("GRANT %s TO %s", e.role, serviceRole)); err != nil {
+			return nil, fmt.Errorf("grant %s to the service role: %w", e.role, err)
+		}
 	}
 	blobs, err := azblob.NewClientFromConnectionString(st.Azurite.ConnectionString(), nil)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := blobs.CreateContainer(ctx, demoContainer, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
-		return nil, fmt.Errorf("create %s: %w", demoContainer, err)
+	// The demo environment: 12 file rows, one of them without its blob (the snapshot warns about it).
+	if d.Files, d.MissingFiles, err = seedEnvironment(ctx, st, blobs, demoSpec{db: demoDatabase, role: demoRole,
+		container: demoContainer, label: "demo", files: 12, missing: 1, customers: d.Customers, model: "1.0.0.40"}); err != nil {
+		return nil, err
 	}
-	var rows []string
-	for i := 0; i < 12; i++ {
-		u := uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprintf("demo-file-%d", i))).String()
-		content := bytes.Repeat([]byte(fmt.Sprintf("demo document %d line\n", i)), 200*(i+1))
-		if i == 11 { // a row whose blob was lost: the snapshot reports it as a warning
-			d.MissingFiles = append(d.MissingFiles, u)
+	// The test environment: fewer customers and other files, an older model: restoring the demo's
+	// snapshot into it shows the model-version warning and visibly changes it.
+	if d.TestFiles, _, err = seedEnvironment(ctx, st, blobs, demoSpec{db: demoTestDatabase, role: demoTestRole,
+		container: demoTestContainer, label: "test", files: 3, customers: demoTestCustomers, model: "1.0.0.38"}); err != nil {
+		return nil, err
+	}
+
+	now := time.Now().UTC()
+	permissions, _ := json.Marshal(map[string]any{"type": "namespace.permissions", "event_id": "demo-permissions-1",
+		"occurred_at": now, "namespace": DemoNamespace, "principal_id": DemoUserID, "permissions": []string{"ManageAppsBackups", "StopApps"}})
+	msgs := []funchost.PublishMessage{{Body: string(permissions), MessageID: "demo-permissions-1", ContentType: "application/json"}}
+	for _, e := range []struct{ id, name, model, db, role, container string }{
+		{DemoEnvironmentID, "acceptance", "1.0.0.40", demoDatabase, demoRole, demoContainer},
+		{DemoTestEnvironmentID, "test", "1.0.0.38", demoTestDatabase, demoTestRole, demoTestContainer},
+	} {
+		environment, _ := json.Marshal(map[string]any{"type": "environment.updated", "event_id": "demo-environment-" + e.name,
+			"occurred_at": now, "namespace": DemoNamespace, "environment_id": e.id, "app_id": "demo-app",
+			"name": e.name, "state": "Stopped", "deployed": true, "deployment_package": "DemoApp_" + e.model + ".mda",
+			"model_version": e.model,
+			"database":      map[string]any{"host": st.Postgres.Host, "port": st.Postgres.Port, "name": e.db, "role": e.role},
+			"files":         map[string]any{"container": e.container, "prefix": ""}})
+		msgs = append(msgs, funchost.PublishMessage{Body: string(environment), MessageID: "demo-environment-" + e.name, ContentType: "application/json"})
+	}
+	if _, err := st.Host.Publish("environment-events", msgs); err != nil {
+		return nil, fmt.Errorf("publish demo events: %w", err)
+	}
+	token, err := st.Token(DemoUserID, DemoUserName)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.waitForEnvironments(ctx, token, DemoEnvironmentID, DemoTestEnvironmentID); err != nil {
+		return nil, err
+	}
+	status, body, err := st.Call(ctx, token, "PUT", "/api/v1/namespaces/"+DemoNamespace+"/settings", `{"backups_enabled":true}`)
+	if err != nil || status != http.StatusOK {
+		return nil, fmt.Errorf("enable backups: %d %s %v", status, body, err)
+	}
+	return d, nil
+}
+
+// demoSpec describes one seeded environment.
+type demoSpec struct {
+	db, role, container, label, model string
+	files, missing, customers         int
+}
+
+// seedEnvironment fills an environment's database (a small Mendix-like schema: system$filedocument,
+// a table with an index and a sequence, mendixsystem$version) and its container, and returns the file
+// documents with a blob and the UUIDs of the last spec.missing rows, which have none.
+func seedEnvironment(ctx context.Context, st *Stack, blobs *azblob.Client, spec demoSpec) ([]DemoFile, []string, error) {
+	if _, err := blobs.CreateContainer(ctx, spec.container, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
+		return nil, nil, fmt.Errorf("create %s: %w", spec.container, err)
+	}
+	var (
+		rows    []string
+		files   []DemoFile
+		missing []string
+	)
+	for i := 0; i < spec.files; i++ {
+		u := uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprintf("%s-file-%d", spec.label, i))).String()
+		if spec.label == "demo" { // the demo's UUIDs as before this seed had a second environment
+			u = uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprintf("demo-file-%d", i))).String()
+		}
+		content := bytes.Repeat([]byte(fmt.Sprintf("%s document %d line\n", spec.label, i)), 200*(i+1))
+		if i >= spec.files-spec.missing { // a row whose blob was lost: a snapshot reports it as a warning
+			missing = append(missing, u)
 		} else {
-			if _, err := blobs.UploadBuffer(ctx, demoContainer, u, content, nil); err != nil {
-				return nil, fmt.Errorf("upload demo file: %w", err)
+			if _, err := blobs.UploadBuffer(ctx, spec.container, u, content, nil); err != nil {
+				return nil, nil, fmt.Errorf("upload a %s file: %w", spec.label, err)
 			}
 			sum := sha256.Sum256(content)
-			d.Files = append(d.Files, DemoFile{UUID: u, Name: fmt.Sprintf("document-%02d.txt", i), SHA256: fmt.Sprintf("%x", sum), Size: len(content)})
+			files = append(files, DemoFile{UUID: u, Name: fmt.Sprintf("document-%02d.txt", i), SHA256: fmt.Sprintf("%x", sum), Size: len(content)})
 		}
 		rows = append(rows, fmt.Sprintf("(%d, '%s', 'document-%02d.txt', %d, true, false)", i+1, u, i, len(content)))
 	}
@@ -99,46 +181,19 @@ INSERT INTO "myfirstmodule$customer" (name, email, notes)
   SELECT 'Customer ' || g, 'customer' || g || '@example.com', repeat('Notes about customer ' || g || '. ', 20)
   FROM generate_series(1, %[3]d) g;
 CREATE TABLE "mendixsystem$version" (versionnumber varchar(50), lastsyncdate timestamp);
-INSERT INTO "mendixsystem$version" VALUES ('1.0.0.40', now());`, demoRole, strings.Join(rows, ",\n  "), d.Customers)
-	if err := st.Postgres.Exec(ctx, demoDatabase, schema); err != nil {
-		return nil, fmt.Errorf("seed the demo database: %w", err)
+INSERT INTO "mendixsystem$version" VALUES ('%[4]s', now());`, spec.role, strings.Join(rows, ",\n  "), spec.customers, spec.model)
+	if err := st.Postgres.Exec(ctx, spec.db, schema); err != nil {
+		return nil, nil, fmt.Errorf("seed database %s: %w", spec.db, err)
 	}
-
-	now := time.Now().UTC()
-	permissions, _ := json.Marshal(map[string]any{"type": "namespace.permissions", "event_id": "demo-permissions-1",
-		"occurred_at": now, "namespace": DemoNamespace, "principal_id": DemoUserID, "permissions": []string{"ManageAppsBackups", "StopApps"}})
-	environment, _ := json.Marshal(map[string]any{"type": "environment.updated", "event_id": "demo-environment-1",
-		"occurred_at": now, "namespace": DemoNamespace, "environment_id": DemoEnvironmentID, "app_id": "demo-app",
-		"name": "acceptance", "state": "Stopped", "deployed": true, "deployment_package": "DemoApp_1.0.0.40.mda",
-		"model_version": "1.0.0.40",
-		"database":      map[string]any{"host": st.Postgres.Host, "port": st.Postgres.Port, "name": demoDatabase, "role": demoRole},
-		"files":         map[string]any{"container": demoContainer, "prefix": ""}})
-	if _, err := st.Host.Publish("environment-events", []funchost.PublishMessage{
-		{Body: string(permissions), MessageID: "demo-permissions-1", ContentType: "application/json"},
-		{Body: string(environment), MessageID: "demo-environment-1", ContentType: "application/json"},
-	}); err != nil {
-		return nil, fmt.Errorf("publish demo events: %w", err)
-	}
-	token, err := st.Token(DemoUserID, DemoUserName)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.waitForEnvironment(ctx, token); err != nil {
-		return nil, err
-	}
-	status, body, err := st.Call(ctx, token, "PUT", "/api/v1/namespaces/"+DemoNamespace+"/settings", `{"backups_enabled":true}`)
-	if err != nil || status != http.StatusOK {
-		return nil, fmt.Errorf("enable backups: %d %s %v", status, body, err)
-	}
-	return d, nil
+	return files, missing, nil
 }
 
-func (st *Stack) waitForEnvironment(ctx context.Context, token string) error {
+func (st *Stack) waitForEnvironments(ctx context.Context, token string, ids ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
 		status, body, err := st.Call(ctx, token, "GET", "/api/v1/namespaces/"+DemoNamespace+"/environments", "")
-		if err == nil && status == http.StatusOK && strings.Contains(body, DemoEnvironmentID) {
+		if err == nil && status == http.StatusOK && containsAll(body, ids) {
 			return nil
 		}
 		select {
@@ -147,6 +202,15 @@ func (st *Stack) waitForEnvironment(ctx context.Context, token string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }
 
 // Call makes an API call to the local host with a bearer token and returns status and body.

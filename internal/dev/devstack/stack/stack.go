@@ -92,7 +92,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("postgresql: %w", err)
 	}
 	if err := st.Postgres.Exec(ctx, "postgres", fmt.Sprintf(
-		`CREATE ROLE %s LOGIN SUPERUSER PASSWORD '%s'`, serviceRole, serviceRolePass)); err != nil {
+		// As on Azure Database for PostgreSQL: no superuser; CREATEDB for the restore's databases, and
+		// membership in each environment's role (granted as environments are made, see SeedDemo).
+		`CREATE ROLE %s LOGIN CREATEDB PASSWORD '%s'`, serviceRole, serviceRolePass)); err != nil {
 		return nil, fmt.Errorf("create the service role: %w", err)
 	}
 
