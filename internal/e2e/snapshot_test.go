@@ -217,8 +217,8 @@ func TestSnapshotArchiveReadsWithIndependentTools(t *testing.T) {
 	}
 	// The environment list shows the store's size as the backup measured it.
 	_, list := call(t, tok, "GET", "/api/v1/namespaces/demo/environments", "")
-	if envs, _ := list["environments"].([]any); len(envs) != 1 || num(envs[0].(map[string]any), "file_store_objects") != int64(len(objects)) ||
-		num(envs[0].(map[string]any), "file_store_bytes") != totalSize(objects) {
+	if e := listed(list, stack.DemoEnvironmentID); e == nil || num(e, "file_store_objects") != int64(len(objects)) ||
+		num(e, "file_store_bytes") != totalSize(objects) {
 		t.Errorf("environments %v; the store has %d objects of %d bytes", list, len(objects), totalSize(objects))
 	}
 	manifestSize := listBlobs(t, snapshotsContainer, manifestBlob)[""]
@@ -349,7 +349,7 @@ func sendEnvironmentState(t *testing.T, state string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		_, body := call(t, tok, "GET", "/api/v1/namespaces/demo/environments", "")
-		if envs, _ := body["environments"].([]any); len(envs) == 1 && envs[0].(map[string]any)["state"] == state {
+		if e := listed(body, stack.DemoEnvironmentID); e != nil && e["state"] == state {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -365,8 +365,8 @@ func TestSnapshotRefusedWhileDeploying(t *testing.T) {
 		t.Fatalf("got %d %v, want 409 INVALID_STATE", status, p)
 	}
 	_, list := call(t, tok, "GET", "/api/v1/namespaces/demo/environments", "")
-	e := list["environments"].([]any)[0].(map[string]any)
-	if e["can_create_backup"] != false || !strings.Contains(e["reason"].(string), "deployed") {
+	e := listed(list, stack.DemoEnvironmentID)
+	if e == nil || e["can_create_backup"] != false || !strings.Contains(e["reason"].(string), "deployed") {
 		t.Errorf("environment: %v", e)
 	}
 }
