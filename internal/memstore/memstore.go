@@ -23,6 +23,7 @@ type Store struct {
 	snapshots    map[string]backup.Snapshot
 	operations   map[string]backup.Operation
 	locks        map[string]backup.Lock
+	restores     map[string]backup.Restore
 	activeLists  int // calls of ListActiveOperations, for tests (ActiveLists)
 }
 
@@ -44,12 +45,13 @@ func New() *Store {
 		snapshots:    map[string]backup.Snapshot{},
 		operations:   map[string]backup.Operation{},
 		locks:        map[string]backup.Lock{},
+		restores:     map[string]backup.Restore{},
 	}
 }
 
 // Stores returns the store as every domain store.
 func (s *Store) Stores() backup.Stores {
-	return backup.Stores{Environments: s, Grants: s, Settings: s, Activity: s, Rejected: s, Snapshots: s, Operations: s}
+	return backup.Stores{Environments: s, Grants: s, Settings: s, Activity: s, Rejected: s, Snapshots: s, Operations: s, Restores: s}
 }
 
 func key(a, b string) string { return a + "\x00" + b }

@@ -14,3 +14,7 @@ func TestConformance(t *testing.T) {
 func TestSnapshotConformance(t *testing.T) {
 	storetest.RunSnapshots(t, func(*testing.T) backup.Stores { return New().Stores() })
 }
+
+func TestRestoreConformance(t *testing.T) {
+	storetest.RunRestores(t, func(*testing.T) backup.Stores { return New().Stores() })
+}

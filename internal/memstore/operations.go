@@ -89,7 +89,7 @@ func (s *Store) DeleteSnapshot(ctx context.Context, namespace, envID, id string)
 }
 
 func cloneSnapshot(sn backup.Snapshot) backup.Snapshot {
-	sn.Warnings = slices.Clone(sn.Warnings)
+	sn.Warnings, sn.Readers = slices.Clone(sn.Warnings), slices.Clone(sn.Readers)
 	if sn.Progress != nil {
 		p := *sn.Progress
 		sn.Progress = &p

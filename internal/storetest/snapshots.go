@@ -34,7 +34,8 @@ func sampleSnapshot(env string, created time.Time) backup.Snapshot {
 		FilesBytes: 1<<31 + 7, FilesCount: 1<<31 + 1, SHA256: "ab", StatusMessage: "ok", Warnings: []string{"w1", "w2"},
 		Progress:    &backup.Progress{Phase: "dumping", BytesDone: 1<<53 + 1, FilesDone: 1, FilesTotal: 2},
 		OperationID: "op", Fence: 1<<53 + 1, BlobPath: "ns-a/e/s/attempt-01.tar.gz", DumpPath: "ns-a/e/s/attempt-02.db.backup.gz",
-		ManifestPath: "ns-a/e/s/attempt-02.manifest.gz", NewFilesCount: 1<<31 + 5, NewFilesBytes: 1<<53 + 9, StoredBytes: 1<<40 + 1}
+		ManifestPath: "ns-a/e/s/attempt-02.manifest.gz", NewFilesCount: 1<<31 + 5, NewFilesBytes: 1<<53 + 9, StoredBytes: 1<<40 + 1,
+		Readers: []string{env + "/" + uuid.NewString(), uuid.NewString() + "/" + uuid.NewString()}}
 }
 
 func testSnapshotRoundTrip(t *testing.T, s backup.Stores) {
@@ -62,14 +63,14 @@ func testSnapshotRoundTrip(t *testing.T, s backup.Stores) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
 	}
 	_, _, err = s.Snapshots.UpdateSnapshot(ctx, "ns-a", env, want.ID, func(cur backup.Snapshot, ok bool) (backup.Snapshot, bool, error) {
-		cur.Comment, cur.Progress, cur.Warnings = "new", nil, nil
+		cur.Comment, cur.Progress, cur.Warnings, cur.Readers = "new", nil, nil, nil
 		return cur, true, nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, _ = s.Snapshots.GetSnapshot(ctx, "ns-a", env, want.ID)
-	if got.Comment != "new" || got.Progress != nil || len(got.Warnings) != 0 || got.SizeBytes != want.SizeBytes {
+	if got.Comment != "new" || got.Progress != nil || len(got.Warnings) != 0 || len(got.Readers) != 0 || got.SizeBytes != want.SizeBytes {
 		t.Errorf("after update: %+v", got)
 	}
 	if err := s.Snapshots.DeleteSnapshot(ctx, "ns-a", env, want.ID); err != nil {

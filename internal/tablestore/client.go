@@ -1,7 +1,7 @@
 // Package tablestore keeps the service's records in Azure Table Storage (aztables): environments,
-// permissions, namespace settings, snapshots, operations and their index, activity, rejected events. It
-// implements the domain's store interfaces; optimistic concurrency uses the entities' ETags. Entities
-// are encoded in codec.go (Edm.Int64 integers, times that sort as text, Azure's size limits).
+// permissions, namespace settings, snapshots, operations and their index, restores, activity, rejected
+// events. It implements the domain's store interfaces; optimistic concurrency uses the entities' ETags.
+// Entities are encoded in codec.go (Edm.Int64 integers, times that sort as text, Azure's size limits).
 package tablestore
 
 import (
@@ -26,10 +26,11 @@ const (
 	tableOperationIndex = "OperationIndex"
 	tableActivity       = "Activity"
 	tableRejected       = "RejectedEvents"
+	tableRestores       = "Restores"
 )
 
 var allTables = []string{tableEnvironments, tablePermissions, tableSettings, tableSnapshots, tableOperations,
-	tableOperationIndex, tableActivity, tableRejected}
+	tableOperationIndex, tableActivity, tableRejected, tableRestores}
 
 // The SDK's retry policy for every Table Storage call, set explicitly rather than left to azcore's
 // defaults, which have no TryTimeout: a try on a connection that hangs would wait as long as its

@@ -42,8 +42,13 @@ func TestPayloads(t *testing.T) {
 		DeletedAt: at}
 	op := backup.Operation{ID: uuid.NewString(), Namespace: "ns", EnvironmentID: env, Kind: backup.OpBackup, Phase: backup.OpQueued,
 		Fence: 1 << 40, Attempt: 2, Enqueues: 3, EnqueuedAt: at, LeaseUntil: at, CreatedAt: at, UpdatedAt: at, StartedAt: at}
+	rs := backup.Restore{ID: uuid.NewString(), Namespace: "ns", EnvironmentID: env, State: backup.RestoreCompleted,
+		Step: backup.StepCommitted, CreatedAt: at, UpdatedAt: at, StartedAt: at, FinishedAt: at, UndoUntil: at, UndoneAt: at,
+		DiscardedAt: at, DatabaseBytes: 1<<53 + 1, Tables: 1, Rows: 2, FilesCount: 3, FilesBytes: 4, FilesAdded: 5,
+		FilesReplaced: 6, FilesUnchanged: 7, Fence: 8, UndoFence: 9}
 	steps := []error{
 		s.CreateSnapshot(ctx, sn),
+		s.CreateRestore(ctx, rs),
 		s.CreateOperation(ctx, op),
 		func() error {
 			_, _, err := s.UpdateOperation(ctx, "ns", env, op.ID, func(o backup.Operation, _ bool) (backup.Operation, bool, error) {
@@ -84,6 +89,8 @@ func TestPayloads(t *testing.T) {
 	wantInt64 := map[string][]string{
 		tableSnapshots:  {"SizeBytes", "DatabaseSizeBytes", "DumpSizeBytes", "FilesBytes", "FilesCount", "Fence"},
 		tableOperations: {"Fence", "Attempt", "Enqueues"},
+		tableRestores: {"DatabaseBytes", "Tables", "Rows", "FilesCount", "FilesBytes", "FilesAdded", "FilesReplaced",
+			"FilesUnchanged", "Fence", "UndoFence"},
 	}
 	wantTimes := map[string][]string{
 		tableSnapshots:      {"CreatedAt", "UpdatedAt", "FinishedAt", "ExpiresAt", "DeletedAt"},
@@ -94,6 +101,7 @@ func TestPayloads(t *testing.T) {
 		tableActivity:       {"Time"},
 		tableRejected:       {"Time"},
 		tableOperationIndex: {"IndexedAt"},
+		tableRestores:       {"CreatedAt", "UpdatedAt", "StartedAt", "FinishedAt", "UndoUntil", "UndoneAt", "DiscardedAt", "UndoDue"},
 	}
 	seen := map[string]bool{}
 	for _, r := range rec.take() {

@@ -43,6 +43,7 @@ type snapshotEntity struct {
 	NewFilesCount     int64
 	NewFilesBytes     int64
 	StoredBytes       int64
+	Readers           string // JSON array or ""
 	DeletedAt         time.Time
 }
 
@@ -69,6 +70,9 @@ func (e *snapshotEntity) toDomain() backup.Snapshot {
 			out.Progress = &p
 		}
 	}
+	if e.Readers != "" {
+		_ = json.Unmarshal([]byte(e.Readers), &out.Readers)
+	}
 	return out
 }
 
@@ -88,6 +92,10 @@ func snapshotFromDomain(s backup.Snapshot) *snapshotEntity {
 	if s.Progress != nil {
 		b, _ := json.Marshal(s.Progress)
 		e.Progress = string(b)
+	}
+	if len(s.Readers) > 0 {
+		b, _ := json.Marshal(s.Readers)
+		e.Readers = string(b)
 	}
 	return e
 }

@@ -35,6 +35,7 @@ func TestConformance(t *testing.T) {
 	}
 	storetest.Run(t, newStores)
 	storetest.RunSnapshots(t, newStores)
+	storetest.RunRestores(t, newStores)
 }
 
 func TestODataQuoting(t *testing.T) {
@@ -130,7 +131,7 @@ func TestListReadsWhatGetReads(t *testing.T) {
 	sn := backup.Snapshot{ID: uuid.NewString(), Namespace: "ns", EnvironmentID: env, Status: backup.SnapshotProcessing,
 		Kind: backup.KindManual, Comment: `"quoted" é 𝄞`, CreatedAt: at, UpdatedAt: at.Add(time.Nanosecond), ExpiresAt: at.AddDate(0, 1, 0),
 		SizeBytes: 1<<62 + 3, DatabaseSizeBytes: 1<<53 + 1, DumpSizeBytes: 3_000_000_000, FilesBytes: -1, FilesCount: 1<<31 + 1,
-		Fence: 1<<53 + 1, Warnings: []string{"w"}, Progress: &backup.Progress{Phase: "dumping", BytesDone: 1<<53 + 1}}
+		Fence: 1<<53 + 1, Warnings: []string{"w"}, Readers: []string{env + "/op"}, Progress: &backup.Progress{Phase: "dumping", BytesDone: 1<<53 + 1}}
 	if err := s.CreateSnapshot(ctx, sn); err != nil {
 		t.Fatal(err)
 	}
