@@ -29,6 +29,9 @@ var (
 	demo        *stack.Demo
 	tok         string
 	dumpControl string // control file of the pg_dump wrapper (pgwrapper_test.go)
+	// restoreControl steers the pg_restore wrapper; proxy stands between the handler and Azurite's blobs.
+	restoreControl string
+	proxy          *blobProxy
 )
 
 var sprintf = fmt.Sprintf
@@ -67,9 +70,14 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(wrapDir)
-	dumpControl = control
+	dumpControl, restoreControl = control, control+"-restore"
 	st, err := stack.Start(ctx, stack.Options{AppDir: app, Listen: "127.0.0.1:0", Logger: log,
-		Env: map[string]string{"PG_BIN_DIR": wrapDir, "PG_LOCK_WAIT_TIMEOUT": "5s"}})
+		Env: map[string]string{"PG_BIN_DIR": wrapDir, "PG_LOCK_WAIT_TIMEOUT": "5s"},
+		HandlerBlobURL: func(azuriteBlobURL string) (string, error) {
+			u, p, err := startBlobProxy(azuriteBlobURL)
+			proxy = p
+			return u, err
+		}})
 	if err != nil {
 		println("e2e: start the stack:", err.Error())
 		return 1

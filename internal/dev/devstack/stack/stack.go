@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -39,8 +40,11 @@ type Options struct {
 	// StateDir keeps the issuer key and the run's description (for `make token`); default a temp dir.
 	StateDir string
 	// Env is added to the handler's settings (overrides).
-	Env    map[string]string
-	Logger zerolog.Logger
+	Env map[string]string
+	// HandlerBlobURL, when set, gives the blob endpoint the handler uses instead of Azurite's own
+	// (tests put a fault-injecting proxy in between); tests' own clients still reach Azurite directly.
+	HandlerBlobURL func(azuriteBlobURL string) (string, error)
+	Logger         zerolog.Logger
 	// HandlerLogger receives the local host's and the handler's logs (default Logger).
 	HandlerLogger *zerolog.Logger
 }
@@ -107,8 +111,16 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
 
+	conn := st.Azurite.ConnectionString()
+	if opts.HandlerBlobURL != nil {
+		u, err := opts.HandlerBlobURL(st.Azurite.BlobURL)
+		if err != nil {
+			return nil, fmt.Errorf("the handler's blob endpoint: %w", err)
+		}
+		conn = strings.Replace(conn, "BlobEndpoint="+st.Azurite.BlobURL+";", "BlobEndpoint="+u+";", 1)
+	}
 	env := map[string]string{
-		"STORAGE_CONNECTION_STRING": st.Azurite.ConnectionString(),
+		"STORAGE_CONNECTION_STRING": conn,
 		"AUTH_ISSUER_URL":           st.IssuerURL,
 		"AUTH_AUDIENCE":             Audience,
 		"PG_USER":                   serviceRole,
