@@ -35,6 +35,9 @@ const (
 	// StepCommitted: the restored database is the environment's; the previous one and the undo area
 	// are kept until UndoUntil.
 	StepCommitted RestoreStep = "committed"
+	// StepRollingBack: the restore failed (StatusMessage says why) and is being rolled back; a claim
+	// that finds it so finishes the rollback instead of restoring again.
+	StepRollingBack RestoreStep = "rolling-back"
 	// StepRolledBack: the restore failed and the target is as it was before it.
 	StepRolledBack RestoreStep = "rolled-back"
 	// StepUndone: an undo put the target back as it was before the restore.
@@ -126,6 +129,13 @@ func (r Restore) Undoable(now time.Time) string {
 	return ""
 }
 
+// UndoDataDiscardable reports whether the restore's undo data is kept only for an undo that has not
+// been asked for: committed, with no undo queued, running or failed (a failed undo needs the data to be
+// finished). Past UndoUntil such a restore's data is dropped.
+func (r Restore) UndoDataDiscardable() bool {
+	return r.Step == StepCommitted && r.UndoState != RestoreQueued && r.UndoState != RestoreRunning && r.UndoState != RestoreFailed
+}
+
 // RestoreStore keeps restores by (namespace, target environment, id).
 type RestoreStore interface {
 	// GetRestore returns CodeNotFound when there is no such restore.
@@ -136,9 +146,9 @@ type RestoreStore interface {
 	// record again is not an error.
 	CreateRestore(ctx context.Context, r Restore) error
 	UpdateRestore(ctx context.Context, namespace, envID, id string, fn UpdateFunc[Restore]) (Restore, bool, error)
-	// ListUndoDue returns at most limit completed restores whose undo data is still kept (Step
-	// committed) and whose UndoUntil is before t, across every environment, for the timer that drops
-	// it. Stores must not read every restore ever made to answer (an index or a filtered query).
+	// ListUndoDue returns at most limit restores whose undo data can be dropped
+	// (UndoDataDiscardable) and whose UndoUntil is before t, across every environment, for the timer
+	// that drops it. Stores must not read every restore ever made to answer (an index or a filtered query).
 	ListUndoDue(ctx context.Context, before time.Time, limit int) ([]Restore, error)
 }
 

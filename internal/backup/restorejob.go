@@ -77,6 +77,10 @@ func (j restoreJob) Run(ctx context.Context, op Operation, progress func(Progres
 	if w.Target.Database.Name != w.Restore.Database {
 		return nil, Errorf(CodeInvalidState, "the environment's database is now %q where the restore began with %q", w.Target.Database.Name, w.Restore.Database)
 	}
+	if w.Restore.Step == StepRollingBack {
+		// An earlier claim decided the restore failed and could not finish the rollback: finish it.
+		return nil, Errorf(CodeInvalidState, "%s", w.Restore.StatusMessage)
+	}
 	if w.Restore.Step == StepCommitting {
 		// An earlier claim verified everything and may have swapped the databases: finish the swap.
 		return nil, j.commit(ctx, op, w)
@@ -161,7 +165,13 @@ func (j restoreJob) Fail(ctx context.Context, op Operation, reason string) error
 	}
 	touched := rec.Step != StepNone
 	if touched {
-		_ = j.Status(ctx, op, "the restore failed ("+Truncate(reason, 200)+"); putting the environment back as it was", &Progress{Phase: "rolling back"})
+		if rec.Step == StepRollingBack {
+			reason = rec.StatusMessage // the failure an earlier claim decided on
+		} else if err := j.update(ctx, op, func(r *Restore) {
+			r.Step, r.StatusMessage, r.Progress = StepRollingBack, reason, &Progress{Phase: "rolling back"}
+		}); err != nil {
+			return err
+		}
 		w, err := j.s.restoreWork(ctx, op.Namespace, op.EnvironmentID, op.SubjectID)
 		if err != nil {
 			return fmt.Errorf("load the restore to roll it back: %w", err)

@@ -84,7 +84,7 @@ func (s *Store) ListUndoDue(ctx context.Context, before time.Time, limit int) ([
 	defer s.mu.Unlock()
 	var out []backup.Restore
 	for _, r := range s.restores {
-		if r.Step == backup.StepCommitted && r.UndoUntil.Before(before) {
+		if r.UndoDataDiscardable() && r.UndoUntil.Before(before) {
 			out = append(out, cloneRestore(r))
 		}
 	}

@@ -235,13 +235,14 @@ func testUndoDue(t *testing.T, s backup.Stores) {
 		restore("ns-b", envA, backup.StepCommitted, cutoff.Add(-500*time.Millisecond)),
 		restore("ns-b", uuid.NewString(), backup.StepCommitted, cutoff.AddDate(-1, 0, 0)),
 	}
-	// Its undo running: still listed (the caller leaves it; the store answers by Step and time).
-	running := sampleRestore("ns-a", envA, created)
-	running.UndoUntil, running.UndoState, running.DiscardedAt, running.UndoneAt = cutoff.Add(-time.Hour), backup.RestoreRunning, time.Time{}, time.Time{}
-	if err := s.Restores.CreateRestore(ctx, running); err != nil {
-		t.Fatal(err)
+	// One whose undo is queued, running or failed keeps its data: not listed, so they cannot crowd out the rest.
+	for _, st := range []backup.RestoreState{backup.RestoreQueued, backup.RestoreRunning, backup.RestoreFailed} {
+		r := sampleRestore("ns-a", envA, created)
+		r.Step, r.UndoUntil, r.UndoState, r.DiscardedAt, r.UndoneAt = backup.StepCommitted, cutoff.Add(-time.Hour), st, time.Time{}, time.Time{}
+		if err := s.Restores.CreateRestore(ctx, r); err != nil {
+			t.Fatal(err)
+		}
 	}
-	due = append(due, running)
 	restore("ns-a", envA, backup.StepCommitted, cutoff) // not before the cutoff
 	restore("ns-a", envB, backup.StepCommitted, cutoff.Add(time.Nanosecond))
 	restore("ns-b", envA, backup.StepCommitted, cutoff.AddDate(0, 0, 3))

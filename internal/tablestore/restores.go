@@ -14,7 +14,7 @@ var _ backup.RestoreStore = (*Store)(nil)
 // restoreEntity: PartitionKey = namespace "|" target environment, RowKey = restore id. An environment
 // holds few restores, so listing reads the partition and pages in memory, as for snapshots.
 //
-// UndoDue is UndoUntil in the fixed-width form while Step is committed and "" otherwise: ListUndoDue
+// UndoDue is UndoUntil in the fixed-width form while the undo data is discardable and "" otherwise: ListUndoDue
 // filters on it, so the timer that drops undo data reads only the restores holding some. It is a
 // string, like every time of the codec, and the filter compares it with string literals: the fixed
 // width makes text order time order, on Azure (which compares typed values) as on Azurite.
@@ -131,7 +131,7 @@ func restoreFromDomain(r backup.Restore) *restoreEntity {
 		b, _ := json.Marshal(r.Progress)
 		e.Progress = string(b)
 	}
-	if r.Step == backup.StepCommitted {
+	if r.UndoDataDiscardable() {
 		e.UndoDue = r.UndoUntil.UTC().Format(timeLayout) // the zero time too: not formatTime's ""
 	}
 	return e
