@@ -3,6 +3,7 @@ package backup
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -14,7 +15,7 @@ const (
 	maxStatusMessage   = 2000
 	maxActivityMessage = 1000
 	maxWarnings        = 50       // warnings listed one by one; the rest are summarised
-	maxWarningsBytes   = 16 << 10 // total text of the listed warnings
+	maxWarningsBytes   = 16 << 10 // total JSON text of the listed warnings (control characters escape to 6 bytes each)
 	maxWarningLength   = 1000
 )
 
@@ -35,14 +36,25 @@ func boundWarnings(ws []string) []string {
 	size := 0
 	for i, w := range ws {
 		w = Truncate(w, maxWarningLength)
-		if len(out) == maxWarnings || size+len(w) > maxWarningsBytes {
+		n := encodedLen(w)
+		if len(out) == maxWarnings || size+n > maxWarningsBytes {
 			out = append(out, "and "+Count(len(ws)-i, "more warning"))
 			break
 		}
 		out = append(out, w)
-		size += len(w)
+		size += n
 	}
 	return out
+}
+
+// encodedLen is the length of s as a JSON string, as records store warnings: a warning of control
+// characters takes up to six times its length there.
+func encodedLen(s string) int {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return len(s)
+	}
+	return len(b)
 }
 
 // Count says "1 file", "2 files", "10,000 files".
