@@ -26,7 +26,6 @@ import (
 	"github.com/mxazure/backups/internal/backup"
 	"github.com/mxazure/backups/internal/blobstore"
 	"github.com/mxazure/backups/internal/dev/devstack/stack"
-	"github.com/mxazure/backups/internal/dev/funchost"
 )
 
 // testEnv is an environment of its own namespace, made for one test the way the demo is seeded
@@ -48,10 +47,36 @@ const testModelVersion = "2.0.0.7"
 
 func newTestEnv(t *testing.T, name string) *testEnv {
 	t.Helper()
-	ctx := context.Background()
 	suffix := randomHex(t)[:6]
-	e := &testEnv{ns: "e2e-" + name + "-" + suffix, id: uuid.NewString(), db: "e2e_" + strings.ReplaceAll(name, "-", "_") + "_" + suffix,
-		container: "e2e-" + name + "-" + suffix, prefix: "docs/", docs: map[string][]byte{}, rows: map[string]int{}, nextRow: 1}
+	e := &testEnv{ns: "e2e-" + name + "-" + suffix}
+	e.make(t, name, suffix)
+	now := time.Now().UTC()
+	permissions, _ := json.Marshal(map[string]any{"type": "namespace.permissions", "event_id": e.ns + "-permissions",
+		"occurred_at": now, "namespace": e.ns, "principal_id": stack.DemoUserID, "permissions": []string{"ManageAppsBackups", "StopApps"}})
+	publishEvent(t, string(permissions))
+	e.waitListed(t)
+	if status, body := call(t, tok, "PUT", "/api/v1/namespaces/"+e.ns+"/settings", `{"backups_enabled":true}`); status != http.StatusOK {
+		t.Fatalf("enable backups: %d %v", status, body)
+	}
+	return e
+}
+
+// sibling makes another environment in e's namespace (to restore into).
+func (e *testEnv) sibling(t *testing.T, name string) *testEnv {
+	t.Helper()
+	s := &testEnv{ns: e.ns}
+	s.make(t, name, randomHex(t)[:6])
+	s.waitListed(t)
+	return s
+}
+
+// make creates the environment's database (owned by the demo's role, with the tables every test
+// environment has), its container, and tells the service about it, Stopped.
+func (e *testEnv) make(t *testing.T, name, suffix string) {
+	t.Helper()
+	ctx := context.Background()
+	e.id, e.db = uuid.NewString(), "e2e_"+strings.ReplaceAll(name, "-", "_")+"_"+suffix
+	e.container, e.prefix, e.docs, e.rows, e.nextRow = "e2e-"+name+"-"+suffix, "docs/", map[string][]byte{}, map[string]int{}, 1
 	e.path = "/api/v1/namespaces/" + e.ns + "/environments/" + e.id + "/snapshots"
 	if err := env.Postgres.CreateDatabase(ctx, e.db, "demo_app_role"); err != nil {
 		t.Fatal(err)
@@ -65,20 +90,22 @@ INSERT INTO "mendixsystem$version" VALUES ('`+testModelVersion+`', now());`)
 	if _, err := blobClient(t).CreateContainer(ctx, e.container, nil); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now().UTC()
-	permissions, _ := json.Marshal(map[string]any{"type": "namespace.permissions", "event_id": e.ns + "-permissions",
-		"occurred_at": now, "namespace": e.ns, "principal_id": stack.DemoUserID, "permissions": []string{"ManageAppsBackups"}})
-	environment, _ := json.Marshal(map[string]any{"type": "environment.updated", "event_id": e.ns + "-environment",
-		"occurred_at": now, "namespace": e.ns, "environment_id": e.id, "app_id": "e2e-app", "name": name,
-		"state": "Stopped", "deployed": true, "deployment_package": "E2E_" + testModelVersion + ".mda", "model_version": testModelVersion,
+	e.sendState(t, "Stopped")
+}
+
+// sendState tells the service the environment's state, as the portal's services do.
+func (e *testEnv) sendState(t *testing.T, state string) {
+	t.Helper()
+	environment, _ := json.Marshal(map[string]any{"type": "environment.updated", "event_id": e.id + "-" + state + "-" + randomHex(t)[:8],
+		"occurred_at": time.Now().UTC(), "namespace": e.ns, "environment_id": e.id, "app_id": "e2e-app", "name": e.container,
+		"state": state, "deployed": true, "deployment_package": "E2E_" + testModelVersion + ".mda", "model_version": testModelVersion,
 		"database": map[string]any{"host": env.Postgres.Host, "port": env.Postgres.Port, "name": e.db, "role": "demo_app_role"},
 		"files":    map[string]any{"container": e.container, "prefix": e.prefix}})
-	if _, err := env.Host.Publish("environment-events", []funchost.PublishMessage{
-		{Body: string(permissions), MessageID: e.ns + "-permissions", ContentType: "application/json"},
-		{Body: string(environment), MessageID: e.ns + "-environment", ContentType: "application/json"},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	publishEvent(t, string(environment))
+}
+
+func (e *testEnv) waitListed(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for e.environment(t, false) == nil {
 		if time.Now().After(deadline) {
@@ -86,10 +113,6 @@ INSERT INTO "mendixsystem$version" VALUES ('`+testModelVersion+`', now());`)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if status, body := call(t, tok, "PUT", "/api/v1/namespaces/"+e.ns+"/settings", `{"backups_enabled":true}`); status != http.StatusOK {
-		t.Fatalf("enable backups: %d %v", status, body)
-	}
-	return e
 }
 
 func (e *testEnv) exec(t *testing.T, sql string) {
