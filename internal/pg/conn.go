@@ -220,6 +220,7 @@ const (
 	sqlInvalidAuthorization = "28000"
 	sqlInvalidCatalogName   = "3D000" // database does not exist
 	sqlInsufficientPriv     = "42501"
+	sqlUndefinedTable       = "42P01"
 	sqlUndefinedColumn      = "42703"
 	sqlLockNotAvailable     = "55P03"
 	sqlQueryCanceled        = "57014" // statement_timeout, as pg_dump's --lock-wait-timeout uses it

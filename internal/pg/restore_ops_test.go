@@ -48,6 +48,7 @@ func TestRestoreOps(t *testing.T) {
 		{"DropDatabaseWithSession", testDropDatabaseWithSession},
 		{"CancelKillsPgRestore", testRestoreCancelKills},
 		{"ConnectionFailuresTransient", testRestoreConnectionFailures},
+		{"RowCounts", testRowCounts},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
