@@ -54,10 +54,12 @@ const (
 	CopyAsync CopyMethod = "Copy Blob"          // asynchronous, polled until it ends
 )
 
-// CopyResult is the destination of a CopyFile as Storage reports it after the copy.
+// CopyResult is the destination of a CopyFile or CopyBlob as Storage reports it after the copy.
 type CopyResult struct {
-	// Existed: the destination was there already and was left as it is; nothing was copied. (A
-	// copy made by this very call whose response was lost and retried is reported so too.)
+	// Existed: the destination was not what the copy's condition asks for (there already, or no longer
+	// the version to overwrite) and was left as it is; nothing was copied, and the destination was
+	// checked like a copy. (A copy made by this very call whose response was lost and retried is
+	// reported so too.)
 	Existed    bool
 	Method     CopyMethod // "" when Existed
 	Size       int64
@@ -65,7 +67,8 @@ type CopyResult struct {
 	ETag       azcore.ETag
 }
 
-// Errors of CopyFile, for errors.Is; each comes wrapped in a *backup.Error with a message for users.
+// Errors of CopyFile and CopyBlob, for errors.Is; each comes wrapped in a *backup.Error with a message
+// for users.
 var (
 	// ErrSourceMissing: the source blob does not exist (it was deleted after it was listed).
 	// CodeNotFound; the domain reports such a file as a warning.
@@ -74,31 +77,57 @@ var (
 	// again gives the new version.
 	ErrSourceChanged = errors.New("the source blob changed after it was listed")
 	// ErrMismatch: the destination's size or Content-MD5 is not the CopyCheck's. A copy made by the
-	// call is deleted; an existing destination is left as it is. CodeInternal.
+	// call to an absent destination is deleted; any other destination is left as it is. CodeInternal.
 	ErrMismatch = errors.New("the destination does not match the source as listed")
+	// ErrDestinationChanged: the destination to overwrite (CopyBlobCheck.Overwrite) no longer exists.
+	// CodeConflict.
+	ErrDestinationChanged = errors.New("the destination blob was deleted after it was listed")
 )
+
+// BlobRef names a blob: its container and its name in it.
+type BlobRef struct{ Container, Name string }
+
+// CopyBlobCheck is what CopyBlob requires of the source (CopyCheck, as for CopyFile), of the
+// destination before the copy, and of the copy.
+type CopyBlobCheck struct {
+	CopyCheck
+	// Overwrite, when not "", is the destination's ETag as listed: the copy replaces exactly that
+	// version (If-Match). "" means the destination must not exist (If-None-Match: *).
+	Overwrite azcore.ETag
+}
 
 // CopyFile copies blob srcName of the environment's container srcContainer server-side (its bytes do
 // not pass through the service) to dstPath in the file-store container (Options.FileStoreContainer;
 // dstPath is Layout.StoreObject's), if nothing is there yet: store objects are immutable and shared by
 // snapshots, so an existing destination is never overwritten (CopyResult.Existed); it is
-// checked against want like a copy is. The source is copied only while its ETag is want.ETag; sources
-// up to Options.SyncCopyLimit bytes are copied with the synchronous Copy Blob From URL, larger ones
-// with the asynchronous Copy Blob, polled until it ends and aborted when ctx ends or after
-// Options.AsyncCopyTimeout. The copy's size and Content-MD5 are then checked against want; a copy
-// that does not match is deleted. Errors are *backup.Error: ErrSourceMissing, ErrSourceChanged and
-// ErrMismatch are recognisable with errors.Is, a missing source container is a permanent error
-// naming it, the rest is classified like every storage call.
+// checked against want like a copy is. It is CopyBlob to an absent destination.
 func (s *Store) CopyFile(ctx context.Context, srcContainer, srcName, dstPath string, want CopyCheck) (CopyResult, error) {
+	return s.CopyBlob(ctx, BlobRef{srcContainer, srcName}, BlobRef{s.files, dstPath}, CopyBlobCheck{CopyCheck: want})
+}
+
+// CopyBlob copies blob src to dst server-side (the bytes do not pass through the service), if dst is
+// absent, or, with want.Overwrite, over the version of dst with that ETag. A destination that is not
+// what the condition asks for (there already; or another version than the one to overwrite) is left
+// as it is and reported as CopyResult.Existed, checked against want like a copy; an Overwrite whose
+// destination is gone is ErrDestinationChanged. The source is copied only while its ETag is
+// want.ETag; sources up to Options.SyncCopyLimit bytes are copied with the synchronous Copy Blob From
+// URL, larger ones with the asynchronous Copy Blob, polled until it ends and aborted when ctx ends or
+// after Options.AsyncCopyTimeout. The copy's size and Content-MD5 are then checked against want; a
+// copy to an absent destination that does not match (or did not end) is deleted, while one over a
+// destination is left, its old bytes being gone either way (the caller saved what it needs). Errors
+// are *backup.Error: ErrSourceMissing, ErrSourceChanged, ErrDestinationChanged and ErrMismatch are
+// recognisable with errors.Is, a missing source container is a permanent error naming it, the rest
+// is classified like every storage call.
+func (s *Store) CopyBlob(ctx context.Context, src, dst BlobRef, want CopyBlobCheck) (CopyResult, error) {
+	svc := s.client.ServiceClient()
 	c := &fileCopy{
-		s: s, want: want,
-		src:          s.client.ServiceClient().NewContainerClient(srcContainer).NewBlobClient(srcName),
-		dst:          s.client.ServiceClient().NewContainerClient(s.files).NewBlobClient(dstPath),
-		srcContainer: srcContainer, dstPath: dstPath,
-		what: fmt.Sprintf("copy blob %s of container %s to %s", srcName, srcContainer, dstPath),
+		s: s, want: want.CopyCheck, overwrite: quoted(want.Overwrite), srcRef: src, dstRef: dst,
+		src:  svc.NewContainerClient(src.Container).NewBlobClient(src.Name),
+		dst:  svc.NewContainerClient(dst.Container).NewBlobClient(dst.Name),
+		what: fmt.Sprintf("copy blob %s of container %s to %s of container %s", src.Name, src.Container, dst.Name, dst.Container),
 	}
-	if srcContainer == "" || srcName == "" || dstPath == "" || want.ETag == "" || want.Size < 0 {
-		return CopyResult{}, backup.Errorf(backup.CodeInternal, "could not %s: a copy needs a source, a destination, and the source's ETag and size", c.what)
+	if src.Container == "" || src.Name == "" || dst.Container == "" || dst.Name == "" || src == dst || want.ETag == "" || want.Size < 0 {
+		return CopyResult{}, backup.Errorf(backup.CodeInternal, "could not %s: a copy needs a source, another destination, and the source's ETag and size", c.what)
 	}
 	c.want.ETag = quoted(want.ETag)
 	method := CopySync
@@ -113,8 +142,9 @@ func (s *Store) CopyFile(ctx context.Context, srcContainer, srcName, dstPath str
 		if refused == nil {
 			return c.result(ctx, props, method)
 		}
-		// Storage refused to start the copy: the destination exists (409), or the source does not
-		// or changed (404, 412; the codes differ between Azure and Azurite, so the blobs tell).
+		// Storage refused to start the copy: the destination exists or is another version (409, 412),
+		// or the source does not exist or changed (404, 412; the codes differ between Azure and
+		// Azurite, so the blobs tell).
 		if code := statusOf(refused); code != 404 && code != 409 && code != 412 {
 			return CopyResult{}, c.refusedError(refused)
 		}
@@ -122,9 +152,12 @@ func (s *Store) CopyFile(ctx context.Context, srcContainer, srcName, dstPath str
 		if err != nil {
 			return CopyResult{}, err
 		}
-		if !found {
+		if !c.destinationRefused(props, found) {
 			if err := c.sourceChanged(ctx, refused); err != nil {
 				return CopyResult{}, err
+			}
+			if !found && c.overwrite != "" {
+				return CopyResult{}, backup.Wrap(backup.CodeConflict, fmt.Errorf("%w: %w", ErrDestinationChanged, refused), "could not %s: the destination was deleted after it was listed", c.what)
 			}
 			return CopyResult{}, c.refusedError(refused)
 		}
@@ -139,8 +172,11 @@ func (s *Store) CopyFile(ctx context.Context, srcContainer, srcName, dstPath str
 			if attempt > 1 {
 				return CopyResult{}, backup.Errorf(backup.CodeTransient, "could not %s: the destination holds a copy that did not succeed", c.what)
 			}
-			// What a failed copy left (a crash before its cleanup): remove it and copy again.
-			if err := c.deleteDestination(ctx, props.ETag); err != nil {
+			// What a failed copy left (a crash before its cleanup): remove it and copy again, or, over
+			// a destination, copy again over what it left (its old bytes went with the failed copy).
+			if c.overwrite != "" {
+				c.overwrite = quoted(deref(props.ETag))
+			} else if err := c.deleteDestination(ctx, props.ETag); err != nil {
 				return CopyResult{}, err
 			}
 			continue
@@ -149,29 +185,49 @@ func (s *Store) CopyFile(ctx context.Context, srcContainer, srcName, dstPath str
 	}
 }
 
+// destinationRefused reports whether the destination as read explains a refused copy: it exists,
+// for a copy to an absent destination; it exists as another version, for an overwrite.
+func (c *fileCopy) destinationRefused(props blob.GetPropertiesResponse, found bool) bool {
+	if c.overwrite == "" {
+		return found
+	}
+	return found && quoted(deref(props.ETag)) != c.overwrite
+}
+
 // Where Azurite 3.36 differs (tests say which Azure behaviour they stand for): Copy Blob ends at once
 // (never pending, and Abort Copy Blob then answers 409 NoPendingCopyOperation); Copy Blob From URL
 // ignores x-ms-source-content-md5; a failed source condition is 412 ConditionNotMet and a missing
 // source 404 BlobNotFound (sync) or CannotVerifyCopySource (async), where Azure answers
-// SourceConditionNotMet or CannotVerifyCopySource, hence reading the blobs rather than the codes; it
-// accepts a copy source without any authorisation. Put Blob From URL is not implemented (501), so it
-// is not used.
+// SourceConditionNotMet or CannotVerifyCopySource, hence reading the blobs rather than the codes; an
+// If-Match on a destination that does not exist is 412 ConditionNotMet too (Azure: 404 BlobNotFound);
+// it accepts a copy source without any authorisation. Put Blob From URL is not implemented (501), so
+// it is not used. Like Azure (which documents it for Copy Blob), both copies give the destination the
+// source's Content-MD5, and none when the source has none, even over a destination that had one.
 
-// fileCopy is one CopyFile call.
+// fileCopy is one CopyBlob call.
 type fileCopy struct {
-	s            *Store
-	src, dst     *blob.Client
-	srcContainer string
-	dstPath      string
-	want         CopyCheck
-	what         string // for messages: "copy blob a of container b to c"
+	s              *Store
+	src, dst       *blob.Client
+	srcRef, dstRef BlobRef
+	want           CopyCheck
+	overwrite      azcore.ETag // the destination's ETag to copy over; "": the destination must be absent
+	what           string      // for messages: "copy blob a of container b to c of container d"
+}
+
+// dstCondition is the copy's condition on the destination.
+func (c *fileCopy) dstCondition() *blob.AccessConditions {
+	m := &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}
+	if c.overwrite != "" {
+		m = &blob.ModifiedAccessConditions{IfMatch: &c.overwrite}
+	}
+	return &blob.AccessConditions{ModifiedAccessConditions: m}
 }
 
 // run copies with method. refused is Storage's refusal of the request that starts the copy, for
-// CopyFile to explain; err is any other failure, already classified. On success props are the
+// CopyBlob to explain; err is any other failure, already classified. On success props are the
 // destination's properties once the copy ended.
 func (c *fileCopy) run(ctx context.Context, method CopyMethod) (props blob.GetPropertiesResponse, refused, err error) {
-	dstAbsent := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}}
+	dstCond := c.dstCondition()
 	srcUnchanged := &blob.SourceModifiedAccessConditions{SourceIfMatch: &c.want.ETag}
 	started := time.Now()
 	if method == CopySync {
@@ -179,7 +235,7 @@ func (c *fileCopy) run(ctx context.Context, method CopyMethod) (props blob.GetPr
 		if err != nil {
 			return props, nil, c.authError(err)
 		}
-		opts := &blob.CopyFromURLOptions{SourceModifiedAccessConditions: srcUnchanged, BlobAccessConditions: dstAbsent, SourceContentMD5: c.want.MD5}
+		opts := &blob.CopyFromURLOptions{SourceModifiedAccessConditions: srcUnchanged, BlobAccessConditions: dstCond, SourceContentMD5: c.want.MD5}
 		if auth != "" {
 			opts.CopySourceAuthorization = &auth
 		}
@@ -203,7 +259,7 @@ func (c *fileCopy) run(ctx context.Context, method CopyMethod) (props blob.GetPr
 	if err != nil {
 		return props, nil, c.authError(err)
 	}
-	resp, err := c.dst.StartCopyFromURL(ctx, url, &blob.StartCopyFromURLOptions{SourceModifiedAccessConditions: srcUnchanged, AccessConditions: dstAbsent})
+	resp, err := c.dst.StartCopyFromURL(ctx, url, &blob.StartCopyFromURLOptions{SourceModifiedAccessConditions: srcUnchanged, AccessConditions: dstCond})
 	if err != nil {
 		return props, err, nil
 	}
@@ -277,7 +333,7 @@ func (c *fileCopy) poll(ctx context.Context, started time.Time, last *blob.GetPr
 }
 
 // stop ends the wait for a pending copy: for a copy of this call, it aborts it and deletes its
-// destination (with a ctx of its own, as ctx may be over).
+// destination (deleteDestination; with a ctx of its own, as ctx may be over).
 func (c *fileCopy) stop(ctx context.Context, id string, own bool, cause error, why string) error {
 	if cause == nil {
 		cause = errors.New(why)
@@ -327,6 +383,9 @@ func (c *fileCopy) sourceChanged(ctx context.Context, cause error) error {
 
 // refusedError classifies a refusal to start the copy that the blobs do not explain.
 func (c *fileCopy) refusedError(err error) error {
+	if bloberror.HasCode(err, bloberror.ContainerNotFound) { // the source's was found: the destination's
+		return c.s.containerMissing(c.dstRef.Container, err)
+	}
 	if checksumRefused(err) { // Azure: the source's bytes do not have the listed (x-ms-source-content-md5) MD5
 		return backup.Wrap(backup.CodeInternal, errors.Join(ErrMismatch, err), "could not %s: the blob's bytes do not have the Content-MD5 it was listed with", c.what)
 	}
@@ -341,15 +400,15 @@ func (c *fileCopy) properties(ctx context.Context, b *blob.Client, what string) 
 	case err == nil:
 		return props, true, nil
 	case bloberror.HasCode(err, bloberror.ContainerNotFound) && b == c.src:
-		return props, false, containerMissing(c.srcContainer, err)
+		return props, false, c.s.containerMissing(c.srcRef.Container, err)
 	case bloberror.HasCode(err, bloberror.BlobNotFound) || (statusOf(err) == 404 && !bloberror.HasCode(err, bloberror.ContainerNotFound)):
 		return props, false, nil // a HEAD's 404 has no body, so often no error code
 	}
 	return props, false, transient(err, "%s: %s", c.what, what)
 }
 
-// result checks the destination against want. A copy made by this call (method not "") that does
-// not match is deleted.
+// result checks the destination against want. A copy made by this call (method not "") to an absent
+// destination that does not match is deleted.
 func (c *fileCopy) result(ctx context.Context, props blob.GetPropertiesResponse, method CopyMethod) (CopyResult, error) {
 	res := CopyResult{Existed: method == "", Method: method, ETag: deref(props.ETag)}
 	if props.ContentLength != nil {
@@ -374,8 +433,12 @@ func (c *fileCopy) result(ctx context.Context, props blob.GetPropertiesResponse,
 	switch {
 	case problem == "":
 		return res, nil
+	case res.Existed && c.overwrite != "":
+		return res, backup.Wrap(backup.CodeInternal, ErrMismatch, "could not %s: the destination is no longer the version to overwrite, and %s; it was left as it is", c.what, problem)
 	case res.Existed:
 		return res, backup.Wrap(backup.CodeInternal, ErrMismatch, "could not %s: the destination exists already but %s; it was left as it is", c.what, problem)
+	case c.overwrite != "":
+		return res, backup.Wrap(backup.CodeInternal, ErrMismatch, "could not %s: the copy over the destination does not match (%s); it was left in place", c.what, problem)
 	}
 	if err := c.deleteDestination(ctx, props.ETag); err != nil {
 		return CopyResult{}, backup.Wrap(backup.CodeInternal, errors.Join(ErrMismatch, err), "could not %s: the copy does not match (%s) and could not be deleted", c.what, problem)
@@ -384,15 +447,20 @@ func (c *fileCopy) result(ctx context.Context, props blob.GetPropertiesResponse,
 }
 
 // deleteDestination deletes the destination, if its ETag is still etag (any, for nil). A destination
-// already gone, or changed since, is left alone.
+// already gone, or changed since, is left alone; so is one that a copy overwrote (Overwrite): its old
+// bytes went with the copy, and deleting what the copy left would only make a later copy over it
+// impossible (CopyBlob copies again over what a failed copy left).
 func (c *fileCopy) deleteDestination(ctx context.Context, etag *azcore.ETag) error {
+	if c.overwrite != "" {
+		return nil
+	}
 	var opts *blob.DeleteOptions
 	if etag != nil {
 		opts = &blob.DeleteOptions{AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: etag}}}
 	}
 	_, err := c.dst.Delete(ctx, opts)
 	if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ConditionNotMet) && statusOf(err) != 404 {
-		return transient(err, "delete %s after a copy that did not succeed", c.dstPath)
+		return transient(err, "delete %s of container %s after a copy that did not succeed", c.dstRef.Name, c.dstRef.Container)
 	}
 	return nil
 }

@@ -15,6 +15,13 @@ import (
 //	<namespace>/<environment>/<snapshot>/attempt-<n>.db.backup.gz   the database dump of an incremental snapshot
 //	<namespace>/<environment>/<snapshot>/attempt-<n>.manifest.gz    its manifest (Manifests)
 //
+// Restores keep their plan and the bytes they replaced in the snapshots container too, under a folder
+// whose leading dot no namespace has, so that nothing that parses snapshot blobs (ParseSnapshotBlob,
+// WalkArchives, the sweeper) ever takes them for a snapshot's:
+//
+//	.restores/<namespace>/<environment>/<restore>/plan.json.gz       the restore's file plan (RestorePlan)
+//	.restores/<namespace>/<environment>/<restore>/undo/<blob name>   a target blob saved before it was overwritten
+//
 // In the file-store container, each environment's file store is its folder:
 //
 //	<namespace>/<environment>/<object>           a store object; <object> is backup.ObjectName's, "<uuid>/<size>-<kind>-<hex>"
@@ -104,6 +111,31 @@ func describe(path string) string {
 		return "the snapshot's manifest"
 	}
 	return "the archive"
+}
+
+// restoresFolder is the folder of every restore area in the snapshots container.
+const restoresFolder = ".restores/"
+
+// RestorePrefix is the folder of a restore's area (its plan and undo blobs) in the snapshots
+// container; envID is the restore's target.
+func (Layout) RestorePrefix(namespace, envID, restoreID string) string {
+	return restoresFolder + namespace + "/" + envID + "/" + restoreID + "/"
+}
+
+// RestorePlan is the path of a restore's file plan in the snapshots container.
+func (l Layout) RestorePlan(namespace, envID, restoreID string) string {
+	return l.RestorePrefix(namespace, envID, restoreID) + "plan.json.gz"
+}
+
+// RestoreUndoPrefix is the folder of the target blobs a restore saved before overwriting them.
+func (l Layout) RestoreUndoPrefix(namespace, envID, restoreID string) string {
+	return l.RestorePrefix(namespace, envID, restoreID) + "undo/"
+}
+
+// RestoreUndo is where a restore saves the target's blob name (as named in its container) before
+// overwriting it.
+func (l Layout) RestoreUndo(namespace, envID, restoreID, name string) string {
+	return l.RestoreUndoPrefix(namespace, envID, restoreID) + name
 }
 
 // StorePrefix is the folder of an environment's file store in the file-store container.
