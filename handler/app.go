@@ -23,6 +23,7 @@ import (
 	"github.com/mxazure/backups/internal/config"
 	"github.com/mxazure/backups/internal/envelope"
 	"github.com/mxazure/backups/internal/pg"
+	"github.com/mxazure/backups/internal/restorer"
 	"github.com/mxazure/backups/internal/snapshotter"
 	"github.com/mxazure/backups/internal/tablestore"
 	"github.com/mxazure/backups/internal/triggers"
@@ -110,9 +111,17 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 		Archive:     archive.Options{Level: cfg.ArchiveCompressionLevel},
 		Log:         log,
 	}
+	restores := &restorer.Restorer{
+		DB:    &pg.Restorer{BinDir: cfg.PGBinDir, Logger: log},
+		Blobs: a.blobs,
+		Files: &restorer.Files{Blobs: a.blobs, Workers: cfg.FileWorkers, Log: log},
+		Conn:  snap.Conn,
+		Log:   log,
+	}
 	svc := backup.NewService(backup.Deps{Stores: a.tables.Stores(), Publisher: a.publisher, Snapshotter: snap,
 		Archives: a.blobs, Layout: blobstore.Layout{}, FileStore: a.blobs, Manifests: a.blobs, Now: time.Now, Log: log,
-		StallTimeout: cfg.JobStallTimeout, DatabaseHosts: cfg.PGAllowedHosts})
+		StallTimeout: cfg.JobStallTimeout, DatabaseHosts: cfg.PGAllowedHosts,
+		Restorer: restores, RestoreUndo: time.Duration(cfg.RestoreUndoHours) * time.Hour})
 	a.api = api.New(api.Deps{
 		Log: log, Version: cfg.Version, Authenticator: authn, Service: svc,
 		Checks: []api.Check{
@@ -144,6 +153,12 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 	a.triggers.Register("CollectFileStores", triggers.Timer("timer",
 		func(ctx context.Context, _ envelope.Timer, log zerolog.Logger) error {
 			_, err := svc.CollectAllFiles(ctx, log)
+			return err
+		}))
+	// Hourly: drop the previous database and the saved files of restores whose undo period ended.
+	a.triggers.Register("DiscardRestoreUndo", triggers.Timer("timer",
+		func(ctx context.Context, _ envelope.Timer, log zerolog.Logger) error {
+			_, err := svc.DiscardRestoreUndo(ctx, log)
 			return err
 		}))
 	// Daily: remove snapshot blobs no snapshot record points to, and finish deletions that stopped half-way.

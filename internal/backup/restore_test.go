@@ -154,6 +154,9 @@ func (m *modelWorker) asBefore(t *testing.T) {
 	if !maps.Equal(m.dbs, want.dbs) || !maps.Equal(m.files, want.files) {
 		t.Errorf("target not as before:\n databases %v\n files %v\nwant %v and %v", m.dbs, m.files, want.dbs, want.files)
 	}
+	if m.plan != nil {
+		t.Errorf("the plan and undo area of the reverted restore were left: %v", m.plan)
+	}
 }
 
 // restored fails unless the target holds the snapshot, the previous database kept for an undo.

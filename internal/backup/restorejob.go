@@ -200,6 +200,9 @@ func (j restoreJob) Settle(ctx context.Context, op Operation) (Notice, error) {
 	found := err == nil
 	if found {
 		j.s.removeReader(ctx, op.Namespace, rec.SourceEnvironmentID, rec.SourceSnapshotID, op.EnvironmentID+"/"+op.ID)
+		if rec.Step == StepRolledBack {
+			j.s.discardAfterRevert(ctx, rec)
+		}
 	}
 	act := ActivityEntry{Action: ActionRestore, Actor: op.Actor, SnapshotID: rec.SourceSnapshotID, RestoreID: op.SubjectID}
 	ev := &OutboundEvent{SnapshotID: rec.SourceSnapshotID, RestoreID: op.SubjectID}
@@ -318,6 +321,9 @@ func (u undoJob) Settle(ctx context.Context, op Operation) (Notice, error) {
 	if err != nil && !IsNotFound(err) {
 		return Notice{}, err
 	}
+	if err == nil && rec.Step == StepUndone {
+		u.s.discardAfterRevert(ctx, rec)
+	}
 	act := ActivityEntry{Action: ActionUndo, Actor: op.Actor, SnapshotID: rec.SourceSnapshotID, RestoreID: op.SubjectID}
 	if op.Phase == OpSucceeded {
 		act.Status, act.Message = ActivityFinished, "restore undone: the environment's database and files are as they were before it"
@@ -341,6 +347,18 @@ func (u undoJob) update(ctx context.Context, op Operation, change func(*Restore)
 		return ErrFenced
 	}
 	return err
+}
+
+// discardAfterRevert drops the plan and the undo area of a restore that was rolled back or undone:
+// the target is as before, so nothing needs them. Best effort: what is left is only storage.
+func (s *Service) discardAfterRevert(ctx context.Context, rec Restore) {
+	w, err := s.restoreWork(ctx, rec.Namespace, rec.EnvironmentID, rec.ID)
+	if err == nil {
+		err = s.restorer.Discard(ctx, w)
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Str("restore", rec.ID).Msg("could not drop the plan and undo area of a reverted restore")
+	}
 }
 
 // maxDiscardsPerRun bounds the restores one run of DiscardRestoreUndo handles; the rest wait an hour.

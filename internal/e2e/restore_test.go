@@ -278,6 +278,7 @@ func TestRestoreIntoTheSameEnvironmentAndUndo(t *testing.T) {
 		t.Fatalf("undo: %v", undone)
 	}
 	f.src.state(t).same(t, "after the undo", before)
+	f.src.noRestoreArea(t, undone)
 	_, act := call(t, tok, "GET", "/api/v1/namespaces/"+f.src.ns+"/environments/"+f.src.id+"/activity", "")
 	for _, want := range [][2]string{{"restore", "STARTED"}, {"restore", "FINISHED"}, {"undo", "STARTED"}, {"undo", "FINISHED"}} {
 		if !hasRestoreActivity(act, done["restore_id"].(string), want[0], want[1]) {
@@ -287,6 +288,14 @@ func TestRestoreIntoTheSameEnvironmentAndUndo(t *testing.T) {
 	if !published(t, "backup-events", "restore.finished", done["restore_id"].(string)) {
 		t.Error("no restore.finished event")
 	}
+}
+
+// noRestoreArea fails when the restore's plan or undo blobs are left (they go once it was reverted),
+// after the settling that removes them.
+func (e *testEnv) noRestoreArea(t *testing.T, r map[string]any) {
+	t.Helper()
+	prefix := ".restores/" + e.ns + "/" + e.id + "/" + r["restore_id"].(string) + "/"
+	waitFor(t, "the restore area to go", func() bool { return len(listBlobs(t, snapshotsContainer, prefix)) == 0 })
 }
 
 func shortID(r map[string]any) string {
@@ -383,6 +392,7 @@ func (f *restoreFixture) restoreFails(t *testing.T, wantMessage string) map[stri
 		t.Fatalf("restore: %v, want failed with %q", done, wantMessage)
 	}
 	f.src.state(t).same(t, "after the failed restore", before)
+	f.src.noRestoreArea(t, done)
 	if !published(t, "backup-events", "restore.failed", done["restore_id"].(string)) {
 		t.Error("no restore.failed event")
 	}
