@@ -46,6 +46,9 @@ const (
 	manager = "manager"  // ManageAppsBackups
 	full    = "operator" // ManageAppsBackups + StopApps
 	nobody  = "nobody"
+
+	// restA is a completed restore of snapA into envA, undoable (completedRestore).
+	restA = "5c8e2a71-3b4d-4e6f-9a1b-2c3d4e5f6a7b"
 )
 
 type fixture struct {
@@ -120,11 +123,24 @@ func newFixture(t *testing.T, opts ...fixtureOption) *fixture {
 		t.Fatal(err)
 	}
 	if err := st.CreateSnapshot(ctx, backup.Snapshot{ID: snapA, Namespace: nsA, EnvironmentID: envA, Status: backup.SnapshotFinished,
-		Kind: backup.KindManual, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.AddDate(0, 0, 14)}); err != nil {
+		Kind: backup.KindManual, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.AddDate(0, 0, 14), ModelVersion: "1.0.0.1", DeploymentPackage: "p.mda",
+		DumpPath: "ns-a/" + envA + "/" + snapA + "/db.backup.gz", ManifestPath: "ns-a/" + envA + "/" + snapA + "/manifest.json"}); err != nil {
 		t.Fatal(err)
 	}
-	srv := New(Deps{Log: log, Version: "test", Authenticator: tokenAuth{}, Service: svc, Checks: cfg.checks})
+	if err := st.CreateRestore(ctx, completedRestore(restA, now)); err != nil {
+		t.Fatal(err)
+	}
+	srv := New(Deps{Log: log, Version: "test", Authenticator: tokenAuth{}, Service: svc, Checks: cfg.checks, Now: func() time.Time { return now }})
 	return &fixture{srv: srv, store: st, now: now, logs: logs}
+}
+
+// completedRestore is a restore of snapA into envA that completed at now and can be undone for a day.
+func completedRestore(id string, now time.Time) backup.Restore {
+	return backup.Restore{ID: id, Namespace: nsA, EnvironmentID: envA, SourceEnvironmentID: envA, SourceSnapshotID: snapA,
+		State: backup.RestoreCompleted, Step: backup.StepCommitted, CreatedAt: now.Add(-time.Hour), UpdatedAt: now,
+		StartedAt: now.Add(-time.Hour), FinishedAt: now, CreatedBy: full, ModelVersion: "1.0.0.1", DeploymentPackage: "p.mda",
+		Database: "db", Tables: 3, Rows: 42, DatabaseBytes: 4096, FilesCount: 2, FilesBytes: 300, FilesAdded: 1, FilesUnchanged: 1,
+		OperationID: "01939a4c-0000-7000-8000-0000000000aa", Fence: 1, UndoUntil: now.Add(backup.DefaultRestoreUndo)}
 }
 
 func (f *fixture) do(t *testing.T, principal, method, path, body string) (*http.Response, map[string]any) {
@@ -178,6 +194,10 @@ func endpoints() []struct {
 		{"PATCH", "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots/" + snapA, `{"comment":"new"}`, []string{"ManageAppsBackups"}},
 		{"POST", "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots", `{"comment":"x"}`, []string{"ManageAppsBackups"}},
 		{"DELETE", "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots/" + snapA, "", []string{"ManageAppsBackups"}},
+		{"GET", "/api/v1/namespaces/ns-a/environments/" + envA + "/restores", "", []string{"ManageAppsBackups"}},
+		{"POST", "/api/v1/namespaces/ns-a/environments/" + envA + "/restores", `{"source_snapshot_id":"` + snapA + `"}`, []string{"ManageAppsBackups", "StopApps"}},
+		{"GET", "/api/v1/namespaces/ns-a/environments/" + envA + "/restores/" + restA, "", []string{"ManageAppsBackups"}},
+		{"POST", "/api/v1/namespaces/ns-a/environments/" + envA + "/restores/" + restA + "/undo", "", []string{"ManageAppsBackups", "StopApps"}},
 	}
 }
 
@@ -206,12 +226,21 @@ func TestEveryEndpointNeedsAToken(t *testing.T) {
 	}
 }
 
+// TestEveryEndpointChecksPermissions: without the permissions an endpoint needs the answer is 403 naming
+// the missing one; with all of them, 2xx. Each endpoint gets a fresh fixture (a POST takes the lock).
 func TestEveryEndpointChecksPermissions(t *testing.T) {
-	f := newFixture(t)
 	for _, ep := range endpoints() {
 		t.Run(ep.method+" "+ep.path, func(t *testing.T) {
+			f := newFixture(t)
 			resp, body := f.do(t, nobody, ep.method, ep.path, ep.body)
 			wantProblem(t, resp, body, 403, backup.CodeNoAccess)
+			if slices.Contains(ep.need, "StopApps") {
+				resp, body = f.do(t, manager, ep.method, ep.path, ep.body)
+				wantProblem(t, resp, body, 403, backup.CodeNoAccess)
+				if !strings.Contains(body["detail"].(string), `"StopApps"`) {
+					t.Errorf("detail %q does not name StopApps", body["detail"])
+				}
+			}
 			// The manager in another namespace has nothing there.
 			other := strings.Replace(ep.path, "/ns-a/", "/ns-b/", 1)
 			resp, body = f.do(t, manager, ep.method, other, ep.body)
@@ -233,7 +262,7 @@ func TestHostileIDsOnEveryPathParameter(t *testing.T) {
 	for _, ep := range endpoints() {
 		segments := strings.Split(ep.path, "/")
 		for i, seg := range segments {
-			if seg != "ns-a" && seg != envA && seg != snapA {
+			if seg != "ns-a" && seg != envA && seg != snapA && seg != restA {
 				continue
 			}
 			for _, h := range hostile {

@@ -189,7 +189,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 
 // concretePath fills a route pattern's parameters with the fixture's ids.
 func concretePath(pattern string) string {
-	return strings.NewReplacer("{ns}", nsA, "{env}", envA, "{id}", snapA).Replace(pattern)
+	return strings.NewReplacer("{ns}", nsA, "{env}", envA, "{id}", snapA, "{restore_id}", restA).Replace(pattern)
 }
 
 // TestOpenAPIQueryParameters: a GET documents offset and limit exactly when it pages (a bad limit is
@@ -218,7 +218,7 @@ func TestOpenAPIQueryParameters(t *testing.T) {
 // has exactly the properties of the documented schema, all of them required.
 func TestOpenAPIResponsesMatchBodies(t *testing.T) {
 	doc := loadOpenAPI(t)
-	f := newFixture(t)
+	f, restoreFixture := newFixture(t), newFixture(t)
 	type call struct{ method, path, pattern, body string }
 	env := "/api/v1/namespaces/{ns}/environments/{env}"
 	calls := []call{
@@ -235,7 +235,28 @@ func TestOpenAPIResponsesMatchBodies(t *testing.T) {
 		{"DELETE", concretePath(env + "/snapshots/{id}"), env + "/snapshots/{id}", ""},
 		{"GET", concretePath(env + "/snapshots/{id}"), env + "/snapshots/{id}", ""}, // 404: deleted
 	}
-	for _, c := range calls {
+	// Restores, in a fixture of their own (the snapshot POST above holds the lock).
+	restoreCalls := []call{
+		{"GET", concretePath(env + "/restores"), env + "/restores", ""},
+		{"GET", concretePath(env + "/restores/{restore_id}"), env + "/restores/{restore_id}", ""},
+		{"POST", concretePath(env + "/restores/{restore_id}/undo"), env + "/restores/{restore_id}/undo", ""},
+		{"POST", concretePath(env + "/restores/{restore_id}/undo"), env + "/restores/{restore_id}/undo", ""},                             // 409: undoing
+		{"POST", concretePath(env + "/restores"), env + "/restores", `{"source_snapshot_id":"` + snapA + `"}`},                           // 409: busy
+		{"POST", concretePath(env + "/restores"), env + "/restores", `{"source_snapshot_id":"` + snapA + `","source_namespace":"ns-b"}`}, // 400
+		{"GET", concretePath(env + "/restores/11111111-2222-3333-4444-555555555555"), env + "/restores/{restore_id}", ""},                // 404
+	}
+	fresh := newFixture(t)
+	freshCalls := []call{
+		{"POST", concretePath(env + "/restores"), env + "/restores", `{"source_snapshot_id":"` + snapA + `"}`},
+		{"DELETE", concretePath(env + "/snapshots/{id}"), env + "/snapshots/{id}", ""}, // 409: in use
+	}
+	for i, c := range slices.Concat(calls, restoreCalls, freshCalls) {
+		f := f
+		if i >= len(calls)+len(restoreCalls) {
+			f = fresh
+		} else if i >= len(calls) {
+			f = restoreFixture
+		}
 		op, ok := doc.operation(t, c.method, c.pattern)
 		if !ok {
 			t.Errorf("%s %s not documented", c.method, c.pattern)
@@ -286,6 +307,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"Settings":      reflect.TypeFor[settingsJSON](),
 		"ActivityEntry": reflect.TypeFor[activityJSON](),
 		"Snapshot":      reflect.TypeFor[snapshotJSON](),
+		"Restore":       reflect.TypeFor[restoreJSON](),
 		"Progress":      reflect.TypeFor[backup.Progress](),
 	}
 	for name := range doc.Components.Schemas {

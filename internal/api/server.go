@@ -27,6 +27,7 @@ type Server struct {
 	svc     *backup.Service
 	mux     *http.ServeMux
 	health  healthCache
+	now     func() time.Time
 }
 
 // Deps are what the API needs.
@@ -36,12 +37,18 @@ type Deps struct {
 	Checks        []Check
 	Authenticator auth.Authenticator
 	Service       *backup.Service
+	// Now is the clock of the service (whether a restore can still be undone); time.Now when nil.
+	Now func() time.Time
 }
 
 // New builds the server and registers its routes.
 func New(d Deps) *Server {
 	s := &Server{log: d.Log, version: d.Version, checks: d.Checks, authn: d.Authenticator, svc: d.Service, mux: http.NewServeMux()}
 	s.health = healthCache{ttl: healthCacheTTL, now: time.Now}
+	s.now = d.Now
+	if s.now == nil {
+		s.now = time.Now
+	}
 	var patterns []string
 	byPattern := map[string][]route{}
 	for _, rt := range s.routes() {
@@ -116,6 +123,11 @@ func (s *Server) routes() []route {
 		{method: "GET", pattern: env + "/snapshots/{id}", handler: h(s.getSnapshot)},
 		{method: "PATCH", pattern: env + "/snapshots/{id}", handler: h(s.patchSnapshot)},
 		{method: "DELETE", pattern: env + "/snapshots/{id}", handler: h(s.deleteSnapshot)},
+		// Portal: restores into an environment (the target): list (newest first), start one, details, undo.
+		{method: "GET", pattern: env + "/restores", handler: h(s.listRestores)},
+		{method: "POST", pattern: env + "/restores", handler: h(s.createRestore)},
+		{method: "GET", pattern: env + "/restores/{restore_id}", handler: h(s.getRestore)},
+		{method: "POST", pattern: env + "/restores/{restore_id}/undo", handler: h(s.undoRestore)},
 	}
 }
 
