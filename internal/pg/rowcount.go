@@ -204,6 +204,9 @@ func (a *archiveReader) header() (compressed bool, err error) {
 // dumpEntry is what the counter needs of one TOC entry.
 type dumpEntry struct {
 	desc, namespace, tag string
+	// copy: the data is COPY text (a dump made with --inserts has INSERT statements instead, whose
+	// lines are not rows); hasData: a data block follows for it.
+	copy, hasData bool
 }
 
 func (a *archiveReader) toc() (map[int64]dumpEntry, error) {
@@ -220,13 +223,17 @@ func (a *archiveReader) toc() (map[int64]dumpEntry, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := a.int(); err != nil { // has a data dumper
+		hasData, err := a.int()
+		if err != nil {
 			return nil, err
 		}
 		// tableoid, oid, tag, desc, (section), defn, dropStmt, copyStmt, namespace, tablespace, tableam,
 		// (relkind from 1.16), owner, withOids
-		fields := []string{"tableoid", "oid", "tag", "desc", "section", "defn", "drop", "copy", "namespace", "tablespace", "tableam"}
-		if a.version >= 0x011000 {
+		fields := []string{"tableoid", "oid", "tag", "desc", "section", "defn", "drop", "copy", "namespace", "tablespace"}
+		if a.version >= 0x010e00 { // 1.14
+			fields = append(fields, "tableam")
+		}
+		if a.version >= 0x011000 { // 1.16
 			fields = append(fields, "relkind")
 		}
 		fields = append(fields, "owner", "withoids")
@@ -249,6 +256,8 @@ func (a *archiveReader) toc() (map[int64]dumpEntry, error) {
 				e.desc = s
 			case "namespace":
 				e.namespace = s
+			case "copy":
+				e.copy = s != ""
 			}
 		}
 		for { // dependencies, up to a NULL string
@@ -266,6 +275,7 @@ func (a *archiveReader) toc() (map[int64]dumpEntry, error) {
 		if err := a.skip(a.offLen); err != nil {
 			return nil, err
 		}
+		e.hasData = hasData != 0
 		entries[id] = e
 	}
 	return entries, nil
@@ -331,9 +341,15 @@ func countRows(r *bufio.Reader) ([]TableRows, error) {
 	}
 	var out []TableRows
 	buf := make([]byte, 64<<10)
+	seen := map[int64]bool{}
 	for {
 		typ, err := a.byte()
 		if err == io.EOF {
+			for id, e := range entries {
+				if e.hasData && e.desc == "TABLE DATA" && !seen[id] {
+					return nil, fmt.Errorf("the dump ended before the data of %s.%s", e.namespace, e.tag)
+				}
+			}
 			return out, nil
 		} else if err != nil {
 			return nil, err
@@ -348,6 +364,10 @@ func countRows(r *bufio.Reader) ([]TableRows, error) {
 			if !ok {
 				return nil, fmt.Errorf("a data block of entry %d, which the table of contents does not have", id)
 			}
+			if seen[id] {
+				return nil, fmt.Errorf("a second data block of %s.%s", e.namespace, e.tag)
+			}
+			seen[id] = true
 			c := &chunks{a: a}
 			rows, err := countLines(c, compressed, buf)
 			if err != nil {
@@ -356,7 +376,7 @@ func countRows(r *bufio.Reader) ([]TableRows, error) {
 			if err := c.drain(); err != nil {
 				return nil, err
 			}
-			if e.desc == "TABLE DATA" {
+			if e.desc == "TABLE DATA" && e.copy {
 				out = append(out, TableRows{Schema: e.namespace, Table: e.tag, Rows: rows})
 			}
 		case blkBlobs:

@@ -54,6 +54,27 @@ func testRowCounts(t *testing.T, e *env) {
 		}
 	}
 
+	// A dump cut short is an error, never a count of fewer tables.
+	cut := NewRowCounter()
+	_, _ = cut.Write(dumps["-Z0 (the service's)"][:len(dumps["-Z0 (the service's)"])*2/3])
+	if got, err := cut.Counts(); err == nil {
+		t.Errorf("a dump cut at two thirds counted %v", got)
+	}
+	// A dump of INSERT statements (--inserts) has no rows to count: nothing is claimed.
+	ins := filepath.Join(t.TempDir(), "inserts.backup")
+	cmd = exec.Command(filepath.Join(e.c.BinDir, "pg_dump"), "-Fc", "--inserts", "-f", ins, e.conninfo(db, "app"))
+	cmd.Env = append(os.Environ(), "PGPASSWORD=app-secret")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pg_dump --inserts: %v\n%s", err, out)
+	}
+	insDump, err := os.ReadFile(ins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := writeAll(NewRowCounter(), insDump).Counts(); err != nil || len(got) != 0 {
+		t.Errorf("--inserts: %v, %v; want no counts", got, err)
+	}
+
 	// Restored, the counts agree; a row deleted after is found.
 	r := e.restorer(t)
 	staging := e.restoreBytes(t, r, db, "c0ffee", dumps["-Z6"])

@@ -133,6 +133,7 @@ func (r *Restorer) restoreDatabase(ctx context.Context, conn pg.Conn, staging st
 		return databaseResult{}, damaged(snap, err)
 	}
 	counter := pg.NewRowCounter()
+	defer func() { _, _ = counter.Counts() }() // ends its goroutine on every path
 	dump := &dumpReader{r: io.TeeReader(gz, counter), prog: prog}
 	res, err := r.DB.Restore(ctx, conn, staging, dump)
 	if err != nil {
