@@ -515,4 +515,13 @@ func TestOnlyTheLatestRestoreCanBeUndone(t *testing.T) {
 	if backup.CodeOf(err) != backup.CodeInvalidState || !strings.Contains(err.Error(), "only the latest restore") {
 		t.Errorf("undo of an older restore: %v", err)
 	}
+	// Once the newer one is undone, the environment is as the first left it: that one can be undone.
+	all, _, _ := f.st.ListRestores(context.Background(), "ns-a", envID, 0, 10)
+	if _, err := f.svc.UndoRestore(context.Background(), f.user, "ns-a", envID, all[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	f.deliver(t)
+	if _, err := f.svc.UndoRestore(context.Background(), f.user, "ns-a", envID, first.ID); err != nil {
+		t.Errorf("undo of the first restore after the second was undone: %v", err)
+	}
 }

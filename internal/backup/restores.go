@@ -303,7 +303,7 @@ func (s *Service) UndoRestore(ctx context.Context, p Principal, namespace, envID
 	return out, nil
 }
 
-// newerRestore names a restore of the same environment created after rec that changed its database
+// newerRestore names a restore of the same environment created after rec whose change is in place
 // (committed, or running and possibly committing), or "" when there is none.
 func (s *Service) newerRestore(ctx context.Context, rec Restore) (string, error) {
 	for offset := 0; ; offset += 100 {
@@ -315,7 +315,8 @@ func (s *Service) newerRestore(ctx context.Context, rec Restore) (string, error)
 			if r.ID == rec.ID {
 				return "", nil
 			}
-			if r.Step != StepNone && r.Step != StepRolledBack {
+			// Rolled back or undone, a newer restore left the environment as rec left it.
+			if r.Step != StepNone && r.Step != StepRolledBack && r.Step != StepUndone {
 				return r.ID, nil
 			}
 		}
