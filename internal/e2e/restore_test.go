@@ -183,7 +183,6 @@ type restoreFixture struct {
 	src      *testEnv
 	snap     *taken
 	atSnap   envState
-	filesAt  map[string]string
 	replaced string // a file whose bytes change after the snapshot
 }
 

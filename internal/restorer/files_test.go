@@ -497,7 +497,7 @@ func TestSecondPlaceFollowsThePlan(t *testing.T) {
 
 	work := w.target(envA, snap)
 	c := work.Target.Files.Container
-	before := w.fillMixed(c, docs)
+	w.fillMixed(c, docs)
 	if _, err := w.files(failFirst, 1).Place(t.Context(), work, nil); !errors.Is(err, errInjected) {
 		t.Fatal(err)
 	}
@@ -515,7 +515,7 @@ func TestSecondPlaceFollowsThePlan(t *testing.T) {
 
 	work = w.target(envA, snap)
 	c = work.Target.Files.Container
-	before = w.fillMixed(c, docs)
+	before := w.fillMixed(c, docs)
 	failFirst.copies = 0
 	if _, err := w.files(failFirst, 1).Place(t.Context(), work, nil); !errors.Is(err, errInjected) {
 		t.Fatal(err)
