@@ -3,7 +3,8 @@
 // made to the files between nightly backups), the naive baseline pipeline (pg_dump -Fc, download, tar
 // czf, upload), the measurement of the service's own incremental backups through its HTTP API on a
 // local stack (wall time, the files copied, the bytes stored as listed in Storage, the handler's peak
-// RSS), the download archive assembled on demand against `tar czf` of the same content, the
+// RSS), the download archive assembled on demand against `tar czf` of the same content, a restore
+// through the API against the naive restore (download, tar xzf, pg_restore, upload), the
 // snapshot-listing latency, and the report that compares them with the targets.
 //
 // Everything generated is a pure function of fixed seeds: the database through SQL expressions over

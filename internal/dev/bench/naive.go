@@ -29,6 +29,9 @@ type Naive struct {
 	// Keep keeps the scratch folder (the dump as db.backup and the files under tree/) and names it in
 	// the result's Dir; the caller removes it.
 	Keep bool
+	// KeepArchive leaves the uploaded .tar.gz in ArchiveContainer (for the restore baseline, see
+	// NaiveRestore) and names it in the result's Archive; the caller deletes it.
+	KeepArchive bool
 }
 
 // NaiveResult is one run of the naive pipeline.
@@ -37,10 +40,11 @@ type NaiveResult struct {
 	DumpBytes, ArchiveBytes            int64
 	Files                              int
 	Dir                                string // the scratch folder, when kept (Naive.Keep)
+	Archive                            string // the uploaded archive's blob name, when kept (Naive.KeepArchive)
 }
 
-// Run runs the pipeline once, timing each step; the scratch folder (unless kept) and the uploaded blob
-// are removed afterwards (not timed).
+// Run runs the pipeline once, timing each step; the scratch folder and the uploaded blob are removed
+// afterwards (not timed), unless kept.
 func (n Naive) Run(ctx context.Context, name string) (res NaiveResult, err error) {
 	dir, err := os.MkdirTemp(n.WorkDir, "bench-naive-")
 	if err != nil {
@@ -83,6 +87,10 @@ func (n Naive) Run(ctx context.Context, name string) (res NaiveResult, err error
 	}
 	if err := os.Remove(archive); err != nil { // a kept folder holds the archive's content, not the archive
 		return res, err
+	}
+	if n.KeepArchive {
+		res.Archive = name + ".tar.gz"
+		return res, nil
 	}
 	if _, err := n.Blobs.DeleteBlob(ctx, n.ArchiveContainer, name+".tar.gz", nil); err != nil {
 		return res, fmt.Errorf("delete the naive archive: %w", err)

@@ -20,6 +20,13 @@ import (
 // in container "files", and returns a Naive pipeline over them.
 func naiveFixture(t *testing.T, nfiles int) (Naive, []File) {
 	t.Helper()
+	n, files, _ := naiveCluster(t, nfiles)
+	return n, files
+}
+
+// naiveCluster is naiveFixture that also returns the PostgreSQL cluster.
+func naiveCluster(t *testing.T, nfiles int) (Naive, []File, *pgcluster.Cluster) {
+	t.Helper()
 	pg := pgcluster.ForTest(t)
 	az := azurite.ForTest(t)
 	blobs, err := azblob.NewClientFromConnectionString(az.ConnectionString(), nil)
@@ -35,7 +42,7 @@ func naiveFixture(t *testing.T, nfiles int) (Naive, []File) {
 	}
 	generate(t, pg, "app", 1000, files)
 	return Naive{BinDir: pg.BinDir, DSN: pg.DSN("app"), Blobs: blobs, FilesContainer: "files", ArchiveContainer: "naive",
-		WorkDir: t.TempDir(), Downloads: 4, Uploads: 2}, files
+		WorkDir: t.TempDir(), Downloads: 4, Uploads: 2}, files, pg
 }
 
 func TestNaivePipeline(t *testing.T) {

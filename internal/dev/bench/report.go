@@ -24,6 +24,9 @@ const (
 	// SizeRatioTarget: the download archive (assembled on demand) is at most 1.05 × the naive archive.
 	SizeRatioTarget = 1.05
 	RSSLimit        = 150 << 20 // the handler's peak RSS under 150 MiB
+	// RestoreTimeTarget: a restore of the first (full) snapshot into an empty, stopped environment takes
+	// at most 0.6 × what a user would otherwise run (NaiveRestore).
+	RestoreTimeTarget = 0.6
 	// FlatTolerance is how much larger the peak RSS at one database size may be than at the other
 	// (the larger over the smaller) and still count as flat.
 	FlatTolerance = 1.25
@@ -45,6 +48,7 @@ type Report struct {
 	// Assembly is the download archive of the series' last snapshot, Reference its naive counterpart.
 	Assembly  AssemblyResult
 	Reference ReferenceResult
+	Restore   RestoreReport // the series' first snapshot restored into a new environment, against NaiveRestore
 	Levels    []LevelResult // incremental backups at each compression level on the largest database
 	List      ListResult
 	// DefaultLevel is the compression level of Sizes and Nightly (the service's default).
@@ -80,6 +84,13 @@ type NightlyResult struct {
 	Changed int
 	Backups []BackupResult
 	Storage []EnvStorage // listed after each backup of Backups
+}
+
+// RestoreReport is the service's restore of the series' first snapshot (nil when not measured) and the
+// runs of the naive restore of the naive archive.
+type RestoreReport struct {
+	Service *RestoreResult
+	Naive   []NaiveRestoreResult
 }
 
 // LevelResult is the service's backups at one compression level.
@@ -232,6 +243,7 @@ func (r Report) renderSize(p func(string, ...any), i int, s SizeResult) (peak fl
 	if i == 0 {
 		r.renderNightly(row, nMed, Median(values(s.Naive, naiveSize)), len(nw) > 0)
 		r.renderAssembly(row, Median(values(s.Naive, naiveSize)), len(nw) > 0)
+		r.renderRestore(row)
 		backups = append(slices.Clone(backups), r.Nightly.laterBackups()...)
 	}
 	if len(backups) > 0 {
@@ -248,6 +260,7 @@ func (r Report) renderSize(p func(string, ...any), i int, s SizeResult) (peak fl
 	}
 	if i == 0 {
 		r.renderNightlyDetails(p)
+		r.renderRestoreDetails(p)
 	}
 	return peak, len(s.Service) > 0
 }

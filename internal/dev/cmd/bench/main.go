@@ -15,12 +15,21 @@
 //     (snapshotter.Assemble against the lab's Azurite), against `tar czf` of the same content on local
 //     disk (the last naive run's dump and files, changed as in Azurite); its size against the naive
 //     archive, and what `tar -tzf` lists in both;
+//  5. the restore of the series' first (full) snapshot into a new, stopped environment of the same
+//     namespace (an empty database owned by the app's role, an empty container) through the HTTP API,
+//     from the POST to `completed`, which must have restored rows and added every file of the snapshot
+//     (files_added = its files_count), with the handler's peak RSS during it and, from its "restore
+//     verified" log line, when its database and its files were done; against what a user would run
+//     otherwise (median of -naive-runs; bench.NaiveRestore): download the archive the last naive backup
+//     uploaded, `tar xzf` it, `pg_restore -j2 --no-owner --no-acl` of its db.backup into an empty
+//     database, and upload its tree/ files into an empty container 16 at a time (the handler's
+//     BACKUP_FILE_WORKERS, how many copies a restore runs at once), each step timed;
 //
 // plus the handler's peak RSS at both database sizes and the latency of listing 1,000 snapshots, and
 // prints a table with the targets, also written to .local/bench-results.txt. What the targets need is
-// measured first (the series' first backup, the series, the download archive); the other first
-// backups (for the median and the small database) follow while the budget allows, and the report names
-// anything skipped.
+// measured first (the series' first backup, the series, the download archive), then the restore and its
+// baseline; the other first backups (for the median and the small database) follow while the budget
+// allows, and the report names anything skipped.
 //
 // -scale (or BENCH_SCALE) shrinks the dataset for a quick check of the benchmark itself (e.g. -scale
 // 0.05: 1,000 files, 35 MB and 9 MB databases); the report then says it is reduced.
@@ -55,8 +64,12 @@ import (
 
 // The benchmark's environments: the large database's are full-1 to full-<runs> (the first holds the
 // nightly series), the small one's small-1 to small-<small-runs>; all use the same file container.
+// The restore's target has its own database and container, both empty until the restore.
 const (
 	listEnvID     = "b7e0c001-0000-4000-8000-00000000a001"
+	restoreEnvID  = "b7e0c001-0000-4000-8000-00000000a002"
+	restoreDB     = "bench_restore"
+	restoreBucket = "bench-restore-files"
 	appRole       = "bench_app"
 	filesBucket   = "bench-app-files"
 	naiveBucket   = "bench-naive"
@@ -100,8 +113,9 @@ func main() {
 		fmt.Fprintf(flag.CommandLine.Output(), `Usage: go run ./internal/dev/cmd/bench [flags]
 
 The backup benchmark (make bench): first backups, nightly backups after 1%% of the files changed, the
-storage of 14 nightly backups and the download archive, each against the naive pipeline, on the
-reference dataset. A full run takes about 12.5 minutes on 2 cores (at most -budget).
+storage of 14 nightly backups, the download archive and a restore of the first snapshot, each against
+the naive pipeline, on the reference dataset. A full run takes about 12.5 minutes on 2 cores (at most
+-budget).
 
 For a quick check of the benchmark itself, shrink the dataset: -scale 0.05 (or BENCH_SCALE=0.05)
 makes 1,000 files and databases of 35 MB and 9 MB; fewer runs make it quicker still, e.g.
@@ -113,7 +127,7 @@ Flags:
 	}
 	flag.Float64Var(&cfg.scale, "scale", defaultScale, "size of the dataset relative to the reference (multiplies -files, -large-mb and -small-mb); also BENCH_SCALE")
 	flag.IntVar(&cfg.runs, "runs", 3, "first backups of the large database, each of another environment (empty file store); the median is reported")
-	flag.IntVar(&cfg.naiveRuns, "naive-runs", 3, "naive pipeline runs on the large database")
+	flag.IntVar(&cfg.naiveRuns, "naive-runs", 3, "naive pipeline runs on the large database, and naive restores of its archive")
 	flag.IntVar(&cfg.smallRuns, "small-runs", 1, "first backups of the small database (for the peak RSS at another size); 0: no small database")
 	flag.BoolVar(&cfg.smallNaive, "small-naive", false, "also run the naive pipeline on the small database (-naive-runs times)")
 	flag.IntVar(&cfg.nights, "nights", bench.NightlyBackups, "backups in the nightly series (the first included); fewer are projected to 14")
@@ -237,7 +251,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 			sizes[1].envs = append(sizes[1].envs, smallEnvID(i))
 		}
 	}
-	envs := []bench.Environment{{ID: listEnvID, Name: "listing", Role: appRole, Container: filesBucket}}
+	envs := []bench.Environment{{ID: listEnvID, Name: "listing", Role: appRole, Container: filesBucket},
+		{ID: restoreEnvID, Name: "restore-target", Database: restoreDB, Role: appRole, Container: restoreBucket}}
 	for _, s := range sizes {
 		for i, id := range s.envs {
 			envs = append(envs, bench.Environment{ID: id, Name: fmt.Sprintf("%s-%d", s.db, i+1), Database: s.db, Role: appRole, Container: filesBucket})
@@ -260,11 +275,14 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 	}
 
 	// The naive pipeline; the last run on the large database keeps its folder (the dump and the files)
-	// for the download archive's comparison.
-	var kept string
+	// for the download archive's comparison, and its archive in Azurite for the restore's baseline.
+	var kept, archive string
 	defer func() {
 		if kept != "" {
 			os.RemoveAll(kept)
+		}
+		if derr := bench.DeleteArchive(context.WithoutCancel(ctx), lab.Blobs, naiveBucket, archive); derr != nil {
+			err = errors.Join(err, derr)
 		}
 	}()
 	for i, s := range sizes {
@@ -277,6 +295,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 		for r := range runs {
 			log.Info().Msgf("naive pipeline, %s database, run %d of %d", s.label, r+1, runs)
 			naive.Keep = i == 0 && r == runs-1
+			naive.KeepArchive = naive.Keep
 			nr, err := naive.Run(ctx, fmt.Sprintf("naive-%s-%d", s.db, r))
 			if err != nil {
 				return err
@@ -284,14 +303,17 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 			if nr.Dir != "" {
 				kept = nr.Dir
 			}
+			if nr.Archive != "" {
+				archive = nr.Archive
+			}
 			report.Sizes[i].Naive = append(report.Sizes[i].Naive, nr)
 			log.Info().Msgf("naive: %s, archive %.1f MB", bench.Elapsed(nr.Total), float64(nr.ArchiveBytes)/1e6)
 		}
 	}
 
 	// What is measured first, in this order, is what the targets need: the first backup of the series'
-	// environment, the nightly series, the download archive. What adds medians and the other size
-	// follows while the budget allows (fits).
+	// environment, the nightly series, the download archive. The restore of the series' first snapshot
+	// and its baseline follow, then what adds medians and the other size, while the budget allows (fits).
 	fits := func(what string, cost time.Duration) bool {
 		const tail = 45 * time.Second // the listing and stopping the stack
 		if time.Since(report.Started)+cost+tail <= cfg.budget {
@@ -374,6 +396,10 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 		kept = ""
 	}
 
+	if err := measureRestore(ctx, lab, cfg, report, log, logPath, fits, series, nightly.Backups[0], archive); err != nil {
+		return err
+	}
+
 	// More first backups, each of another environment so that each starts with an empty file store:
 	// the large database's for the median, then the small one's for the peak RSS at another size.
 	// They are deleted afterwards (their file stores stay).
@@ -428,6 +454,68 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 	log.Info().Msgf("listing %d snapshots, %d calls", cfg.listRecords, cfg.calls)
 	report.List, err = lab.ListLatency(ctx, listEnvID, cfg.listRecords, cfg.calls)
 	return err
+}
+
+// measureRestore restores the series' first (full) snapshot into the restore's target, a new stopped
+// environment with an empty database and an empty container, through the API; then runs the naive
+// restore of the kept naive archive -naive-runs times, each into its own empty database and container.
+// The restore and the first naive run must fit the budget together; each further naive run on its own.
+func measureRestore(ctx context.Context, lab *bench.Lab, cfg config, report *bench.Report, log zerolog.Logger, logPath string,
+	fits func(string, time.Duration) bool, series string, first bench.BackupResult, archive string) error {
+	var naive []float64
+	for _, n := range report.Sizes[0].Naive {
+		naive = append(naive, n.Total.Seconds())
+	}
+	naiveCost := time.Duration(1.2 * bench.Median(naive) * float64(time.Second)) // pg_restore builds the indexes too
+	if !fits("the restore of the series' first snapshot and its naive baseline", first.Wall+naiveCost+20*time.Second) {
+		return nil
+	}
+	pg := lab.Stack.Postgres
+	if err := pg.CreateDatabase(ctx, restoreDB, appRole); err != nil {
+		return err
+	}
+	if _, err := lab.Blobs.CreateContainer(ctx, restoreBucket, nil); err != nil {
+		return fmt.Errorf("create container %s: %w", restoreBucket, err)
+	}
+	log.Info().Msgf("restore of snapshot %s (the series' first) into a new stopped environment", first.SnapshotID)
+	r, err := lab.Restore(ctx, restoreEnvID, series, first.SnapshotID, first.FilesCount)
+	if err != nil {
+		return fmt.Errorf("restore of the series' first snapshot: %w", err)
+	}
+	if f, err := os.Open(logPath); err == nil {
+		if ph, ok := bench.RestorePhasesFromLog(f, r.RestoreID); ok {
+			r.Phases = &ph
+		}
+		f.Close()
+	}
+	report.Restore.Service = &r
+	log.Info().Msgf("restore: %s, %d tables, %d rows, %d files added of %d, peak RSS %d MiB", bench.Elapsed(r.Wall), r.Tables,
+		r.Rows, r.FilesAdded, r.SnapshotFiles, r.PeakRSS>>20)
+	if !r.Checked() {
+		log.Warn().Msgf("the restore restored %d rows and added %d files of the snapshot's %d", r.Rows, r.FilesAdded, r.SnapshotFiles)
+	}
+	if archive == "" {
+		return nil // no naive run kept an archive (-naive-runs 0)
+	}
+	nr := bench.NaiveRestore{Postgres: pg, Owner: appRole, Blobs: lab.Blobs, ArchiveContainer: naiveBucket, Archive: archive,
+		Downloads: 8, Uploads: bench.RestoreFileWorkers}
+	var last time.Duration
+	for k := range cfg.naiveRuns {
+		if k > 0 && !fits(fmt.Sprintf("naive restore run %d of %d", k+1, cfg.naiveRuns), last+10*time.Second) {
+			break
+		}
+		log.Info().Msgf("naive restore, run %d of %d", k+1, cfg.naiveRuns)
+		t := time.Now()
+		res, err := nr.Run(ctx, fmt.Sprintf("bench-naive-restore-%d", k+1))
+		if err != nil {
+			return err
+		}
+		last = time.Since(t)
+		report.Restore.Naive = append(report.Restore.Naive, res)
+		log.Info().Msgf("naive restore: %s (download %s, tar xzf %s, pg_restore %s, upload %s)", bench.Elapsed(res.Total),
+			bench.Elapsed(res.Download), bench.Elapsed(res.Extract), bench.Elapsed(res.PgRestore), bench.Elapsed(res.Upload))
+	}
+	return nil
 }
 
 // addStorage records backup b of the series and lists the storage of env after it.

@@ -1,0 +1,189 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// RestoreResult is one restore made by the service: a snapshot into another, stopped environment.
+type RestoreResult struct {
+	RestoreID, SnapshotID string
+	Wall                  time.Duration // from the POST to the first GET that shows the restore completed
+	PeakRSS               int64         // the handler's VmHWM during the restore, bytes (pg_restore is another process)
+	StartRSS              int64         // the handler's VmRSS when the restore was asked for
+	// SnapshotFiles is the restored snapshot's files_count: what FilesAdded must be in an empty container.
+	SnapshotFiles int
+	// From the completed restore record.
+	Tables                               int
+	Rows, DatabaseBytes                  int64
+	FilesCount                           int
+	FilesAdded, FilesReplaced, FilesKept int
+	Queued                               time.Duration  // started_at - created_at, when both are recorded
+	Worker                               time.Duration  // finished_at - started_at, when both are recorded
+	Phases                               *RestorePhases // from the handler's log, when found
+}
+
+// Checked reports whether the restore restored rows and added every file of the snapshot into the
+// target's empty container.
+func (r RestoreResult) Checked() bool { return r.Rows > 0 && r.FilesAdded == r.SnapshotFiles }
+
+// RestorePhases are where the restore worker spent its time, from its "restore verified" log line:
+// the moments, from the worker's start (after the staging database was made), at which the database
+// (the dump streamed into pg_restore) and the files (the server-side copies, at the same time) were
+// done, and at which both were verified.
+type RestorePhases struct {
+	DatabaseDone, FilesDone, Verified time.Duration
+}
+
+type restoreView struct {
+	RestoreID      string     `json:"restore_id"`
+	State          string     `json:"state"`
+	StatusMessage  string     `json:"status_message"`
+	CreatedAt      time.Time  `json:"created_at"`
+	StartedAt      *time.Time `json:"started_at"`
+	FinishedAt     *time.Time `json:"finished_at"`
+	Tables         int        `json:"tables"`
+	Rows           int64      `json:"rows"`
+	DatabaseBytes  int64      `json:"database_bytes"`
+	FilesCount     int        `json:"files_count"`
+	FilesAdded     int        `json:"files_added"`
+	FilesReplaced  int        `json:"files_replaced"`
+	FilesUnchanged int        `json:"files_unchanged"`
+}
+
+func restoresPath(envID string) string {
+	return "/api/v1/namespaces/" + Namespace + "/environments/" + envID + "/restores"
+}
+
+// Restore restores snapshot snapshotID of sourceID into the stopped environment targetID through the
+// API and measures it as Backup does a backup: the handler's peak RSS is reset just before the POST
+// and read once the restore has ended. snapshotFiles is the snapshot's files_count. A failed restore,
+// or a handler that restarted meanwhile, is an error; what it restored is for the caller to judge
+// (Checked).
+func (l *Lab) Restore(ctx context.Context, targetID, sourceID, snapshotID string, snapshotFiles int) (RestoreResult, error) {
+	res := RestoreResult{SnapshotID: snapshotID, SnapshotFiles: snapshotFiles}
+	st := l.Stack
+	before := st.Host.Status()
+	if before.HandlerPID == 0 {
+		return res, fmt.Errorf("the handler is not running (host %s)", before.State)
+	}
+	if err := ResetPeakRSS(before.HandlerPID); err != nil {
+		return res, err
+	}
+	var err error
+	if res.StartRSS, _, err = ReadRSS(before.HandlerPID); err != nil {
+		return res, err
+	}
+	body, _ := json.Marshal(map[string]string{"source_snapshot_id": snapshotID, "source_environment_id": sourceID})
+	start := time.Now()
+	status, resp, err := st.Call(ctx, l.Token, "POST", restoresPath(targetID), string(body))
+	if err != nil || status != http.StatusAccepted {
+		return res, fmt.Errorf("create restore: %d %s %v", status, tail(resp, 300), err)
+	}
+	var rec restoreView
+	if err := json.Unmarshal([]byte(resp), &rec); err != nil {
+		return res, fmt.Errorf("create restore: %w", err)
+	}
+	id := rec.RestoreID
+	res.RestoreID = id
+	for rec.State == "queued" || rec.State == "running" {
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(pollInterval):
+		}
+		status, resp, err := st.Call(ctx, l.Token, "GET", restoresPath(targetID)+"/"+id, "")
+		if err != nil || status != http.StatusOK {
+			return res, fmt.Errorf("get restore %s: %d %s %v", id, status, tail(resp, 300), err)
+		}
+		if err := json.Unmarshal([]byte(resp), &rec); err != nil {
+			return res, fmt.Errorf("get restore %s: %w", id, err)
+		}
+	}
+	res.Wall = time.Since(start)
+	_, res.PeakRSS, err = ReadRSS(before.HandlerPID)
+	if after := st.Host.Status(); after.HandlerPID != before.HandlerPID || after.Restarts != before.Restarts {
+		return res, fmt.Errorf("the handler restarted during the restore (pid %d -> %d)", before.HandlerPID, after.HandlerPID)
+	}
+	if err != nil {
+		return res, err
+	}
+	if rec.State != "completed" {
+		return res, fmt.Errorf("restore %s ended %s: %s", id, rec.State, rec.StatusMessage)
+	}
+	res.Tables, res.Rows, res.DatabaseBytes, res.FilesCount = rec.Tables, rec.Rows, rec.DatabaseBytes, rec.FilesCount
+	res.FilesAdded, res.FilesReplaced, res.FilesKept = rec.FilesAdded, rec.FilesReplaced, rec.FilesUnchanged
+	res.Queued, res.Worker = recordSpans(rec)
+	return res, nil
+}
+
+// recordSpans are how long the restore waited for its worker and how long the worker took, from the
+// record's times (0 for what is not recorded).
+func recordSpans(rec restoreView) (queued, worker time.Duration) {
+	if rec.StartedAt == nil {
+		return 0, 0
+	}
+	if !rec.CreatedAt.IsZero() && !rec.StartedAt.Before(rec.CreatedAt) {
+		queued = rec.StartedAt.Sub(rec.CreatedAt)
+	}
+	if rec.FinishedAt != nil && !rec.FinishedAt.Before(*rec.StartedAt) {
+		worker = rec.FinishedAt.Sub(*rec.StartedAt)
+	}
+	return queued, worker
+}
+
+// RestorePhasesFromLog finds the "restore verified" line of restoreID in a log written by the local
+// host (one JSON object per line, the handler's own JSON line in "message", durations in float
+// milliseconds) and returns its phases; the last such line when a retried restore logged several.
+func RestorePhasesFromLog(r io.Reader, restoreID string) (RestorePhases, bool) {
+	var found RestorePhases
+	ok := false
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+	for sc.Scan() {
+		var outer struct {
+			Source  string `json:"source"`
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(sc.Bytes(), &outer) != nil || outer.Source != "handler" {
+			continue
+		}
+		// A map, not a struct: a key the logger's context also set (a string "database", say) then
+		// counts once, the event's own value (written last) winning.
+		var line map[string]json.RawMessage
+		if json.Unmarshal([]byte(outer.Message), &line) != nil || text(line["message"]) != "restore verified" ||
+			text(line["restore"]) != restoreID {
+			continue
+		}
+		db, ok1 := number(line["database"])
+		files, ok2 := number(line["files"])
+		total, ok3 := number(line["total"])
+		if !ok1 || !ok2 || !ok3 {
+			continue
+		}
+		ms := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+		found, ok = RestorePhases{DatabaseDone: ms(db), FilesDone: ms(files), Verified: ms(total)}, true
+	}
+	return found, ok
+}
+
+func text(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+func number(raw json.RawMessage) (float64, bool) {
+	var v float64
+	if raw == nil || json.Unmarshal(raw, &v) != nil {
+		return 0, false
+	}
+	return v, true
+}
