@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mxazure/backups/internal/backup"
@@ -473,6 +474,27 @@ func TestHandlerKilledDuringRestoreResumes(t *testing.T) {
 	}
 }
 
+// TestHandlerKilledInEveryAttemptRollsBack: a restore whose worker is killed during pg_restore in every
+// attempt ends failed, once its attempts are used up, with the target exactly as before.
+func TestHandlerKilledInEveryAttemptRollsBack(t *testing.T) {
+	f := newRestoreFixture(t, "kill-always", 10)
+	f.change(t)
+	before := f.src.state(t)
+	n := setRestoreMode(t, "stall")
+	r := f.src.startRestore(t, f.src, f.snap.id)
+	for attempt := 1; attempt <= 3; attempt++ {
+		waitFor(t, fmt.Sprintf("pg_restore of attempt %d", attempt), func() bool { return restoreStarts(t) >= n+attempt })
+		time.Sleep(200 * time.Millisecond)
+		f.kill(t)
+	}
+	done := f.src.waitRestore(t, r["restore_id"].(string), false, 4*time.Minute)
+	if done["state"] != "failed" || !strings.Contains(fmt.Sprint(done["status_message"]), "as they were before the restore") {
+		t.Fatalf("restore killed in every attempt: %v", done)
+	}
+	f.src.state(t).same(t, "after the restore killed in every attempt", before)
+	f.src.noRestoreArea(t, done)
+}
+
 // kill sends SIGKILL to the handler; the host starts a new one and redelivers.
 func (f *restoreFixture) kill(t *testing.T) {
 	t.Helper()
@@ -625,6 +647,16 @@ func TestRestoreRefusals(t *testing.T) {
 	if status != 403 || p["code"] != "NO_ACCESS" || !strings.Contains(fmt.Sprint(p["detail"]), "StopApps") {
 		t.Errorf("without StopApps: %d %v", status, p)
 	}
+
+	// From a snapshot still being made (its record as a running backup leaves it).
+	tables, _ := storage(t)
+	processing := backup.Snapshot{ID: uuid.NewString(), Namespace: f.src.ns, EnvironmentID: f.src.id, Status: backup.SnapshotProcessing,
+		Kind: backup.KindManual, CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC(), ExpiresAt: time.Now().Add(time.Hour).UTC()}
+	if err := tables.CreateSnapshot(context.Background(), processing); err != nil {
+		t.Fatal(err)
+	}
+	try("processing snapshot", f.src.restorePath(), fmt.Sprintf(`{"source_snapshot_id":%q}`, processing.ID), 409, "SNAPSHOT_NOT_READY", "Processing")
+	_ = tables.DeleteSnapshot(context.Background(), f.src.ns, f.src.id, processing.ID)
 
 	// From a Failed snapshot.
 	setDumpMode(t, "fail-half")
