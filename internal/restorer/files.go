@@ -227,12 +227,20 @@ func (f *Files) resolveObjects(ctx context.Context, snap backup.Snapshot, files 
 // named prefix+key(i). The n keys are in strictly increasing order (they come from a manifest or a
 // plan) and a listing is in name order, so one pass merges them; memory stays the caller's slice.
 func (f *Files) joinListing(ctx context.Context, container, prefix string, n int, key func(int) string, match func(int, blobstore.FileInfo)) error {
+	return f.joinListingAll(ctx, container, prefix, n, key, match, nil)
+}
+
+// joinListingAll is joinListing that also gives every listed blob to each, when set.
+func (f *Files) joinListingAll(ctx context.Context, container, prefix string, n int, key func(int) string, match func(int, blobstore.FileInfo), each func(blobstore.FileInfo)) error {
 	i, prev := 0, ""
 	return f.Blobs.ListFiles(ctx, container, prefix, func(b blobstore.FileInfo) error {
 		if b.Name < prev {
 			return backup.Errorf(backup.CodeTransient, "Blob Storage listed container %s out of name order (%s after %s)", container, b.Name, prev)
 		}
 		prev = b.Name
+		if each != nil {
+			each(b)
+		}
 		k := strings.TrimPrefix(b.Name, prefix)
 		for i < n && key(i) < k {
 			i++
@@ -336,6 +344,12 @@ func (f *Files) undoRef(r backup.Restore, name string) blobstore.BlobRef {
 // blob is missing, not of the snapshot's size, or without the snapshot's Content-MD5 (when known):
 // at most 20 named, then "and N more". No problem is nil.
 func (f *Files) Check(ctx context.Context, w backup.RestoreWork) ([]string, error) {
+	return f.CheckListed(ctx, w, nil)
+}
+
+// CheckListed is Check, and also gives each blob of the listing (under the prefix, of any name) to
+// each, when set: the caller's own checks need no listing of their own.
+func (f *Files) CheckListed(ctx context.Context, w backup.RestoreWork, each func(blobstore.FileInfo)) ([]string, error) {
 	type wanted struct {
 		uuid string
 		size int64
@@ -349,13 +363,13 @@ func (f *Files) Check(ctx context.Context, w backup.RestoreWork) ([]string, erro
 	}); err != nil {
 		return nil, filesErr(err, "could not read the list of the snapshot's files")
 	}
-	if len(files) == 0 {
+	if len(files) == 0 && each == nil {
 		return nil, nil
 	}
 	loc := w.Target.Files
-	err := f.joinListing(ctx, loc.Container, loc.Prefix, len(files), func(i int) string { return files[i].uuid }, func(i int, b blobstore.FileInfo) {
+	err := f.joinListingAll(ctx, loc.Container, loc.Prefix, len(files), func(i int) string { return files[i].uuid }, func(i int, b blobstore.FileInfo) {
 		files[i].got = &blobstore.FileInfo{Size: b.Size, ContentMD5: b.ContentMD5}
-	})
+	}, each)
 	if err != nil {
 		return nil, filesErr(err, "could not list the files of the environment's container %s", loc.Container)
 	}

@@ -98,11 +98,20 @@ func (r *Restorer) Restore(ctx context.Context, w backup.RestoreWork) (backup.Re
 	}
 	prog.phase("verifying")
 	out := backup.RestoreOutcome{DatabaseBytes: db.bytes, FilesAdded: files.Added, FilesReplaced: files.Replaced, FilesUnchanged: files.Unchanged}
-	if out.Tables, out.Rows, err = r.checkRows(ctx, conn, n.staging, db.counts); err != nil {
-		return backup.RestoreOutcome{}, err
-	}
-	warnings, err := r.checkFiles(ctx, conn, n.staging, w)
-	if err != nil {
+	// The two checks read different servers (PostgreSQL, Blob Storage): at the same time.
+	var warnings []string
+	v, vctx := errgroup.WithContext(ctx)
+	v.Go(func() error {
+		var err error
+		out.Tables, out.Rows, err = r.checkRows(vctx, conn, n.staging, db.counts)
+		return err
+	})
+	v.Go(func() error {
+		var err error
+		warnings, err = r.checkFiles(vctx, conn, n.staging, w)
+		return err
+	})
+	if err := v.Wait(); err != nil {
 		return backup.RestoreOutcome{}, err
 	}
 	out.Warnings = append(db.warnings, warnings...)
@@ -235,20 +244,16 @@ const maxNamed = 20
 // in the target's container: those of the snapshot's manifest with the right size (Files.Check), and
 // none missing but those the snapshot itself lacked (warned about when it was made).
 func (r *Restorer) checkFiles(ctx context.Context, conn pg.Conn, staging string, w backup.RestoreWork) ([]string, error) {
-	problems, err := r.Files.Check(ctx, w)
+	present := map[string]bool{}
+	prefix := w.Target.Files.Prefix
+	problems, err := r.Files.CheckListed(ctx, w, func(f blobstore.FileInfo) {
+		present[strings.ToLower(strings.TrimPrefix(f.Name, prefix))] = true
+	})
 	if err != nil {
 		return nil, err
 	}
 	if len(problems) > 0 {
 		return nil, backup.Errorf(backup.CodeInvalidState, "the restored files do not match the snapshot: %s", strings.Join(problems, "; "))
-	}
-	present := map[string]bool{}
-	prefix := w.Target.Files.Prefix
-	if err := r.Blobs.ListFiles(ctx, w.Target.Files.Container, prefix, func(f blobstore.FileInfo) error {
-		present[strings.ToLower(strings.TrimPrefix(f.Name, prefix))] = true
-		return nil
-	}); err != nil {
-		return nil, err
 	}
 	var missing []string
 	n := 0
