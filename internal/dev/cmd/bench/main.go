@@ -140,7 +140,7 @@ Flags:
 	flag.IntVar(&cfg.smallMB, "small-mb", 175, "size of the small database, MB on disk")
 	flag.IntVar(&cfg.listRecords, "list", 1000, "snapshot records listed in one call")
 	flag.IntVar(&cfg.calls, "list-calls", 100, "timed list calls")
-	flag.DurationVar(&cfg.budget, "budget", 14*time.Minute, "time the whole run should take: the nightly series stops early (its storage is then projected), and the other first backups are skipped, when they would not fit")
+	flag.DurationVar(&cfg.budget, "budget", 20*time.Minute, "time the whole run should take: the nightly series stops early (its storage is then projected), and the other first backups are skipped, when they would not fit")
 	flag.StringVar(&cfg.out, "out", filepath.Join(".local", "bench-results.txt"), "where the table is written too")
 	flag.Parse()
 	if cfg.scale <= 0 || cfg.scale > 1 {
