@@ -23,6 +23,28 @@ type Phases struct {
 func PhasesFromLog(r io.Reader, snapshotID string) (Phases, bool) {
 	var found Phases
 	ok := false
+	handlerLines(r, func(msg []byte) {
+		var line struct {
+			Message   string  `json:"message"`
+			Dump      string  `json:"dump"`
+			DumpDone  float64 `json:"dump_done"`
+			FilesDone float64 `json:"files_done"`
+			Committed float64 `json:"committed"`
+			Verified  float64 `json:"verified"`
+		}
+		if json.Unmarshal(msg, &line) != nil || line.Message != "snapshot written" ||
+			!strings.Contains(line.Dump, "/"+snapshotID+"/") {
+			return
+		}
+		found, ok = Phases{DumpDone: millis(line.DumpDone), FilesDone: millis(line.FilesDone), Committed: millis(line.Committed),
+			Verified: millis(line.Verified)}, true
+	})
+	return found, ok
+}
+
+// handlerLines calls fn with the handler's own JSON line (the "message" of the local host's line) for
+// every line of a log the local host wrote that came from the handler.
+func handlerLines(r io.Reader, fn func(msg []byte)) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
 	for sc.Scan() {
@@ -33,21 +55,9 @@ func PhasesFromLog(r io.Reader, snapshotID string) (Phases, bool) {
 		if json.Unmarshal(sc.Bytes(), &outer) != nil || outer.Source != "handler" {
 			continue
 		}
-		var line struct {
-			Message   string  `json:"message"`
-			Dump      string  `json:"dump"`
-			DumpDone  float64 `json:"dump_done"`
-			FilesDone float64 `json:"files_done"`
-			Committed float64 `json:"committed"`
-			Verified  float64 `json:"verified"`
-		}
-		if json.Unmarshal([]byte(outer.Message), &line) != nil || line.Message != "snapshot written" ||
-			!strings.Contains(line.Dump, "/"+snapshotID+"/") {
-			continue
-		}
-		ms := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
-		found, ok = Phases{DumpDone: ms(line.DumpDone), FilesDone: ms(line.FilesDone), Committed: ms(line.Committed),
-			Verified: ms(line.Verified)}, true
+		fn([]byte(outer.Message))
 	}
-	return found, ok
 }
+
+// millis is a duration the handler logged, as zerolog does by default: float milliseconds.
+func millis(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }

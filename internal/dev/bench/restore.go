@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -143,32 +142,22 @@ func recordSpans(rec restoreView) (queued, worker time.Duration) {
 func RestorePhasesFromLog(r io.Reader, restoreID string) (RestorePhases, bool) {
 	var found RestorePhases
 	ok := false
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
-	for sc.Scan() {
-		var outer struct {
-			Source  string `json:"source"`
-			Message string `json:"message"`
-		}
-		if json.Unmarshal(sc.Bytes(), &outer) != nil || outer.Source != "handler" {
-			continue
-		}
+	handlerLines(r, func(msg []byte) {
 		// A map, not a struct: a key the logger's context also set (a string "database", say) then
 		// counts once, the event's own value (written last) winning.
 		var line map[string]json.RawMessage
-		if json.Unmarshal([]byte(outer.Message), &line) != nil || text(line["message"]) != "restore verified" ||
+		if json.Unmarshal(msg, &line) != nil || text(line["message"]) != "restore verified" ||
 			text(line["restore"]) != restoreID {
-			continue
+			return
 		}
 		db, ok1 := number(line["database"])
 		files, ok2 := number(line["files"])
 		total, ok3 := number(line["total"])
 		if !ok1 || !ok2 || !ok3 {
-			continue
+			return
 		}
-		ms := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
-		found, ok = RestorePhases{DatabaseDone: ms(db), FilesDone: ms(files), Verified: ms(total)}, true
-	}
+		found, ok = RestorePhases{DatabaseDone: millis(db), FilesDone: millis(files), Verified: millis(total)}, true
+	})
 	return found, ok
 }
 
