@@ -52,6 +52,26 @@ type snapshotView struct {
 	StoredBytes   int64  `json:"stored_bytes"`
 }
 
+// poll reads path through the API every pollInterval while running says so, each answer decoded into
+// dst (which running looks at).
+func (l *Lab) poll(ctx context.Context, path, what string, dst any, running func() bool) error {
+	for running() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollInterval):
+		}
+		status, body, err := l.Stack.Call(ctx, l.Token, "GET", path, "")
+		if err != nil || status != http.StatusOK {
+			return fmt.Errorf("get %s: %d %s %v", what, status, tail(body, 300), err)
+		}
+		if err := json.Unmarshal([]byte(body), dst); err != nil {
+			return fmt.Errorf("get %s: %w", what, err)
+		}
+	}
+	return nil
+}
+
 func snapshotsPath(envID string) string {
 	return "/api/v1/namespaces/" + Namespace + "/environments/" + envID + "/snapshots"
 }
@@ -86,19 +106,8 @@ func (l *Lab) Backup(ctx context.Context, envID string, level int, keep bool) (B
 	}
 	id := snap.SnapshotID
 	res.SnapshotID = id
-	for snap.Status == "Processing" {
-		select {
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-time.After(pollInterval):
-		}
-		status, body, err := st.Call(ctx, l.Token, "GET", snapshotsPath(envID)+"/"+id, "")
-		if err != nil || status != http.StatusOK {
-			return res, fmt.Errorf("get snapshot %s: %d %s %v", id, status, tail(body, 300), err)
-		}
-		if err := json.Unmarshal([]byte(body), &snap); err != nil {
-			return res, fmt.Errorf("get snapshot %s: %w", id, err)
-		}
+	if err := l.poll(ctx, snapshotsPath(envID)+"/"+id, "snapshot "+id, &snap, func() bool { return snap.Status == "Processing" }); err != nil {
+		return res, err
 	}
 	res.Wall = time.Since(start)
 	_, res.PeakRSS, err = ReadRSS(before.HandlerPID)

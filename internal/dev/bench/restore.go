@@ -90,19 +90,8 @@ func (l *Lab) Restore(ctx context.Context, targetID, sourceID, snapshotID string
 	}
 	id := rec.RestoreID
 	res.RestoreID = id
-	for rec.State == "queued" || rec.State == "running" {
-		select {
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-time.After(pollInterval):
-		}
-		status, resp, err := st.Call(ctx, l.Token, "GET", restoresPath(targetID)+"/"+id, "")
-		if err != nil || status != http.StatusOK {
-			return res, fmt.Errorf("get restore %s: %d %s %v", id, status, tail(resp, 300), err)
-		}
-		if err := json.Unmarshal([]byte(resp), &rec); err != nil {
-			return res, fmt.Errorf("get restore %s: %w", id, err)
-		}
+	if err := l.poll(ctx, restoresPath(targetID)+"/"+id, "restore "+id, &rec, func() bool { return rec.State == "queued" || rec.State == "running" }); err != nil {
+		return res, err
 	}
 	res.Wall = time.Since(start)
 	_, res.PeakRSS, err = ReadRSS(before.HandlerPID)
