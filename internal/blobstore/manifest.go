@@ -84,6 +84,12 @@ func encodeManifest(w io.Writer, h backup.ManifestHeader, entries []backup.Manif
 	if err := c.end(h); err != nil {
 		return err
 	}
+	return writeGzipLines(w, "the manifest", h, entries)
+}
+
+// writeGzipLines writes a header line and one line per entry as gzip-compressed JSON lines: the form
+// of manifests and restore plans. what names the document in errors.
+func writeGzipLines[E any](w io.Writer, what string, h any, entries []E) error {
 	zw := gzip.NewWriter(w)
 	if err := writeLine(zw, 1, h); err != nil {
 		return err
@@ -94,7 +100,7 @@ func encodeManifest(w io.Writer, h backup.ManifestHeader, entries []backup.Manif
 		}
 	}
 	if err := zw.Close(); err != nil {
-		return fmt.Errorf("compress the manifest: %w", err)
+		return fmt.Errorf("compress %s: %w", what, err)
 	}
 	return nil
 }

@@ -255,19 +255,7 @@ func encodePlan(w io.Writer, h RestorePlanHeader, entries []RestorePlanEntry) er
 	if err := c.end(mh); err != nil {
 		return err
 	}
-	zw := gzip.NewWriter(w)
-	if err := writeLine(zw, 1, h); err != nil {
-		return err
-	}
-	for i, e := range entries {
-		if err := writeLine(zw, i+2, e); err != nil {
-			return err
-		}
-	}
-	if err := zw.Close(); err != nil {
-		return fmt.Errorf("compress the restore plan: %w", err)
-	}
-	return nil
+	return writeGzipLines(w, "the restore plan", h, entries)
 }
 
 // decodePlan reads the plan of restoreID from r, calls fn for each entry in order, and returns the
