@@ -138,6 +138,12 @@ func (layout) SnapshotManifest(ns, env, id string, fence int) string {
 
 func (layout) IsManifest(p string) bool { return strings.HasSuffix(p, ".manifest") }
 
+func (layout) Download(ns, env, snap, id string, t backup.ArchiveDataType) string {
+	return ".downloads/" + ns + "/" + env + "/" + snap + "/" + id + "." + string(t)
+}
+
+func (layout) Upload(ns, env, id string) string { return ns + "/" + env + "/" + id + ".tar.gz" }
+
 // fakePublisher keeps what was published.
 type fakePublisher struct {
 	mu   sync.Mutex

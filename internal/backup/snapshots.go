@@ -83,6 +83,10 @@ type Layout interface {
 	SnapshotManifest(namespace, envID, snapshotID string, fence int) string
 	// IsManifest reports whether a blob path of a snapshot is one of its manifests.
 	IsManifest(path string) bool
+	// Download is the blob of one download of a snapshot (snapshots container); Upload the blob of one
+	// upload (uploads container).
+	Download(namespace, envID, snapshotID, archiveID string, dataType ArchiveDataType) string
+	Upload(namespace, envID, uploadID string) string
 }
 
 // maxCommentLength is the longest comment a snapshot may carry (docs/api.md).

@@ -22,6 +22,16 @@ import (
 //	.restores/<namespace>/<environment>/<restore>/plan.json.gz       the restore's file plan (RestorePlan)
 //	.restores/<namespace>/<environment>/<restore>/undo/<blob name>   a target blob saved before it was overwritten
 //
+// Downloads are kept apart the same way, one blob per download made (its first request's id), so that
+// a link stays valid its hours whatever happens to the snapshot after:
+//
+//	.downloads/<namespace>/<environment>/<snapshot>/<archive>.tar.gz   a files-and-database download
+//	.downloads/<namespace>/<environment>/<snapshot>/<archive>.backup   a database-only download
+//
+// In the uploads container, each upload is one blob that the user writes through its link:
+//
+//	<namespace>/<environment>/<upload>.tar.gz
+//
 // In the file-store container, each environment's file store is its folder:
 //
 //	<namespace>/<environment>/<object>           a store object; <object> is backup.ObjectName's, "<uuid>/<size>-<kind>-<hex>"
@@ -136,6 +146,23 @@ func (l Layout) RestoreUndoPrefix(namespace, envID, restoreID string) string {
 // overwriting it.
 func (l Layout) RestoreUndo(namespace, envID, restoreID, name string) string {
 	return l.RestoreUndoPrefix(namespace, envID, restoreID) + name
+}
+
+// downloadsFolder is the folder of every download blob in the snapshots container.
+const downloadsFolder = ".downloads/"
+
+// Download is the blob of the download archiveID of a snapshot, of its data type.
+func (Layout) Download(namespace, envID, snapshotID, archiveID string, dataType backup.ArchiveDataType) string {
+	ext := ".tar.gz"
+	if dataType == backup.DataDatabaseOnly {
+		ext = ".backup"
+	}
+	return downloadsFolder + namespace + "/" + envID + "/" + snapshotID + "/" + archiveID + ext
+}
+
+// Upload is the blob of an upload in the uploads container.
+func (Layout) Upload(namespace, envID, uploadID string) string {
+	return namespace + "/" + envID + "/" + uploadID + ".tar.gz"
 }
 
 // StorePrefix is the folder of an environment's file store in the file-store container.
