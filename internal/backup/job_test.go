@@ -138,8 +138,8 @@ func (layout) SnapshotManifest(ns, env, id string, fence int) string {
 
 func (layout) IsManifest(p string) bool { return strings.HasSuffix(p, ".manifest") }
 
-func (layout) Download(ns, env, snap, id string, t backup.ArchiveDataType) string {
-	return ".downloads/" + ns + "/" + env + "/" + snap + "/" + id + "." + string(t)
+func (layout) Download(ns, env, snap, id string, fence int, t backup.ArchiveDataType) string {
+	return fmt.Sprintf(".downloads/%s/%s/%s/%s/%02d.%s", ns, env, snap, id, fence, t)
 }
 
 func (layout) Upload(ns, env, id string) string { return ns + "/" + env + "/" + id + ".tar.gz" }

@@ -21,6 +21,8 @@ type Stores struct {
 	Snapshots    SnapshotStore
 	Operations   OperationStore
 	Restores     RestoreStore
+	Archives     ArchiveStore
+	Uploads      UploadStore
 }
 
 // RejectedEventStore keeps inbound events that could not be applied, for operators to inspect.
@@ -58,6 +60,12 @@ type Service struct {
 	collectorGrace   time.Duration
 	restorer         RestoreWorker
 	restoreUndo      time.Duration
+	downloads        DownloadMaker
+	ingester         Ingester
+	links            Links
+	uploads          UploadBlobs
+	uploadLinkTTL    time.Duration
+	uploadMaxBytes   int64
 }
 
 // Deps are the service's dependencies. Now is time.Now in production, a fixed clock in tests.
@@ -87,6 +95,16 @@ type Deps struct {
 	// (default DefaultRestoreUndo).
 	Restorer    RestoreWorker
 	RestoreUndo time.Duration
+	// Downloads makes download blobs, Ingester stores uploads as snapshots, Links mints the links to
+	// them and Uploads manages the uploads container. UploadLinkTTL is how long an upload link is valid
+	// (default DefaultUploadLinkTTL); UploadMaxBytes the largest archive accepted (0: no limit here,
+	// the Ingester's own limits still apply).
+	Downloads      DownloadMaker
+	Ingester       Ingester
+	Links          Links
+	Uploads        UploadBlobs
+	UploadLinkTTL  time.Duration
+	UploadMaxBytes int64
 }
 
 // NewService builds the service.
@@ -100,8 +118,11 @@ func NewService(d Deps) *Service {
 		stallTimeout: cmp.Or(d.StallTimeout, DefaultStallTimeout), progressInterval: cmp.Or(d.ProgressInterval, DefaultProgressInterval),
 		databaseHosts: d.DatabaseHosts, fileStore: d.FileStore, manifests: d.Manifests,
 		collectorGrace: cmp.Or(d.CollectorGrace, DefaultCollectorGrace),
-		restorer:       d.Restorer, restoreUndo: cmp.Or(d.RestoreUndo, DefaultRestoreUndo)}
-	s.kinds = map[OperationKind]JobKind{OpBackup: backupJob{s}, OpRestore: restoreJob{s}, OpUndo: undoJob{s}}
+		restorer:       d.Restorer, restoreUndo: cmp.Or(d.RestoreUndo, DefaultRestoreUndo),
+		downloads: d.Downloads, ingester: d.Ingester, links: d.Links, uploads: d.Uploads,
+		uploadLinkTTL: cmp.Or(d.UploadLinkTTL, DefaultUploadLinkTTL), uploadMaxBytes: d.UploadMaxBytes}
+	s.kinds = map[OperationKind]JobKind{OpBackup: backupJob{s}, OpRestore: restoreJob{s}, OpUndo: undoJob{s},
+		OpDownload: downloadJob{s}, OpUpload: uploadJob{backupJob{s}}}
 	return s
 }
 

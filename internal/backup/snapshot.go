@@ -90,6 +90,10 @@ type Snapshot struct {
 	NewFilesCount int
 	NewFilesBytes int64
 	StoredBytes   int64
+	// UploadID is the upload an uploaded snapshot was made from; UploadSHA256 the SHA-256 of that
+	// archive as it was read.
+	UploadID     string
+	UploadSHA256 string
 	// Readers are the operations reading the snapshot (restores, and downloads being prepared), as
 	// "<environment id>/<operation id>" of the operation's record: while one of them has not ended the
 	// snapshot is neither deleted nor expired. An ended reader's entry is stale and removed when seen.

@@ -83,9 +83,9 @@ type Layout interface {
 	SnapshotManifest(namespace, envID, snapshotID string, fence int) string
 	// IsManifest reports whether a blob path of a snapshot is one of its manifests.
 	IsManifest(path string) bool
-	// Download is the blob of one download of a snapshot (snapshots container); Upload the blob of one
-	// upload (uploads container).
-	Download(namespace, envID, snapshotID, archiveID string, dataType ArchiveDataType) string
+	// Download is the blob one claim (fence) of a download of a snapshot writes (snapshots container);
+	// Upload the blob of one upload (uploads container).
+	Download(namespace, envID, snapshotID, archiveID string, fence int, dataType ArchiveDataType) string
 	Upload(namespace, envID, uploadID string) string
 }
 
@@ -167,7 +167,17 @@ func (s *Service) startBackup(ctx context.Context, env Environment, kind Snapsho
 // drops a repeat); recovery sends with a distinct id so its message is not dropped as a duplicate.
 func (s *Service) enqueue(ctx context.Context, op Operation, messageID string) error {
 	body, _ := json.Marshal(jobMessage{OperationID: op.ID, Namespace: op.Namespace, EnvironmentID: op.EnvironmentID})
-	return s.publisher.Publish(ctx, QueueJobs, Message{ID: messageID, SessionID: op.EnvironmentID, Body: body, ContentType: "application/json"})
+	return s.publisher.Publish(ctx, QueueJobs, Message{ID: messageID, SessionID: jobSession(op), Body: body, ContentType: "application/json"})
+}
+
+// jobSession is the Service Bus session of an operation's job messages. Sessions run one at a time,
+// so the operations that take the environment lock share the environment's session; downloads and
+// uploads, which take no lock, get one of their own and do not wait behind a backup or a restore.
+func jobSession(op Operation) string {
+	if op.Kind == OpDownload || op.Kind == OpUpload {
+		return op.ID
+	}
+	return op.EnvironmentID
 }
 
 // acquireLock takes the environment lock for opID. A lock held by an operation that is finished or does

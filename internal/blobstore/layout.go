@@ -25,8 +25,8 @@ import (
 // Downloads are kept apart the same way, one blob per download made (its first request's id), so that
 // a link stays valid its hours whatever happens to the snapshot after:
 //
-//	.downloads/<namespace>/<environment>/<snapshot>/<archive>.tar.gz   a files-and-database download
-//	.downloads/<namespace>/<environment>/<snapshot>/<archive>.backup   a database-only download
+//	.downloads/<namespace>/<environment>/<snapshot>/<archive>/attempt-<n>.tar.gz   a files-and-database download
+//	.downloads/<namespace>/<environment>/<snapshot>/<archive>/attempt-<n>.backup   a database-only download
 //
 // In the uploads container, each upload is one blob that the user writes through its link:
 //
@@ -151,13 +151,19 @@ func (l Layout) RestoreUndo(namespace, envID, restoreID, name string) string {
 // downloadsFolder is the folder of every download blob in the snapshots container.
 const downloadsFolder = ".downloads/"
 
-// Download is the blob of the download archiveID of a snapshot, of its data type.
-func (Layout) Download(namespace, envID, snapshotID, archiveID string, dataType backup.ArchiveDataType) string {
+// DownloadPrefix is the folder of the blobs the claims of one download wrote.
+func (Layout) DownloadPrefix(namespace, envID, snapshotID, archiveID string) string {
+	return downloadsFolder + namespace + "/" + envID + "/" + snapshotID + "/" + archiveID + "/"
+}
+
+// Download is the blob of the download archiveID of a snapshot, of its data type, written by the claim
+// with that fence.
+func (l Layout) Download(namespace, envID, snapshotID, archiveID string, fence int, dataType backup.ArchiveDataType) string {
 	ext := ".tar.gz"
 	if dataType == backup.DataDatabaseOnly {
 		ext = ".backup"
 	}
-	return downloadsFolder + namespace + "/" + envID + "/" + snapshotID + "/" + archiveID + ext
+	return fmt.Sprintf("%sattempt-%02d%s", l.DownloadPrefix(namespace, envID, snapshotID, archiveID), fence, ext)
 }
 
 // Upload is the blob of an upload in the uploads container.

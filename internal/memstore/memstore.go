@@ -24,6 +24,8 @@ type Store struct {
 	operations   map[string]backup.Operation
 	locks        map[string]backup.Lock
 	restores     map[string]backup.Restore
+	archives     map[string]backup.Archive
+	uploads      map[string]backup.Upload
 	activeLists  int // calls of ListActiveOperations, for tests (ActiveLists)
 }
 
@@ -46,12 +48,14 @@ func New() *Store {
 		operations:   map[string]backup.Operation{},
 		locks:        map[string]backup.Lock{},
 		restores:     map[string]backup.Restore{},
+		archives:     map[string]backup.Archive{},
+		uploads:      map[string]backup.Upload{},
 	}
 }
 
 // Stores returns the store as every domain store.
 func (s *Store) Stores() backup.Stores {
-	return backup.Stores{Environments: s, Grants: s, Settings: s, Activity: s, Rejected: s, Snapshots: s, Operations: s, Restores: s}
+	return backup.Stores{Environments: s, Grants: s, Settings: s, Activity: s, Rejected: s, Snapshots: s, Operations: s, Restores: s, Archives: s, Uploads: s}
 }
 
 func key(a, b string) string { return a + "\x00" + b }

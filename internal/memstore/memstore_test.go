@@ -17,4 +17,5 @@ func TestSnapshotConformance(t *testing.T) {
 
 func TestRestoreConformance(t *testing.T) {
 	storetest.RunRestores(t, func(*testing.T) backup.Stores { return New().Stores() })
+	storetest.RunTransfers(t, func(*testing.T) backup.Stores { return New().Stores() })
 }

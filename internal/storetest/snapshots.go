@@ -35,7 +35,8 @@ func sampleSnapshot(env string, created time.Time) backup.Snapshot {
 		Progress:    &backup.Progress{Phase: "dumping", BytesDone: 1<<53 + 1, FilesDone: 1, FilesTotal: 2},
 		OperationID: "op", Fence: 1<<53 + 1, BlobPath: "ns-a/e/s/attempt-01.tar.gz", DumpPath: "ns-a/e/s/attempt-02.db.backup.gz",
 		ManifestPath: "ns-a/e/s/attempt-02.manifest.gz", NewFilesCount: 1<<31 + 5, NewFilesBytes: 1<<53 + 9, StoredBytes: 1<<40 + 1,
-		Readers: []string{env + "/" + uuid.NewString(), uuid.NewString() + "/" + uuid.NewString()}}
+		Readers:  []string{env + "/" + uuid.NewString(), uuid.NewString() + "/" + uuid.NewString()},
+		UploadID: uuid.NewString(), UploadSHA256: "cd"}
 }
 
 func testSnapshotRoundTrip(t *testing.T, s backup.Stores) {

@@ -27,10 +27,12 @@ const (
 	tableActivity       = "Activity"
 	tableRejected       = "RejectedEvents"
 	tableRestores       = "Restores"
+	tableArchives       = "Archives"
+	tableUploads        = "Uploads"
 )
 
 var allTables = []string{tableEnvironments, tablePermissions, tableSettings, tableSnapshots, tableOperations,
-	tableOperationIndex, tableActivity, tableRejected, tableRestores}
+	tableOperationIndex, tableActivity, tableRejected, tableRestores, tableArchives, tableUploads}
 
 // The SDK's retry policy for every Table Storage call, set explicitly rather than left to azcore's
 // defaults, which have no TryTimeout: a try on a connection that hangs would wait as long as its

@@ -46,9 +46,16 @@ func TestPayloads(t *testing.T) {
 		Step: backup.StepCommitted, CreatedAt: at, UpdatedAt: at, StartedAt: at, FinishedAt: at, UndoUntil: at, UndoneAt: at,
 		DiscardedAt: at, DatabaseBytes: 1<<53 + 1, Tables: 1, Rows: 2, FilesCount: 3, FilesBytes: 4, FilesAdded: 5,
 		FilesReplaced: 6, FilesUnchanged: 7, Fence: 8, UndoFence: 9}
+	ar := backup.Archive{ID: uuid.NewString(), Namespace: "ns", EnvironmentID: env, State: backup.ArchiveCompleted, CreatedAt: at,
+		UpdatedAt: at, FinishedAt: at, BlobPath: "b", SizeBytes: 1<<53 + 1, URLExpiresAt: at, Fence: 2, KeepUntil: at, RemovedAt: at}
+	ar.OwnerID = ar.ID
+	up := backup.Upload{ID: uuid.NewString(), Namespace: "ns", EnvironmentID: env, CreatedAt: at, UpdatedAt: at, ExpiresAt: at,
+		CompletedAt: at, SizeBytes: 1<<53 + 1, RemovedAt: at}
 	steps := []error{
 		s.CreateSnapshot(ctx, sn),
 		s.CreateRestore(ctx, rs),
+		s.CreateArchive(ctx, ar),
+		s.CreateUpload(ctx, up),
 		s.CreateOperation(ctx, op),
 		func() error {
 			_, _, err := s.UpdateOperation(ctx, "ns", env, op.ID, func(o backup.Operation, _ bool) (backup.Operation, bool, error) {
@@ -91,6 +98,8 @@ func TestPayloads(t *testing.T) {
 		tableOperations: {"Fence", "Attempt", "Enqueues"},
 		tableRestores: {"DatabaseBytes", "Tables", "Rows", "FilesCount", "FilesBytes", "FilesAdded", "FilesReplaced",
 			"FilesUnchanged", "Fence", "UndoFence"},
+		tableArchives: {"SizeBytes", "Fence"},
+		tableUploads:  {"SizeBytes"},
 	}
 	wantTimes := map[string][]string{
 		tableSnapshots:      {"CreatedAt", "UpdatedAt", "FinishedAt", "ExpiresAt", "DeletedAt"},
@@ -102,6 +111,8 @@ func TestPayloads(t *testing.T) {
 		tableRejected:       {"Time"},
 		tableOperationIndex: {"IndexedAt"},
 		tableRestores:       {"CreatedAt", "UpdatedAt", "StartedAt", "FinishedAt", "UndoUntil", "UndoneAt", "DiscardedAt", "UndoDue"},
+		tableArchives:       {"CreatedAt", "UpdatedAt", "FinishedAt", "URLExpiresAt", "KeepUntil", "RemovedAt", "RemoveDue"},
+		tableUploads:        {"CreatedAt", "UpdatedAt", "ExpiresAt", "CompletedAt", "RemovedAt", "RemoveDue"},
 	}
 	seen := map[string]bool{}
 	for _, r := range rec.take() {

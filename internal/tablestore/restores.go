@@ -188,7 +188,5 @@ func (s *Store) ListUndoDue(ctx context.Context, before time.Time, limit int) ([
 	return out, nil
 }
 
-// undoDueFilter: "" (not committed) sorts before every time, so it is left out explicitly.
-func undoDueFilter(before time.Time) string {
-	return "UndoDue gt '' and UndoDue lt " + odataString(before.UTC().Format(timeLayout))
-}
+// undoDueFilter: "" (not committed) is left out, as dueFilter does.
+func undoDueFilter(before time.Time) string { return dueFilter("UndoDue", before) }

@@ -44,6 +44,8 @@ type snapshotEntity struct {
 	NewFilesBytes     int64
 	StoredBytes       int64
 	Readers           string // JSON array or ""
+	UploadID          string
+	UploadSHA256      string
 	DeletedAt         time.Time
 }
 
@@ -60,7 +62,8 @@ func (e *snapshotEntity) toDomain() backup.Snapshot {
 		DatabaseSizeBytes: e.DatabaseSizeBytes, DumpSizeBytes: e.DumpSizeBytes, FilesBytes: e.FilesBytes,
 		FilesCount: int(e.FilesCount), SHA256: e.SHA256, StatusMessage: e.StatusMessage, OperationID: e.OperationID,
 		Fence: e.Fence, BlobPath: e.BlobPath, DumpPath: e.DumpPath, ManifestPath: e.ManifestPath,
-		NewFilesCount: int(e.NewFilesCount), NewFilesBytes: e.NewFilesBytes, StoredBytes: e.StoredBytes, DeletedAt: e.DeletedAt}
+		NewFilesCount: int(e.NewFilesCount), NewFilesBytes: e.NewFilesBytes, StoredBytes: e.StoredBytes, DeletedAt: e.DeletedAt,
+		UploadID: e.UploadID, UploadSHA256: e.UploadSHA256}
 	if e.Warnings != "" {
 		_ = json.Unmarshal([]byte(e.Warnings), &out.Warnings) // written by snapshotFromDomain
 	}
@@ -84,7 +87,8 @@ func snapshotFromDomain(s backup.Snapshot) *snapshotEntity {
 		DatabaseSizeBytes: s.DatabaseSizeBytes, DumpSizeBytes: s.DumpSizeBytes, FilesBytes: s.FilesBytes,
 		FilesCount: int64(s.FilesCount), SHA256: s.SHA256, StatusMessage: s.StatusMessage, OperationID: s.OperationID,
 		Fence: s.Fence, BlobPath: s.BlobPath, DumpPath: s.DumpPath, ManifestPath: s.ManifestPath,
-		NewFilesCount: int64(s.NewFilesCount), NewFilesBytes: s.NewFilesBytes, StoredBytes: s.StoredBytes, DeletedAt: s.DeletedAt}
+		NewFilesCount: int64(s.NewFilesCount), NewFilesBytes: s.NewFilesBytes, StoredBytes: s.StoredBytes, DeletedAt: s.DeletedAt,
+		UploadID: s.UploadID, UploadSHA256: s.UploadSHA256}
 	if len(s.Warnings) > 0 {
 		b, _ := json.Marshal(s.Warnings)
 		e.Warnings = string(b)

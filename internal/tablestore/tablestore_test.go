@@ -36,6 +36,7 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, newStores)
 	storetest.RunSnapshots(t, newStores)
 	storetest.RunRestores(t, newStores)
+	storetest.RunTransfers(t, newStores)
 }
 
 func TestODataQuoting(t *testing.T) {
