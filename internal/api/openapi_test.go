@@ -189,7 +189,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 
 // concretePath fills a route pattern's parameters with the fixture's ids.
 func concretePath(pattern string) string {
-	return strings.NewReplacer("{ns}", nsA, "{env}", envA, "{id}", snapA, "{restore_id}", restA).Replace(pattern)
+	return strings.NewReplacer("{ns}", nsA, "{env}", envA, "{id}", snapA, "{restore_id}", restA,
+		"{archive_id}", "5e0c6a1d-2b3f-4c7e-9a8d-1f2e3d4c5b6a", "{upload_id}", "6f1d7b2e-3c4a-4d8f-8b9e-2a3f4e5d6c7b").Replace(pattern)
 }
 
 // TestOpenAPIQueryParameters: a GET documents offset and limit exactly when it pages (a bad limit is
@@ -308,6 +309,8 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"ActivityEntry": reflect.TypeFor[activityJSON](),
 		"Snapshot":      reflect.TypeFor[snapshotJSON](),
 		"Restore":       reflect.TypeFor[restoreJSON](),
+		"Archive":       reflect.TypeFor[archiveJSON](),
+		"Upload":        reflect.TypeFor[uploadJSON](),
 		"Progress":      reflect.TypeFor[backup.Progress](),
 	}
 	for name := range doc.Components.Schemas {

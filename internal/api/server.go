@@ -128,6 +128,12 @@ func (s *Server) routes() []route {
 		{method: "POST", pattern: env + "/restores", handler: h(s.createRestore)},
 		{method: "GET", pattern: env + "/restores/{restore_id}", handler: h(s.getRestore)},
 		{method: "POST", pattern: env + "/restores/{restore_id}/undo", handler: h(s.undoRestore)},
+		// Portal: downloads of a snapshot (a link once prepared) and uploads of archives as new snapshots.
+		{method: "GET", pattern: env + "/snapshots/{id}/archives", handler: h(s.listArchives)},
+		{method: "POST", pattern: env + "/snapshots/{id}/archives", handler: h(s.createArchive)},
+		{method: "GET", pattern: env + "/snapshots/{id}/archives/{archive_id}", handler: h(s.getArchive)},
+		{method: "POST", pattern: env + "/uploads", handler: h(s.createUpload)},
+		{method: "POST", pattern: env + "/uploads/{upload_id}/complete", handler: h(s.completeUpload)},
 	}
 }
 

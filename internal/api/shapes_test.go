@@ -49,7 +49,7 @@ func TestSnapshotJSONGolden(t *testing.T) {
 		}
 	}
 	common := `"namespace":"ns-a","environment_id":"` + envA + `",%s,"created_at":"2026-11-20T07:00:00Z","updated_at":"2026-11-20T08:00:00Z",%s,` +
-		`"expires_at":"2026-12-04T07:00:00Z","deployment_package":"p.mda","model_version":"1.0.0.1",%s}`
+		`"expires_at":"2026-12-04T07:00:00Z","deployment_package":"p.mda","model_version":"1.0.0.1",%s,"upload_sha256":null}`
 	want := map[string]string{
 		snaps[0].ID: `{"snapshot_id":"` + snaps[0].ID + `",` + fmt.Sprintf(common, `"status":"Processing","kind":"manual","comment":""`, `"finished_at":null`,
 			`"size_bytes":0,"database_size_bytes":0,"dump_size_bytes":0,"files_bytes":0,"files_count":0,"new_files_count":0,"new_files_bytes":0,"stored_bytes":0,"sha256":null,"status_message":"","warnings":[],"progress":{"phase":"dumping","bytes_done":1024,"files_done":3,"files_total":10}`),

@@ -35,6 +35,7 @@ type snapshotJSON struct {
 	StatusMessage     string           `json:"status_message"`
 	Warnings          []string         `json:"warnings"`
 	Progress          *backup.Progress `json:"progress"`
+	UploadSHA256      *string          `json:"upload_sha256"`
 }
 
 func toSnapshotJSON(s backup.Snapshot) snapshotJSON {
@@ -44,7 +45,7 @@ func toSnapshotJSON(s backup.Snapshot) snapshotJSON {
 		DeploymentPackage: s.DeploymentPackage, ModelVersion: s.ModelVersion, SizeBytes: s.SizeBytes,
 		DatabaseSizeBytes: s.DatabaseSizeBytes, DumpSizeBytes: s.DumpSizeBytes, FilesBytes: s.FilesBytes, FilesCount: s.FilesCount,
 		NewFilesCount: s.NewFilesCount, NewFilesBytes: s.NewFilesBytes, StoredBytes: s.StoredBytes, SHA256: stringOrNull(s.SHA256), StatusMessage: s.StatusMessage,
-		Warnings: s.Warnings, FinishedAt: timeOrNull(s.FinishedAt),
+		Warnings: s.Warnings, FinishedAt: timeOrNull(s.FinishedAt), UploadSHA256: stringOrNull(s.UploadSHA256),
 	}
 	if out.Warnings == nil {
 		out.Warnings = []string{}
