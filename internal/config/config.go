@@ -61,6 +61,9 @@ type Config struct {
 	// (FILE_STORE_CONTAINER, default "snapshot-files"). They must differ.
 	SnapshotsContainer string
 	FileStoreContainer string
+	// UploadsContainer holds archives users upload, until they are validated (UPLOADS_CONTAINER,
+	// default "snapshot-uploads"); it must differ from both.
+	UploadsContainer string
 
 	// Service Bus: a connection string (SERVICEBUS_CONNECTION_STRING), or a namespace with managed identity
 	// (SERVICEBUS_NAMESPACE, e.g. "mybus.servicebus.windows.net"), or the local Functions host's broker
@@ -110,6 +113,14 @@ type Config struct {
 	// overwritten files are kept that long (RESTORE_UNDO_HOURS, default 24, 1 to 720).
 	RestoreUndoHours int
 
+	// UploadLinkHours is how long an upload link is valid (UPLOAD_LINK_HOURS, default 24, 1 to 168).
+	// UploadMaxBytes bounds an uploaded archive (UPLOAD_MAX_BYTES, default 64 GiB) and each of its
+	// entries; UploadMaxUnpackedBytes bounds what it unpacks to, against gzip bombs
+	// (UPLOAD_MAX_UNPACKED_BYTES, default 256 GiB, at least UPLOAD_MAX_BYTES).
+	UploadLinkHours        int
+	UploadMaxBytes         int64
+	UploadMaxUnpackedBytes int64
+
 	// ShutdownTimeout bounds graceful shutdown on SIGTERM (SHUTDOWN_TIMEOUT, default 25s).
 	ShutdownTimeout time.Duration
 	// LogLevel is the zerolog level (LOG_LEVEL, default "info").
@@ -126,6 +137,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		TablePrefix:                orDefault(getenv("TABLE_PREFIX"), ""),
 		SnapshotsContainer:         orDefault(getenv("SNAPSHOTS_CONTAINER"), "snapshots"),
 		FileStoreContainer:         orDefault(getenv("FILE_STORE_CONTAINER"), "snapshot-files"),
+		UploadsContainer:           orDefault(getenv("UPLOADS_CONTAINER"), "snapshot-uploads"),
 		ServiceBusConnectionString: Secret(getenv("SERVICEBUS_CONNECTION_STRING")),
 		ServiceBusNamespace:        getenv("SERVICEBUS_NAMESPACE"),
 		LocalServiceBusURL:         getenv("LOCAL_SERVICEBUS_URL"),
@@ -173,6 +185,18 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if c.RestoreUndoHours, err = integer(getenv, "RESTORE_UNDO_HOURS", int(backup.DefaultRestoreUndo/time.Hour)); err != nil {
 		errs = append(errs, err)
 	}
+	if c.UploadLinkHours, err = integer(getenv, "UPLOAD_LINK_HOURS", int(backup.DefaultUploadLinkTTL/time.Hour)); err != nil {
+		errs = append(errs, err)
+	}
+	var n int
+	if n, err = integer(getenv, "UPLOAD_MAX_BYTES", 64<<30); err != nil {
+		errs = append(errs, err)
+	}
+	c.UploadMaxBytes = int64(n)
+	if n, err = integer(getenv, "UPLOAD_MAX_UNPACKED_BYTES", 256<<30); err != nil {
+		errs = append(errs, err)
+	}
+	c.UploadMaxUnpackedBytes = int64(n)
 	return c, errors.Join(errs...)
 }
 
@@ -209,6 +233,20 @@ func (c Config) Validate() error {
 		bad("FILE_STORE_CONTAINER: %q is not a valid container name (3-63 lowercase letters, digits, dashes)", c.FileStoreContainer)
 	} else if c.FileStoreContainer == c.SnapshotsContainer {
 		bad("FILE_STORE_CONTAINER: %q is also SNAPSHOTS_CONTAINER; the file stores need a container of their own", c.FileStoreContainer)
+	}
+	if !backup.ValidContainerName(c.UploadsContainer) {
+		bad("UPLOADS_CONTAINER: %q is not a valid container name (3-63 lowercase letters, digits, dashes)", c.UploadsContainer)
+	} else if c.UploadsContainer == c.SnapshotsContainer || c.UploadsContainer == c.FileStoreContainer {
+		bad("UPLOADS_CONTAINER: %q is also SNAPSHOTS_CONTAINER or FILE_STORE_CONTAINER; uploads need a container of their own", c.UploadsContainer)
+	}
+	if c.UploadLinkHours < 1 || c.UploadLinkHours > 168 {
+		bad("UPLOAD_LINK_HOURS: %d must be from 1 to 168 (7 days, the longest a user-delegation link can last)", c.UploadLinkHours)
+	}
+	if c.UploadMaxBytes < 1<<20 {
+		bad("UPLOAD_MAX_BYTES: %d must be at least 1048576 (1 MiB)", c.UploadMaxBytes)
+	}
+	if c.UploadMaxUnpackedBytes < c.UploadMaxBytes {
+		bad("UPLOAD_MAX_UNPACKED_BYTES: %d must be at least UPLOAD_MAX_BYTES (%d)", c.UploadMaxUnpackedBytes, c.UploadMaxBytes)
 	}
 	busModes := 0
 	for _, set := range []bool{c.ServiceBusConnectionString != "", c.ServiceBusNamespace != "", c.LocalServiceBusURL != ""} {

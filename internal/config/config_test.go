@@ -103,6 +103,16 @@ func TestInvalidSettingsNameTheVariable(t *testing.T) {
 		{"bad file workers", func(e map[string]string) { e["BACKUP_FILE_WORKERS"] = "0" }, "BACKUP_FILE_WORKERS"},
 		{"undo hours zero", func(e map[string]string) { e["RESTORE_UNDO_HOURS"] = "0" }, "RESTORE_UNDO_HOURS"},
 		{"undo hours beyond 30 days", func(e map[string]string) { e["RESTORE_UNDO_HOURS"] = "721" }, "RESTORE_UNDO_HOURS"},
+		{"upload link hours zero", func(e map[string]string) { e["UPLOAD_LINK_HOURS"] = "0" }, "UPLOAD_LINK_HOURS"},
+		{"upload link hours beyond 7 days", func(e map[string]string) { e["UPLOAD_LINK_HOURS"] = "169" }, "UPLOAD_LINK_HOURS"},
+		{"upload limit below 1 MiB", func(e map[string]string) { e["UPLOAD_MAX_BYTES"] = "1000" }, "UPLOAD_MAX_BYTES"},
+		{"upload limit not a number", func(e map[string]string) { e["UPLOAD_MAX_BYTES"] = "64G" }, "UPLOAD_MAX_BYTES"},
+		{"unpacked limit below the upload limit", func(e map[string]string) {
+			e["UPLOAD_MAX_BYTES"] = "2000000"
+			e["UPLOAD_MAX_UNPACKED_BYTES"] = "1999999"
+		}, "UPLOAD_MAX_UNPACKED_BYTES"},
+		{"uploads container is the snapshots container", func(e map[string]string) { e["UPLOADS_CONTAINER"] = "snapshots" }, "UPLOADS_CONTAINER"},
+		{"uploads container invalid", func(e map[string]string) { e["UPLOADS_CONTAINER"] = "Up" }, "UPLOADS_CONTAINER"},
 		{"bad log level", func(e map[string]string) { e["LOG_LEVEL"] = "loud" }, "LOG_LEVEL"},
 	}
 	for _, tt := range tests {
