@@ -18,6 +18,7 @@ import (
 
 	"github.com/mxazure/backups/internal/auth"
 	"github.com/mxazure/backups/internal/backup"
+	"github.com/mxazure/backups/internal/blobstore"
 	"github.com/mxazure/backups/internal/memstore"
 )
 
@@ -49,6 +50,9 @@ const (
 
 	// restA is a completed restore of snapA into envA, undoable (completedRestore).
 	restA = "5c8e2a71-3b4d-4e6f-9a1b-2c3d4e5f6a7b"
+	// archA is a completed download of snapA; uplA an upload into envA whose archive is in its blob.
+	archA = "5e0c6a1d-2b3f-4c7e-9a8d-1f2e3d4c5b6a"
+	uplA  = "6f1d7b2e-3c4a-4d8f-8b9e-2a3f4e5d6c7b"
 )
 
 type fixture struct {
@@ -106,8 +110,10 @@ func newFixture(t *testing.T, opts ...fixtureOption) *fixture {
 	}
 	logs := &syncBuffer{}
 	log := zerolog.New(logs)
+	transfers := &fakeTransfers{}
 	svc := backup.NewService(backup.Deps{Stores: stores, Now: func() time.Time { return now },
-		Publisher: nopPublisher{}, Archives: nopArchives{}, Log: log})
+		Publisher: nopPublisher{}, Archives: nopArchives{}, Layout: blobstore.Layout{}, Log: log,
+		Links: transfers, Uploads: transfers, UploadMaxBytes: 1 << 30})
 	ctx := context.Background()
 	events := []string{
 		`{"type":"namespace.permissions","event_id":"p1","occurred_at":"2026-11-20T07:00:00Z","namespace":"ns-a","principal_id":"manager","permissions":["ManageAppsBackups"]}`,
@@ -130,6 +136,19 @@ func newFixture(t *testing.T, opts ...fixtureOption) *fixture {
 	if err := st.CreateRestore(ctx, completedRestore(restA, now)); err != nil {
 		t.Fatal(err)
 	}
+	if err := st.CreateArchive(ctx, backup.Archive{ID: archA, Namespace: nsA, EnvironmentID: envA, SnapshotID: snapA,
+		DataType: backup.DataFilesAndDatabase, State: backup.ArchiveCompleted, CreatedAt: now.Add(-time.Hour), UpdatedAt: now,
+		FinishedAt: now, CreatedBy: full, OwnerID: archA, FileName: "files_and_database-2d1e5a77-202611200800.tar.gz",
+		BlobPath: ".downloads/a.tar.gz", SizeBytes: 1234, SHA256: "ab", URLExpiresAt: now.Add(8 * time.Hour),
+		OperationID: "01939a4c-0000-7000-8000-0000000000bb", Fence: 1, KeepUntil: now.Add(8 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	upload := backup.Upload{ID: uplA, Namespace: nsA, EnvironmentID: envA, BlobPath: blobstore.Layout{}.Upload(nsA, envA, uplA),
+		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: full}
+	if err := st.CreateUpload(ctx, upload); err != nil {
+		t.Fatal(err)
+	}
+	transfers.uploaded = map[string]bool{upload.BlobPath: true}
 	srv := New(Deps{Log: log, Version: "test", Authenticator: tokenAuth{}, Service: svc, Checks: cfg.checks, Now: func() time.Time { return now }})
 	return &fixture{srv: srv, store: st, now: now, logs: logs}
 }
@@ -198,7 +217,42 @@ func endpoints() []struct {
 		{"POST", "/api/v1/namespaces/ns-a/environments/" + envA + "/restores", `{"source_snapshot_id":"` + snapA + `"}`, []string{"ManageAppsBackups", "StopApps"}},
 		{"GET", "/api/v1/namespaces/ns-a/environments/" + envA + "/restores/" + restA, "", []string{"ManageAppsBackups"}},
 		{"POST", "/api/v1/namespaces/ns-a/environments/" + envA + "/restores/" + restA + "/undo", "", []string{"ManageAppsBackups", "StopApps"}},
+		{"GET", "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots/" + snapA + "/archives", "", []string{"ManageAppsBackups"}},
+		{"POST", "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots/" + snapA + "/archives", `{"data_type":"database_only"}`, []string{"ManageAppsBackups"}},
+		{"GET", "/api/v1/namespaces/ns-a/environments/" + envA + "/snapshots/" + snapA + "/archives/" + archA, "", []string{"ManageAppsBackups"}},
+		{"POST", "/api/v1/namespaces/ns-a/environments/" + envA + "/uploads", `{"file_name":"a.tar.gz"}`, []string{"ManageAppsBackups"}},
+		{"POST", "/api/v1/namespaces/ns-a/environments/" + envA + "/uploads/" + uplA + "/complete", `{"comment":"c"}`, []string{"ManageAppsBackups"}},
 	}
+}
+
+// fakeTransfers mints links and says which upload blobs exist.
+type fakeTransfers struct {
+	mu       sync.Mutex
+	uploaded map[string]bool
+}
+
+func (f *fakeTransfers) DownloadLink(_ context.Context, path, fileName string, until time.Time) (string, error) {
+	return "https://account.blob.example/snapshots/" + path + "?sp=r&se=" + until.UTC().Format(time.RFC3339) + "&rscd=" + url.QueryEscape(fileName), nil
+}
+
+func (f *fakeTransfers) UploadLink(_ context.Context, path string, until time.Time) (string, error) {
+	return "https://account.blob.example/snapshot-uploads/" + path + "?sp=cw&se=" + until.UTC().Format(time.RFC3339), nil
+}
+
+func (f *fakeTransfers) UploadProperties(_ context.Context, path string) (backup.UploadBlob, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.uploaded[path] {
+		return backup.UploadBlob{}, nil
+	}
+	return backup.UploadBlob{Found: true, Size: 2048, ETag: "0x1"}, nil
+}
+
+func (f *fakeTransfers) DeleteUpload(_ context.Context, path string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.uploaded, path)
+	return nil
 }
 
 type nopPublisher struct{}
@@ -262,7 +316,7 @@ func TestHostileIDsOnEveryPathParameter(t *testing.T) {
 	for _, ep := range endpoints() {
 		segments := strings.Split(ep.path, "/")
 		for i, seg := range segments {
-			if seg != "ns-a" && seg != envA && seg != snapA && seg != restA {
+			if seg != "ns-a" && seg != envA && seg != snapA && seg != restA && seg != archA && seg != uplA {
 				continue
 			}
 			for _, h := range hostile {

@@ -190,7 +190,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 // concretePath fills a route pattern's parameters with the fixture's ids.
 func concretePath(pattern string) string {
 	return strings.NewReplacer("{ns}", nsA, "{env}", envA, "{id}", snapA, "{restore_id}", restA,
-		"{archive_id}", "5e0c6a1d-2b3f-4c7e-9a8d-1f2e3d4c5b6a", "{upload_id}", "6f1d7b2e-3c4a-4d8f-8b9e-2a3f4e5d6c7b").Replace(pattern)
+		"{archive_id}", archA, "{upload_id}", uplA).Replace(pattern)
 }
 
 // TestOpenAPIQueryParameters: a GET documents offset and limit exactly when it pages (a bad limit is
@@ -248,6 +248,13 @@ func TestOpenAPIResponsesMatchBodies(t *testing.T) {
 	}
 	fresh := newFixture(t)
 	freshCalls := []call{
+		{"POST", concretePath(env + "/snapshots/{id}/archives"), env + "/snapshots/{id}/archives", `{}`},
+		{"POST", concretePath(env + "/snapshots/{id}/archives"), env + "/snapshots/{id}/archives", `{"data_type":"files_only"}`}, // 400
+		{"GET", concretePath(env + "/snapshots/{id}/archives"), env + "/snapshots/{id}/archives", ""},
+		{"GET", concretePath(env + "/snapshots/{id}/archives/{archive_id}"), env + "/snapshots/{id}/archives/{archive_id}", ""},
+		{"POST", concretePath(env + "/uploads"), env + "/uploads", `{}`},
+		{"POST", concretePath(env + "/uploads/{upload_id}/complete"), env + "/uploads/{upload_id}/complete", `{}`},
+		{"POST", concretePath(env + "/uploads/{upload_id}/complete"), env + "/uploads/{upload_id}/complete", `{}`}, // the same snapshot again
 		{"POST", concretePath(env + "/restores"), env + "/restores", `{"source_snapshot_id":"` + snapA + `"}`},
 		{"DELETE", concretePath(env + "/snapshots/{id}"), env + "/snapshots/{id}", ""}, // 409: in use
 	}
