@@ -386,3 +386,45 @@ func TestUploadsNeverCompletedAreRemovedAfterTheirLinkExpired(t *testing.T) {
 		t.Errorf("a file name with a NUL: %v", err)
 	}
 }
+
+// failingArchives fails the update that records a completed archive, once: a worker that dies after
+// its blob was committed and before the record says so.
+type failingArchives struct {
+	backup.ArchiveStore
+	mu     sync.Mutex
+	failed bool
+}
+
+func (f *failingArchives) UpdateArchive(ctx context.Context, ns, env, id string, fn backup.UpdateFunc[backup.Archive]) (backup.Archive, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.failed {
+		cur, err := f.ArchiveStore.GetArchive(ctx, ns, env, id)
+		if err == nil {
+			if next, write, _ := fn(cur, true); write && next.State == backup.ArchiveCompleted {
+				f.failed = true
+				return cur, false, backup.Errorf(backup.CodeTransient, "table storage: 503 server busy")
+			}
+		}
+	}
+	return f.ArchiveStore.UpdateArchive(ctx, ns, env, id, fn)
+}
+
+func TestDownloadWhoseRecordCouldNotBeWrittenIsMadeAgainAndLeavesOneBlob(t *testing.T) {
+	f, snap := newTransferFixture(t)
+	stores := f.st.Stores()
+	stores.Archives = &failingArchives{ArchiveStore: f.st}
+	f.svc = backup.NewService(backup.Deps{Stores: stores, Publisher: f.pub, Snapshotter: f.snap, Archives: f.blobs,
+		Layout: layout{}, Now: func() time.Time { return f.now }, Log: zerolog.Nop(),
+		Downloads: f.downloads, Ingester: f.ingester, Links: f.tb, Uploads: f.tb})
+	a := f.ask(t, snap, backup.DataFilesAndDatabase)
+	f.deliver(t) // the first delivery fails when recording; the redelivery (a new claim) makes it again
+	done := f.archive(t, snap, a.ID)
+	if done.State != backup.ArchiveCompleted || done.Fence != 2 || len(f.downloads.calls) != 2 {
+		t.Fatalf("after the redelivery: %+v, made %d times", done, len(f.downloads.calls))
+	}
+	first := (layout{}).Download("ns-a", envID, snap.ID, a.ID, 1, backup.DataFilesAndDatabase)
+	if f.blobs.has(first) || !f.blobs.has(done.BlobPath) || done.BlobPath == first {
+		t.Errorf("blobs: the first claim's %v (want gone), the kept %s %v", f.blobs.has(first), done.BlobPath, f.blobs.has(done.BlobPath))
+	}
+}
