@@ -39,6 +39,11 @@ const (
 // snapshots container (the sweeper walks it daily) never pages through millions of store objects.
 const DefaultFileStoreContainer = "snapshot-files"
 
+// DefaultUploadsContainer is the container of the archives users upload through their links unless
+// Options.UploadsContainer names another. It is a container of its own, so that an upload link, which
+// names its container, can never be turned on a snapshot's or a file store's blobs.
+const DefaultUploadsContainer = "snapshot-uploads"
+
 // Options tune a Store. The zero value is the service's configuration (the constants above); tests
 // shorten the retry policy and the ranges.
 type Options struct {
@@ -64,6 +69,9 @@ type Options struct {
 	// FileStoreContainer holds the environments' file stores and their collector state; default
 	// DefaultFileStoreContainer. It must not be the snapshots container.
 	FileStoreContainer string
+	// UploadsContainer holds the archives users upload (UploadLink); default DefaultUploadsContainer.
+	// It must be neither the snapshots container nor the file-store container.
+	UploadsContainer string
 }
 
 func (o Options) withDefaults() Options {
@@ -101,6 +109,9 @@ func (o Options) withDefaults() Options {
 	if o.FileStoreContainer == "" {
 		o.FileStoreContainer = DefaultFileStoreContainer
 	}
+	if o.UploadsContainer == "" {
+		o.UploadsContainer = DefaultUploadsContainer
+	}
 	return o
 }
 
@@ -113,8 +124,10 @@ type Store struct {
 	client    *azblob.Client
 	snapshots string // container holding snapshot archives, dumps and manifests
 	files     string // container holding the file stores (Options.FileStoreContainer)
+	uploads   string // container holding the users' uploads (Options.UploadsContainer)
 	opts      Options
 	source    sourceAuthorizer // lets Storage read the source of a server-side copy
+	links     linkSigner       // signs the download and upload links users get
 }
 
 // NewFromConnectionString uses a storage connection string (Azurite locally). At most one Options.
@@ -127,7 +140,8 @@ func NewFromConnectionString(connectionString, snapshotsContainer string, opts .
 	if err != nil {
 		return nil, fmt.Errorf("blob client: %w", err)
 	}
-	return &Store{client: c, snapshots: snapshotsContainer, files: o.FileStoreContainer, opts: o, source: sharedKeySAS{}}, nil
+	return &Store{client: c, snapshots: snapshotsContainer, files: o.FileStoreContainer, uploads: o.UploadsContainer, opts: o,
+		source: sharedKeySAS{}, links: newSharedKeyLinks(connectionString)}, nil
 }
 
 // New uses an account URL (https://<account>.blob.core.windows.net) and an Entra ID credential. At most
@@ -141,15 +155,19 @@ func New(serviceURL string, cred azcore.TokenCredential, snapshotsContainer stri
 	if err != nil {
 		return nil, fmt.Errorf("blob client for %s: %w", serviceURL, err)
 	}
-	return &Store{client: c, snapshots: snapshotsContainer, files: o.FileStoreContainer, opts: o,
-		source: identity{cred: cred, service: c.ServiceClient()}}, nil
+	return &Store{client: c, snapshots: snapshotsContainer, files: o.FileStoreContainer, uploads: o.UploadsContainer, opts: o,
+		source: identity{cred: cred, service: c.ServiceClient()}, links: newDelegationLinks(c.ServiceClient())}, nil
 }
 
 // checkContainers refuses a file-store container that is the snapshots container: the sweeper's walk
-// of the snapshots container would page through every store object.
+// of the snapshots container would page through every store object. It refuses an uploads container
+// that is either of them too: users write there, and the removal of expired uploads deletes there.
 func checkContainers(snapshotsContainer string, o Options) error {
-	if snapshotsContainer == o.FileStoreContainer {
+	switch {
+	case snapshotsContainer == o.FileStoreContainer:
 		return fmt.Errorf("blob storage: the file-store container must not be the snapshots container %q", snapshotsContainer)
+	case o.UploadsContainer == snapshotsContainer || o.UploadsContainer == o.FileStoreContainer:
+		return fmt.Errorf("blob storage: the uploads container %q must be neither the snapshots container nor the file-store container", o.UploadsContainer)
 	}
 	return nil
 }
@@ -171,10 +189,13 @@ func (s *Store) SnapshotsContainer() string { return s.snapshots }
 // FileStoreContainer is the name of the container of the environments' file stores.
 func (s *Store) FileStoreContainer() string { return s.files }
 
-// EnsureContainers creates the snapshots container and the file-store container if missing (private
-// access).
+// UploadsContainer is the name of the container of the archives users upload.
+func (s *Store) UploadsContainer() string { return s.uploads }
+
+// EnsureContainers creates the snapshots container, the file-store container and the uploads
+// container if missing (private access).
 func (s *Store) EnsureContainers(ctx context.Context) error {
-	for _, name := range []string{s.snapshots, s.files} {
+	for _, name := range []string{s.snapshots, s.files, s.uploads} {
 		_, err := s.client.CreateContainer(ctx, name, nil)
 		if err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
 			return transient(err, "create container %s", name)
@@ -183,9 +204,10 @@ func (s *Store) EnsureContainers(ctx context.Context) error {
 	return nil
 }
 
-// Ping reads the properties of the snapshots container, then of the file-store container.
+// Ping reads the properties of the snapshots container, then of the file-store container and of the
+// uploads container.
 func (s *Store) Ping(ctx context.Context) error {
-	for _, name := range []string{s.snapshots, s.files} {
+	for _, name := range []string{s.snapshots, s.files, s.uploads} {
 		if _, err := s.client.ServiceClient().NewContainerClient(name).GetProperties(ctx, nil); err != nil {
 			return transient(err, "read the properties of container %s", name)
 		}

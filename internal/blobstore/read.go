@@ -102,8 +102,9 @@ func containerMissing(name string, err error) error {
 // blobReader streams a blob, or a range of it, as consecutive range GETs of at most rangeSize bytes.
 // The SDK retries each GET and TryTimeout bounds it, body included: ranges keep a slow read of a large
 // blob inside that bound, while a hung one still fails. Ranges after the first are pinned to the first
-// one's ETag, so a blob replaced or deleted during the read fails it (transient) instead of mixing two
-// versions. ctx aborts any request or read in flight.
+// one's ETag, so a blob replaced or deleted during the read fails it (transient, unless changed says
+// otherwise) instead of mixing two versions; a reader opened with an ETag (openMatching) pins the first
+// range too. ctx aborts any request or read in flight.
 type blobReader struct {
 	ctx       context.Context
 	client    *azblob.Client
@@ -111,10 +112,13 @@ type blobReader struct {
 	name      string
 	what      string // for messages: "read the archive"
 	rangeSize int64
+	// changed, unless nil, is the error of a range refused because the blob changed or was deleted
+	// since the read began (the SDK's error given).
+	changed func(error) error
 
 	size int64        // bytes of the blob, from the first response
 	stop int64        // where the read ends: size, or the end of the range asked for
-	etag *azcore.ETag // of the first response
+	etag *azcore.ETag // of the first response, or the one asked for
 	off  int64        // offset of the next byte to hand out
 	end  int64        // end of the range being read
 	body io.ReadCloser
@@ -139,7 +143,25 @@ func (s *Store) open(ctx context.Context, containerName, name, what string) (*bl
 // is the SDK's, or errBeyondEnd when off+n is past the end of the blob (off past the end is Storage's
 // InvalidRange), for the caller to map.
 func (s *Store) openAt(ctx context.Context, containerName, name, what string, off, n int64) (*blobReader, error) {
-	r := &blobReader{ctx: ctx, client: s.client, container: containerName, name: name, what: what, rangeSize: s.opts.RangeSize, off: off}
+	return s.newBlobReader(ctx, containerName, name, what, off).open(n)
+}
+
+// openMatching sends the first GET of a read of the whole blob, every range of it conditional on
+// If-Match etag; changed maps the refusal of a later range (nil: transient). Its error is the SDK's,
+// for the caller to map: ConditionNotMet (or BlobNotFound) when the blob is no longer etag.
+func (s *Store) openMatching(ctx context.Context, containerName, name, what string, etag azcore.ETag, changed func(error) error) (*blobReader, error) {
+	r := s.newBlobReader(ctx, containerName, name, what, 0)
+	r.etag, r.changed = &etag, changed
+	return r.open(-1)
+}
+
+func (s *Store) newBlobReader(ctx context.Context, containerName, name, what string, off int64) *blobReader {
+	return &blobReader{ctx: ctx, client: s.client, container: containerName, name: name, what: what, rangeSize: s.opts.RangeSize, off: off}
+}
+
+// open sends the first GET of a read of n bytes from r.off, as openAt says.
+func (r *blobReader) open(n int64) (*blobReader, error) {
+	off := r.off
 	if n == 0 {
 		return r.openEmpty()
 	}
@@ -149,22 +171,22 @@ func (s *Store) openAt(ctx context.Context, containerName, name, what string, of
 	}
 	resp, err := r.get(off, count)
 	if off == 0 && bloberror.HasCode(err, bloberror.InvalidRange) {
-		// Storage refuses every range of an empty blob.
-		resp, err = s.client.DownloadStream(ctx, containerName, name, nil)
+		// Storage refuses every range of an empty blob: the whole of it, under the same condition.
+		resp, err = r.get(0, 0)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if resp.ContentLength == nil {
 		resp.Body.Close()
-		return nil, fmt.Errorf("%s: the response has no Content-Length", what)
+		return nil, fmt.Errorf("%s: the response has no Content-Length", r.what)
 	}
 	r.size, r.end, r.etag, r.body = *resp.ContentLength, off+*resp.ContentLength, resp.ETag, resp.Body
 	if resp.ContentRange != nil { // a range: the total is after the slash, "bytes 0-99/1234"
 		total, err := strconv.ParseInt((*resp.ContentRange)[strings.LastIndexByte(*resp.ContentRange, '/')+1:], 10, 64)
 		if err != nil || total < r.end {
 			resp.Body.Close()
-			return nil, fmt.Errorf("%s: unexpected Content-Range %q", what, *resp.ContentRange)
+			return nil, fmt.Errorf("%s: unexpected Content-Range %q", r.what, *resp.ContentRange)
 		}
 		r.size = total
 	}
@@ -172,7 +194,7 @@ func (s *Store) openAt(ctx context.Context, containerName, name, what string, of
 	if n > 0 {
 		if off+n > r.size {
 			resp.Body.Close()
-			return nil, fmt.Errorf("%s: %d bytes from offset %d of a blob of %d: %w", what, n, off, r.size, errBeyondEnd)
+			return nil, fmt.Errorf("%s: %d bytes from offset %d of a blob of %d: %w", r.what, n, off, r.size, errBeyondEnd)
 		}
 		r.stop = off + n
 	}
@@ -209,6 +231,8 @@ func (r *blobReader) next() error {
 	want := min(r.rangeSize, r.stop-r.off)
 	resp, err := r.get(r.off, want)
 	switch {
+	case bloberror.HasCode(err, bloberror.ConditionNotMet, bloberror.BlobNotFound) && r.changed != nil:
+		return r.changed(err)
 	case bloberror.HasCode(err, bloberror.ConditionNotMet, bloberror.BlobNotFound):
 		return backup.Wrap(backup.CodeTransient, err, "could not %s: the blob changed or was deleted while it was read", r.what)
 	case err != nil:
