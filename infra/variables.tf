@@ -204,6 +204,26 @@ variable "restore_undo_hours" {
   }
 }
 
+variable "upload_link_hours" {
+  description = "UPLOAD_LINK_HOURS: how long a link to upload an archive is valid (1-167); uploads never completed are removed after it."
+  type        = number
+  default     = 24
+  validation {
+    condition     = var.upload_link_hours >= 1 && var.upload_link_hours <= 167
+    error_message = "upload_link_hours must be from 1 to 167."
+  }
+}
+
+variable "upload_max_bytes" {
+  description = "UPLOAD_MAX_BYTES: the largest archive an upload may be, and the largest entry in it (default 64 GiB)."
+  type        = number
+  default     = 68719476736
+  validation {
+    condition     = var.upload_max_bytes >= 1048576
+    error_message = "upload_max_bytes must be at least 1 MiB."
+  }
+}
+
 variable "table_prefix" {
   description = "TABLE_PREFIX: prefix of every table name, to share one account between deployments. Empty: none."
   type        = string

@@ -113,7 +113,7 @@ type Config struct {
 	// overwritten files are kept that long (RESTORE_UNDO_HOURS, default 24, 1 to 720).
 	RestoreUndoHours int
 
-	// UploadLinkHours is how long an upload link is valid (UPLOAD_LINK_HOURS, default 24, 1 to 168).
+	// UploadLinkHours is how long an upload link is valid (UPLOAD_LINK_HOURS, default 24, 1 to 167).
 	// UploadMaxBytes bounds an uploaded archive (UPLOAD_MAX_BYTES, default 64 GiB) and each of its
 	// entries; UploadMaxUnpackedBytes bounds what it unpacks to, against gzip bombs
 	// (UPLOAD_MAX_UNPACKED_BYTES, default 256 GiB, at least UPLOAD_MAX_BYTES).
@@ -239,8 +239,10 @@ func (c Config) Validate() error {
 	} else if c.UploadsContainer == c.SnapshotsContainer || c.UploadsContainer == c.FileStoreContainer {
 		bad("UPLOADS_CONTAINER: %q is also SNAPSHOTS_CONTAINER or FILE_STORE_CONTAINER; uploads need a container of their own", c.UploadsContainer)
 	}
-	if c.UploadLinkHours < 1 || c.UploadLinkHours > 168 {
-		bad("UPLOAD_LINK_HOURS: %d must be from 1 to 168 (7 days, the longest a user-delegation link can last)", c.UploadLinkHours)
+	// A user-delegation key lasts at most 7 days from its start, which is set a few minutes back for
+	// clock skew: a link of 168 hours would outlive it.
+	if c.UploadLinkHours < 1 || c.UploadLinkHours > 167 {
+		bad("UPLOAD_LINK_HOURS: %d must be from 1 to 167 (a user-delegation link lasts less than 7 days)", c.UploadLinkHours)
 	}
 	if c.UploadMaxBytes < 1<<20 {
 		bad("UPLOAD_MAX_BYTES: %d must be at least 1048576 (1 MiB)", c.UploadMaxBytes)

@@ -104,7 +104,7 @@ func TestInvalidSettingsNameTheVariable(t *testing.T) {
 		{"undo hours zero", func(e map[string]string) { e["RESTORE_UNDO_HOURS"] = "0" }, "RESTORE_UNDO_HOURS"},
 		{"undo hours beyond 30 days", func(e map[string]string) { e["RESTORE_UNDO_HOURS"] = "721" }, "RESTORE_UNDO_HOURS"},
 		{"upload link hours zero", func(e map[string]string) { e["UPLOAD_LINK_HOURS"] = "0" }, "UPLOAD_LINK_HOURS"},
-		{"upload link hours beyond 7 days", func(e map[string]string) { e["UPLOAD_LINK_HOURS"] = "169" }, "UPLOAD_LINK_HOURS"},
+		{"upload link hours of 7 days", func(e map[string]string) { e["UPLOAD_LINK_HOURS"] = "168" }, "UPLOAD_LINK_HOURS"},
 		{"upload limit below 1 MiB", func(e map[string]string) { e["UPLOAD_MAX_BYTES"] = "1000" }, "UPLOAD_MAX_BYTES"},
 		{"upload limit not a number", func(e map[string]string) { e["UPLOAD_MAX_BYTES"] = "64G" }, "UPLOAD_MAX_BYTES"},
 		{"unpacked limit below the upload limit", func(e map[string]string) {
