@@ -119,6 +119,8 @@ func describe(path string) string {
 		return "the snapshot's database dump"
 	case strings.HasSuffix(path, manifestSuffix):
 		return "the snapshot's manifest"
+	case strings.HasPrefix(path, downloadsFolder):
+		return "the download"
 	}
 	return "the archive"
 }
