@@ -124,6 +124,14 @@ resource "azurerm_storage_container" "snapshot_files" {
   container_access_type = "private"
 }
 
+# Archives users upload (through a write-only link) until their validation job has read them. Never
+# public: the links are user-delegation SAS on one blob each.
+resource "azurerm_storage_container" "snapshot_uploads" {
+  name                  = "snapshot-uploads"
+  storage_account_id    = azurerm_storage_account.this.id
+  container_access_type = "private"
+}
+
 # ---------------------------------------------------------------------------------------------------------
 # Service Bus (Standard: the cheapest tier with sessions, duplicate detection and topics)
 # ---------------------------------------------------------------------------------------------------------
@@ -344,6 +352,7 @@ resource "azurerm_linux_function_app" "this" {
       STORAGE_TABLE_URL    = trimsuffix(azurerm_storage_account.this.primary_table_endpoint, "/")
       SNAPSHOTS_CONTAINER  = azurerm_storage_container.snapshots.name
       FILE_STORE_CONTAINER = azurerm_storage_container.snapshot_files.name
+      UPLOADS_CONTAINER    = azurerm_storage_container.snapshot_uploads.name
       SERVICEBUS_NAMESPACE = local.servicebus_fqdn
       AZURE_CLIENT_ID      = azurerm_user_assigned_identity.app.client_id
       AUTH_ISSUER_URL      = var.auth_issuer_url
@@ -353,6 +362,8 @@ resource "azurerm_linux_function_app" "this" {
       PG_BIN_DIR           = "/usr/lib/postgresql/15/bin" # where postgresql-client-15 installs (Dockerfile)
       PG_LOCK_WAIT_TIMEOUT = var.pg_lock_wait_timeout
       RESTORE_UNDO_HOURS   = tostring(var.restore_undo_hours)
+      UPLOAD_LINK_HOURS    = tostring(var.upload_link_hours)
+      UPLOAD_MAX_BYTES     = tostring(var.upload_max_bytes)
       LOG_LEVEL            = var.log_level
     },
   )
