@@ -58,6 +58,15 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
+// CheckArchiveSize rejects, as Inspect would after reading past the limit, an archive whose size is
+// known before it is read (a blob's) and larger than l.MaxArchiveBytes.
+func (l Limits) CheckArchiveSize(size int64) error {
+	if max := l.withDefaults().MaxArchiveBytes; size > max {
+		return backup.Errorf(backup.CodeInvalidParameters, "archive exceeds the size limit of %s: it has %s", formatBytes(max), formatBytes(size))
+	}
+	return nil
+}
+
 // EntryKind says what an entry handed to the visit function is.
 type EntryKind int
 
@@ -198,7 +207,8 @@ func (in *inspector) end() error {
 	}
 	switch trailer := in.tar.n - in.lastEnd; {
 	case trailer <= 0:
-		return backup.Errorf(backup.CodeInvalidParameters, "archive is truncated: it ends without the tar end-of-archive marker")
+		return backup.Errorf(backup.CodeInvalidParameters, "archive is truncated: it ends without the tar end-of-archive marker, after entry %q (byte %d of the unpacked archive)",
+			in.lastName, in.tar.n)
 	case trailer < 2*blockSize:
 		in.warn("archive ends with a single zero record instead of two")
 	}
@@ -469,7 +479,9 @@ func (in *inspector) unpackedTooLarge() error {
 	return backup.Errorf(backup.CodeInvalidParameters, "archive unpacks to more than the limit of %s", formatBytes(in.limits.MaxUnpackedBytes))
 }
 
-// streamError explains an error met while reading the gzip and tar streams.
+// streamError explains an error met while reading the gzip and tar streams, saying where it broke:
+// the byte of the archive as uploaded (compressed) where it ended, or, for a damaged stream, about
+// where (the gzip reader reads a few KiB ahead), and the entry it was in.
 func (in *inspector) streamError(err error) error {
 	var be *backup.Error
 	switch {
@@ -486,17 +498,29 @@ func (in *inspector) streamError(err error) error {
 		// The gzip stream is whole but does not hold even one tar header.
 		return in.reject(err, "archive is not a tar archive")
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return in.reject(err, "archive is truncated")
+		return in.reject(err, "archive is truncated at byte %d (%s)", in.src.n, in.where())
 	case errors.Is(err, gzip.ErrChecksum):
-		return in.reject(err, "archive is corrupt: gzip checksum mismatch")
+		return in.reject(err, "archive is corrupt: gzip checksum mismatch at the end of its gzip stream (byte %d); the archive was damaged after it was written", in.src.n)
 	case errors.Is(err, gzip.ErrHeader):
-		return in.reject(err, "archive is corrupt: it has data that is not gzip-compressed after a gzip member")
+		return in.reject(err, "archive is corrupt: it has data that is not gzip-compressed after a gzip member, near byte %d", in.src.n)
 	case errors.Is(err, tar.ErrHeader) && in.entries == 0:
 		return in.reject(err, "archive is not a tar archive")
 	case errors.Is(err, tar.ErrHeader):
-		return in.reject(err, "archive is corrupt: invalid tar header after entry %q", in.lastName)
+		return in.reject(err, "archive is corrupt: invalid tar header at byte %d of the unpacked archive, after entry %q", in.lastEnd, in.lastName)
 	}
-	return in.reject(err, "archive is corrupt")
+	return in.reject(err, "archive is corrupt near byte %d (%s)", in.src.n, in.where())
+}
+
+// where names the place in the tar stream the reading reached: inside an entry's data, or between
+// entries.
+func (in *inspector) where() string {
+	switch {
+	case in.entries == 0 || in.tar == nil:
+		return "before the first entry"
+	case in.tar.n < in.lastEnd:
+		return fmt.Sprintf("inside entry %q", in.lastName)
+	}
+	return fmt.Sprintf("after entry %q", in.lastName)
 }
 
 var (

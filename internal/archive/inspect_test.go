@@ -302,3 +302,51 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // count is the bytes read so far; safe while another goroutine reads.
 func (c *countingReader) count() int64 { return c.n.Load() }
+
+// TestInspectSaysWhereItBroke: a broken stream is reported with the byte where it broke and the entry
+// it was in, so that a user can tell a cut upload from a damaged one.
+func TestInspectSaysWhereItBroke(t *testing.T) {
+	full := tarOf(t, validEntries()...)
+	head := tarOf(t, validEntries()[:2]...)
+	third := int64(len(head) - 2*blockSize) // where the third entry's header starts
+	cutInDump := gz(full[:blockSize*3+100])
+	badHeader := bytes.Clone(full)
+	badHeader[third] ^= 0x20 // a name byte: the header's checksum no longer matches
+	cases := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"cut inside an entry", cutInDump, fmt.Sprintf("archive is truncated at byte %d (inside entry %q)", len(cutInDump), "db/db.backup")},
+		{"cut between entries", gz(full[:third+blockSize/2]), `(after entry "db/db.backup")`},
+		{"bad header checksum", gz(badHeader), fmt.Sprintf("invalid tar header at byte %d of the unpacked archive, after entry %q", third, "db/db.backup")},
+		{"no end marker", gz(full[:len(full)-2*blockSize]), fmt.Sprintf("after entry %q (byte %d of the unpacked archive)", TreeName(uuidB), len(full)-2*blockSize)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Inspect(context.Background(), bytes.NewReader(tc.data), Limits{}, nil)
+			var be *backup.Error
+			if !errors.As(err, &be) || be.Code != backup.CodeInvalidParameters {
+				t.Fatalf("got %v, want a *backup.Error with code %s", err, backup.CodeInvalidParameters)
+			}
+			if !strings.Contains(be.Message, tc.want) {
+				t.Errorf("message %q, want it to contain %q", be.Message, tc.want)
+			}
+		})
+	}
+}
+
+// TestCheckArchiveSize: a blob whose size is over the limit is refused before it is read.
+func TestCheckArchiveSize(t *testing.T) {
+	l := Limits{MaxArchiveBytes: 1 << 20}
+	if err := l.CheckArchiveSize(1 << 20); err != nil {
+		t.Errorf("an archive of exactly the limit: %v", err)
+	}
+	err := l.CheckArchiveSize(3 << 20)
+	if backup.CodeOf(err) != backup.CodeInvalidParameters || !strings.Contains(err.Error(), "archive exceeds the size limit of 1 MiB: it has 3 MiB") {
+		t.Errorf("got %v, want the size refused", err)
+	}
+	if err := (Limits{}).CheckArchiveSize(DefaultLimits.MaxArchiveBytes + 1); err == nil {
+		t.Error("the default limit applies to a zero Limits")
+	}
+}
