@@ -49,6 +49,7 @@ type Report struct {
 	Assembly  AssemblyResult
 	Reference ReferenceResult
 	Restore   RestoreReport // the series' first snapshot restored into a new environment, against NaiveRestore
+	Transfers TransferReport
 	Levels    []LevelResult // incremental backups at each compression level on the largest database
 	List      ListResult
 	// DefaultLevel is the compression level of Sizes and Nightly (the service's default).
@@ -244,6 +245,7 @@ func (r Report) renderSize(p func(string, ...any), i int, s SizeResult) (peak fl
 		r.renderNightly(row, nMed, Median(values(s.Naive, naiveSize)), len(nw) > 0)
 		r.renderAssembly(row, Median(values(s.Naive, naiveSize)), len(nw) > 0)
 		r.renderRestore(row)
+		r.renderTransfers(row)
 		backups = append(slices.Clone(backups), r.Nightly.laterBackups()...)
 	}
 	if len(backups) > 0 {
@@ -261,6 +263,7 @@ func (r Report) renderSize(p func(string, ...any), i int, s SizeResult) (peak fl
 	if i == 0 {
 		r.renderNightlyDetails(p)
 		r.renderRestoreDetails(p)
+		r.renderTransferDetails(p)
 	}
 	return peak, len(s.Service) > 0
 }

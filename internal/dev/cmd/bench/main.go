@@ -93,6 +93,7 @@ type config struct {
 	files              int
 	largeMB, smallMB   int
 	listRecords, calls int
+	uploadMB           int
 	budget             time.Duration
 	out                string
 }
@@ -140,6 +141,7 @@ Flags:
 	flag.IntVar(&cfg.smallMB, "small-mb", 175, "size of the small database, MB on disk")
 	flag.IntVar(&cfg.listRecords, "list", 1000, "snapshot records listed in one call")
 	flag.IntVar(&cfg.calls, "list-calls", 100, "timed list calls")
+	flag.IntVar(&cfg.uploadMB, "upload-mb", 1000, "size of the archive uploaded (validated and stored) through the API, MB; 0: no upload")
 	flag.DurationVar(&cfg.budget, "budget", 20*time.Minute, "time the whole run should take: the nightly series stops early (its storage is then projected), and the other first backups are skipped, when they would not fit")
 	flag.StringVar(&cfg.out, "out", filepath.Join(".local", "bench-results.txt"), "where the table is written too")
 	flag.Parse()
@@ -150,6 +152,7 @@ Flags:
 	cfg.files = max(20, int(math.Round(float64(cfg.files)*cfg.scale)))
 	cfg.largeMB = max(10, int(math.Round(float64(cfg.largeMB)*cfg.scale)))
 	cfg.smallMB = max(5, int(math.Round(float64(cfg.smallMB)*cfg.scale)))
+	cfg.uploadMB = int(math.Round(float64(cfg.uploadMB) * cfg.scale))
 	if cfg.runs < 1 || cfg.nights < 1 || cfg.change <= 0 || cfg.change > 1 {
 		fmt.Fprintln(os.Stderr, "bench: -runs and -nights must be at least 1, -change in (0, 1]")
 		os.Exit(2)
@@ -399,6 +402,9 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 	if err := measureRestore(ctx, lab, cfg, report, log, logPath, fits, series, nightly.Backups[0], archive); err != nil {
 		return err
 	}
+	if err := measureTransfers(ctx, lab, cfg, report, log, fits, series, lastSnap); err != nil {
+		return err
+	}
 
 	// More first backups, each of another environment so that each starts with an empty file store:
 	// the large database's for the median, then the small one's for the peak RSS at another size.
@@ -515,6 +521,51 @@ func measureRestore(ctx context.Context, lab *bench.Lab, cfg config, report *ben
 		log.Info().Msgf("naive restore: %s (download %s, tar xzf %s, pg_restore %s, upload %s)", bench.Elapsed(res.Total),
 			bench.Elapsed(res.Download), bench.Elapsed(res.Extract), bench.Elapsed(res.PgRestore), bench.Elapsed(res.Upload))
 	}
+	return nil
+}
+
+// measureTransfers downloads the series' last snapshot through the API (against the tar czf of the
+// same content measured for the download archive) and uploads a Mendix archive of about -upload-mb MB
+// into the restore's target, measuring its validation against gzip -dc | tar -t of the same archive.
+func measureTransfers(ctx context.Context, lab *bench.Lab, cfg config, report *bench.Report, log zerolog.Logger,
+	fits func(string, time.Duration) bool, series string, last bench.BackupResult) error {
+	if fits("the download through the API", report.Assembly.Wall+20*time.Second) {
+		log.Info().Msgf("download of snapshot %s through the API", last.SnapshotID)
+		d, err := lab.Download(ctx, series, last.SnapshotID)
+		if err != nil {
+			return err
+		}
+		report.Transfers.Download = &d
+		log.Info().Msgf("download: %s, %.1f MB, peak RSS %d MiB", bench.Elapsed(d.Wall), float64(d.SizeBytes)/1e6, d.PeakRSS>>20)
+	}
+	// Building the archive, putting it through its link and validating it: about 100 MB/s each.
+	if cfg.uploadMB <= 0 || !fits(fmt.Sprintf("the %d MB upload", cfg.uploadMB), time.Duration(cfg.uploadMB)*40*time.Millisecond+30*time.Second) {
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "bench-upload-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	log.Info().Msgf("building a %d MB Mendix archive to upload", cfg.uploadMB)
+	pg := lab.Stack.Postgres
+	a, err := bench.BuildUploadArchive(ctx, pg.BinDir, pg.DSN("bench_large"), dir, int64(cfg.uploadMB)*1e6)
+	if err != nil {
+		return err
+	}
+	log.Info().Msg("gzip -dc | tar -t of it")
+	baseline, entries, err := bench.ReadBaseline(ctx, a.Path)
+	if err != nil {
+		return err
+	}
+	log.Info().Msgf("upload of %.1f MB through the API (%d files)", float64(a.Bytes)/1e6, a.Files)
+	u, err := lab.Upload(ctx, restoreEnvID, a)
+	if err != nil {
+		return fmt.Errorf("the upload: %w", err)
+	}
+	u.Baseline, u.Entries = baseline, entries
+	report.Transfers.Upload = &u
+	log.Info().Msgf("upload accepted in %s (gzip -dc | tar -t %s), peak RSS %d MiB", bench.Elapsed(u.Wall), bench.Elapsed(baseline), u.PeakRSS>>20)
 	return nil
 }
 
