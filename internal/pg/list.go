@@ -8,6 +8,7 @@ package pg
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -213,6 +214,15 @@ func archiveWriter(version string) string {
 		return "pg_dump 17 or later"
 	}
 	return "a pg_dump this service does not know"
+}
+
+// DumpCompressed reports whether the data blocks of the custom-format dump that head starts are
+// compressed (pg_dump's default, -Z1 to -Z9), from its header. ok is false when head is not a header
+// of an archive version 1.12 to 1.16 or is too short to hold all of it (a few hundred bytes).
+func DumpCompressed(head []byte) (compressed, ok bool) {
+	a := &archiveReader{r: bufio.NewReader(bytes.NewReader(head))}
+	compressed, err := a.header()
+	return compressed, err == nil
 }
 
 // dumpWalker walks the blocks of a dump written to its pipe, in a goroutine of its own, like

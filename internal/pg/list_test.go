@@ -79,6 +79,17 @@ func TestListDumps(t *testing.T) {
 		}
 	})
 
+	t.Run("compression from the header", func(t *testing.T) {
+		for name, want := range map[string]bool{"-Z6": true, "-Z0": false} {
+			if got, ok := DumpCompressed(dumps[name][:4096]); got != want || !ok {
+				t.Errorf("%s: compressed %v, %v; want %v", name, got, ok, want)
+			}
+		}
+		if _, ok := DumpCompressed(dumps["-Z6"][:12]); ok {
+			t.Error("a header cut short was read")
+		}
+	})
+
 	t.Run("pg_restore stops reading early", func(t *testing.T) {
 		dump := dumps["-Z0"]
 		chk, err := d.CheckDump(testContext(t), "db/db.backup")
