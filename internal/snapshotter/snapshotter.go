@@ -44,6 +44,11 @@ type Snapshotter struct {
 	RetryDelay time.Duration
 	// Archive tunes compression and block sizes.
 	Archive archive.Options
+	// Uploads reads uploaded archives for Ingest; default Blobs (blobstore.Store.OpenUpload).
+	Uploads UploadSource
+	// UploadLimits bound what Ingest reads of an uploaded archive; zero fields take
+	// archive.DefaultLimits.
+	UploadLimits archive.Limits
 	// Now is the clock collector leases are read with (default time.Now).
 	Now func() time.Time
 	Log zerolog.Logger

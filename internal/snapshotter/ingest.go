@@ -1,0 +1,235 @@
+package snapshotter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mxazure/backups/internal/archive"
+	"github.com/mxazure/backups/internal/backup"
+	"github.com/mxazure/backups/internal/pg"
+)
+
+// Ingesting an upload: a Mendix archive a user uploaded becomes a snapshot in the incremental layout
+// (docs/snapshot-layout.md) in one streaming pass over it. archive.Inspect checks it against
+// docs/archive-format.md ("Accepting an upload") and hands on db/db.backup and each file as they
+// stream past: the dump goes through pg.CheckDump (pg_restore --list and a walk of its blocks) into a
+// DumpWriter, the same dump blob a backup writes, and each file into the environment's file store
+// (ingestfiles.go), while the rest of the archive is still being read.
+
+var _ backup.Ingester = (*Snapshotter)(nil)
+
+// UploadSource reads upload blobs (blobstore.Store).
+type UploadSource interface {
+	// OpenUpload streams the upload blob at path as it was completed, every range conditional on its
+	// ETag etag, and gives its size. A blob changed or removed since is a CodeInvalidParameters error,
+	// from OpenUpload or from any Read.
+	OpenUpload(ctx context.Context, path, etag string) (io.ReadCloser, int64, error)
+}
+
+func (s *Snapshotter) uploads() (UploadSource, error) {
+	if s.Uploads != nil {
+		return s.Uploads, nil
+	}
+	// Asserted rather than required, so that the package builds whether or not blobstore.Store reads
+	// uploads yet.
+	if s.Blobs != nil {
+		if u, ok := any(s.Blobs).(UploadSource); ok {
+			return u, nil
+		}
+	}
+	return nil, backup.Errorf(backup.CodeInternal, "the backup service cannot read uploaded archives: it has no reader of the uploads container")
+}
+
+// dumpHeadBytes is how much of db/db.backup is read before the dump writer starts: enough for the
+// custom-format header, which says whether the dump's data is compressed already.
+const dumpHeadBytes = 4096
+
+// compressedDumpLevel is the gzip level of the dump blob of a dump whose data pg_dump compressed
+// already (its default): deflate cannot shrink zlib output, and klauspost's level 1 sees that and
+// writes stored blocks at more than 1 GB/s a core, where level 6 searches for matches at 70 MB/s.
+// Stored blocks end byte-aligned like any other, so Assemble splices the blob as it does a backup's.
+const compressedDumpLevel = 1
+
+// Ingest reads the upload blob once and stores it as the parts of snapshot req.SnapshotID (see
+// backup.Ingester). Nothing is committed at req.DumpPath and no manifest is left on any error; store
+// objects written before the error are young objects no manifest names, which the collector deletes
+// after its grace period.
+func (s *Snapshotter) Ingest(ctx context.Context, req backup.IngestRequest) (backup.IngestResult, error) {
+	start := time.Now()
+	defer debug.FreeOSMemory() // as after a backup: the buffers are garbage once it ends
+	src, err := s.uploads()
+	if err != nil {
+		return backup.IngestResult{}, err
+	}
+	body, size, err := src.OpenUpload(ctx, req.UploadPath, req.UploadETag)
+	if err != nil {
+		return backup.IngestResult{}, err
+	}
+	defer body.Close()
+	if err := s.UploadLimits.CheckArchiveSize(size); err != nil {
+		return backup.IngestResult{}, err
+	}
+
+	prog := &progress{report: req.Progress, cur: backup.Progress{Phase: "validating"}}
+	g, gctx := errgroup.WithContext(ctx)
+	in := &ingest{s: s, req: req, ctx: ctx, prog: prog}
+	in.files = newFileIngest(s, req, gctx, g, prog)
+	defer in.abort()
+	g.Go(in.files.begin)
+	var m archive.Manifest
+	g.Go(func() error {
+		read := &countingReader{r: body, report: func(n int64) { prog.update(func(p *backup.Progress) { p.BytesDone = n }) }}
+		var err error
+		m, err = archive.Inspect(gctx, read, s.UploadLimits, in.visit)
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return backup.IngestResult{}, err
+	}
+	read := time.Since(start)
+
+	prog.phase("finishing")
+	dump, err := in.dump.Finish()
+	if err != nil {
+		return backup.IngestResult{}, fmt.Errorf("write the dump blob: %w", err)
+	}
+	if dump.RawSize != m.DumpSize {
+		s.deleteQuietly(req.DumpPath)
+		return backup.IngestResult{}, backup.Errorf(backup.CodeInternal, "the dump blob holds %d bytes where %s has %d", dump.RawSize, archive.DumpName, m.DumpSize)
+	}
+	verified, err := s.verify(ctx, req.DumpPath, dump.Blocks, dump.Size, prog)
+	if err != nil {
+		s.deleteQuietly(req.DumpPath)
+		return backup.IngestResult{}, err
+	}
+	stored, err := in.files.finish(ctx)
+	if err != nil {
+		s.deleteQuietly(req.DumpPath)
+		s.deleteQuietly(req.ManifestPath)
+		return backup.IngestResult{}, err
+	}
+
+	res := backup.IngestResult{
+		SnapshotResult: backup.SnapshotResult{
+			SizeBytes: dump.RawSize + stored.FilesBytes, SHA256: verified.SHA256,
+			DumpSizeBytes: dump.RawSize, DumpBlobBytes: verified.Size, FilesBytes: stored.FilesBytes, FilesCount: len(stored.Entries),
+			NewFilesCount: stored.NewFiles, NewFilesBytes: stored.NewBytes,
+			StoredBytes:  verified.Size + stored.ManifestBytes + stored.NewBytes,
+			StoreObjects: stored.StoreObjects, StoreBytes: stored.StoreBytes,
+			Warnings: boundedWarnings(m.Warnings),
+		},
+		ArchiveBytes: m.CompressedSize, ArchiveSHA256: m.SHA256, DumpVersion: m.DumpVersion,
+	}
+	if md := m.Metadata; md != nil {
+		res.ModelVersion = clip(md.ModelVersion)
+		if n, err := strconv.ParseInt(md.DatabaseSize, 10, 64); err == nil && n >= 0 {
+			res.DatabaseSizeBytes = n
+		}
+	}
+	s.Log.Info().Str("dump", req.DumpPath).Int64("archive", m.CompressedSize).Int64("dump_blob", verified.Size).
+		Int64("dump_size", dump.RawSize).Str("dump_version", m.DumpVersion).Int("dump_level", in.level).
+		Int("dump_tables", in.listed.Tables).Int("files", len(stored.Entries)).Int("new_files", stored.NewFiles).
+		Int64("new_bytes", stored.NewBytes).Dur("read", read).Dur("done", time.Since(start)).Msg("upload stored as a snapshot")
+	return res, nil
+}
+
+// ingest is the state of one Ingest call.
+type ingest struct {
+	s    *Snapshotter
+	req  backup.IngestRequest
+	ctx  context.Context // Ingest's: the dump writer outlives the reading
+	prog *progress
+
+	files  *fileIngest
+	dump   *archive.DumpWriter // nil until db/db.backup is met
+	check  *pg.DumpCheck
+	level  int
+	listed pg.DumpList
+}
+
+// visit is Inspect's callback, in archive order.
+func (in *ingest) visit(e archive.Entry, r io.Reader) error {
+	switch e.Kind {
+	case archive.EntryDatabase:
+		return in.writeDump(r)
+	case archive.EntryFile:
+		return in.files.add(e, r)
+	}
+	return nil
+}
+
+// writeDump streams db/db.backup into the dump writer and, on the way, into the check; the check's
+// refusal stops the stream as soon as pg_restore has given it.
+func (in *ingest) writeDump(r io.Reader) error {
+	head := make([]byte, dumpHeadBytes)
+	n, err := io.ReadFull(r, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) { // a dump shorter than the head
+		return err
+	}
+	head = head[:n]
+	opts := in.s.Archive
+	if compressed, ok := pg.DumpCompressed(head); ok && compressed {
+		opts.Level = compressedDumpLevel
+	}
+	in.level = opts.Level
+	if in.check, err = in.s.Dumper.CheckDump(in.ctx, archive.DumpName); err != nil {
+		return err
+	}
+	in.dump = archive.NewDumpWriter(in.ctx, stagedSink{in.s.Blobs.NewBlockSink(in.req.DumpPath), in.prog.staged}, opts)
+	src := io.TeeReader(&checkedReader{r: io.MultiReader(bytes.NewReader(head), r), check: in.check}, in.check)
+	if _, err := in.dump.ReadFrom(src); err != nil {
+		if refused := in.check.Err(); refused != nil {
+			return refused
+		}
+		return fmt.Errorf("store the database dump: %w", err)
+	}
+	in.listed, err = in.check.Wait()
+	return err
+}
+
+// checkedReader fails the stream once the check has refused the dump.
+type checkedReader struct {
+	r     io.Reader
+	check *pg.DumpCheck
+}
+
+func (c *checkedReader) Read(p []byte) (int, error) {
+	if err := c.check.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// abort stops whatever is still running; after a successful Ingest it does nothing.
+func (in *ingest) abort() {
+	if in.check != nil {
+		in.check.Abort()
+	}
+	if in.dump != nil {
+		in.dump.Abort()
+	}
+}
+
+// boundedWarnings keeps the archive's warnings (Inspect already counts those beyond its own bound)
+// within the bounds of a snapshot's.
+func boundedWarnings(ws []string) []string {
+	var out []string
+	used := 0
+	for i, w := range ws {
+		w = clip(w)
+		if used+len(w) > maxWarningsBytes-100 {
+			return append(out, backup.Count(len(ws)-i, "more warning")+" about the archive not shown")
+		}
+		out = append(out, w)
+		used += len(w)
+	}
+	return out
+}
