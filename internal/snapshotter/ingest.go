@@ -14,6 +14,7 @@ import (
 
 	"github.com/mxazure/backups/internal/archive"
 	"github.com/mxazure/backups/internal/backup"
+	"github.com/mxazure/backups/internal/blobstore"
 	"github.com/mxazure/backups/internal/pg"
 )
 
@@ -34,18 +35,13 @@ type UploadSource interface {
 	OpenUpload(ctx context.Context, path, etag string) (io.ReadCloser, int64, error)
 }
 
-func (s *Snapshotter) uploads() (UploadSource, error) {
+var _ UploadSource = (*blobstore.Store)(nil)
+
+func (s *Snapshotter) uploads() UploadSource {
 	if s.Uploads != nil {
-		return s.Uploads, nil
+		return s.Uploads
 	}
-	// Asserted rather than required, so that the package builds whether or not blobstore.Store reads
-	// uploads yet.
-	if s.Blobs != nil {
-		if u, ok := any(s.Blobs).(UploadSource); ok {
-			return u, nil
-		}
-	}
-	return nil, backup.Errorf(backup.CodeInternal, "the backup service cannot read uploaded archives: it has no reader of the uploads container")
+	return s.Blobs
 }
 
 // dumpHeadBytes is how much of db/db.backup is read before the dump writer starts: enough for the
@@ -65,11 +61,7 @@ const compressedDumpLevel = 1
 func (s *Snapshotter) Ingest(ctx context.Context, req backup.IngestRequest) (backup.IngestResult, error) {
 	start := time.Now()
 	defer debug.FreeOSMemory() // as after a backup: the buffers are garbage once it ends
-	src, err := s.uploads()
-	if err != nil {
-		return backup.IngestResult{}, err
-	}
-	body, size, err := src.OpenUpload(ctx, req.UploadPath, req.UploadETag)
+	body, size, err := s.uploads().OpenUpload(ctx, req.UploadPath, req.UploadETag)
 	if err != nil {
 		return backup.IngestResult{}, err
 	}

@@ -44,7 +44,7 @@ type Snapshotter struct {
 	RetryDelay time.Duration
 	// Archive tunes compression and block sizes.
 	Archive archive.Options
-	// Uploads reads uploaded archives for Ingest; default Blobs (blobstore.Store.OpenUpload).
+	// Uploads reads uploaded archives for Ingest; default Blobs.
 	Uploads UploadSource
 	// UploadLimits bound what Ingest reads of an uploaded archive; zero fields take
 	// archive.DefaultLimits.
