@@ -62,9 +62,20 @@ func (l Limits) withDefaults() Limits {
 // known before it is read (a blob's) and larger than l.MaxArchiveBytes.
 func (l Limits) CheckArchiveSize(size int64) error {
 	if max := l.withDefaults().MaxArchiveBytes; size > max {
-		return backup.Errorf(backup.CodeInvalidParameters, "archive exceeds the size limit of %s: it has %s", formatBytes(max), formatBytes(size))
+		has, limit := formatSizes(size, max)
+		return backup.Errorf(backup.CodeInvalidParameters, "archive exceeds the size limit of %s: it has %s", limit, has)
 	}
 	return nil
+}
+
+// formatSizes prints a size and the limit it exceeds for a person, in bytes when rounding would make
+// them read the same.
+func formatSizes(n, limit int64) (string, string) {
+	a, b := formatBytes(n), formatBytes(limit)
+	if a == b {
+		return fmt.Sprintf("%d bytes", n), fmt.Sprintf("%d bytes", limit)
+	}
+	return a, b
 }
 
 // EntryKind says what an entry handed to the visit function is.
@@ -241,8 +252,8 @@ func (in *inspector) entry(hdr *tar.Header, tr *tar.Reader) error {
 		return nil
 	}
 	if hdr.Size > in.limits.MaxEntryBytes {
-		return backup.Errorf(backup.CodeInvalidParameters, "entry %q size %s exceeds the limit of %s",
-			hdr.Name, formatBytes(hdr.Size), formatBytes(in.limits.MaxEntryBytes))
+		size, limit := formatSizes(hdr.Size, in.limits.MaxEntryBytes)
+		return backup.Errorf(backup.CodeInvalidParameters, "entry %q size %s exceeds the limit of %s", hdr.Name, size, limit)
 	}
 	in.stated += hdr.Size
 	if in.stated > in.limits.MaxUnpackedBytes {

@@ -346,6 +346,10 @@ func TestCheckArchiveSize(t *testing.T) {
 	if backup.CodeOf(err) != backup.CodeInvalidParameters || !strings.Contains(err.Error(), "archive exceeds the size limit of 1 MiB: it has 3 MiB") {
 		t.Errorf("got %v, want the size refused", err)
 	}
+	err = (Limits{MaxArchiveBytes: 110_000}).CheckArchiveSize(110_001)
+	if err == nil || !strings.Contains(err.Error(), "limit of 110000 bytes: it has 110001 bytes") {
+		t.Errorf("got %v, want sizes that round alike in bytes", err)
+	}
 	if err := (Limits{}).CheckArchiveSize(DefaultLimits.MaxArchiveBytes + 1); err == nil {
 		t.Error("the default limit applies to a zero Limits")
 	}
