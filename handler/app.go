@@ -60,7 +60,7 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 	})
 
 	var err error
-	blobOpts := blobstore.Options{FileStoreContainer: cfg.FileStoreContainer}
+	blobOpts := blobstore.Options{FileStoreContainer: cfg.FileStoreContainer, UploadsContainer: cfg.UploadsContainer}
 	if cfg.StorageConnectionString != "" {
 		if a.tables, err = tablestore.NewFromConnectionString(cfg.StorageConnectionString.Value(), cfg.TablePrefix); err != nil {
 			return nil, err
@@ -109,7 +109,10 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 		Conn:        databaseConn(cfg, credential),
 		FileWorkers: cfg.FileWorkers,
 		Archive:     archive.Options{Level: cfg.ArchiveCompressionLevel},
-		Log:         log,
+		Uploads:     a.blobs,
+		UploadLimits: archive.Limits{MaxArchiveBytes: cfg.UploadMaxBytes, MaxEntryBytes: cfg.UploadMaxBytes,
+			MaxUnpackedBytes: cfg.UploadMaxUnpackedBytes},
+		Log: log,
 	}
 	restores := &restorer.Restorer{
 		DB:    &pg.Restorer{BinDir: cfg.PGBinDir, Logger: log},
@@ -121,7 +124,9 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 	svc := backup.NewService(backup.Deps{Stores: a.tables.Stores(), Publisher: a.publisher, Snapshotter: snap,
 		Archives: a.blobs, Layout: blobstore.Layout{}, FileStore: a.blobs, Manifests: a.blobs, Now: time.Now, Log: log,
 		StallTimeout: cfg.JobStallTimeout, DatabaseHosts: cfg.PGAllowedHosts,
-		Restorer: restores, RestoreUndo: time.Duration(cfg.RestoreUndoHours) * time.Hour})
+		Restorer: restores, RestoreUndo: time.Duration(cfg.RestoreUndoHours) * time.Hour,
+		Downloads: snap, Ingester: snap, Links: a.blobs, Uploads: a.blobs,
+		UploadLinkTTL: time.Duration(cfg.UploadLinkHours) * time.Hour, UploadMaxBytes: cfg.UploadMaxBytes})
 	a.api = api.New(api.Deps{
 		Log: log, Version: cfg.Version, Authenticator: authn, Service: svc,
 		Checks: []api.Check{
@@ -160,6 +165,11 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 		func(ctx context.Context, _ envelope.Timer, log zerolog.Logger) error {
 			_, err := svc.DiscardRestoreUndo(ctx, log)
 			return err
+		}))
+	// Hourly: remove download blobs whose last link expired, and uploads never completed or left behind.
+	a.triggers.Register("RemoveExpiredTransfers", triggers.Timer("timer",
+		func(ctx context.Context, _ envelope.Timer, log zerolog.Logger) error {
+			return svc.RemoveExpiredTransfers(ctx)
 		}))
 	// Daily: remove snapshot blobs no snapshot record points to, and finish deletions that stopped half-way.
 	a.triggers.Register("SweepArchives", triggers.Timer("timer",
