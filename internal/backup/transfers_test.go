@@ -310,7 +310,7 @@ func TestUploadBecomesASnapshotOnceAndItsBlobIsRemoved(t *testing.T) {
 		t.Fatalf("ingest calls: %+v", f.ingester.calls)
 	}
 	got := f.snapshot(t, sn.ID)
-	if got.Status != backup.SnapshotFinished || got.ModelVersion != "1.0.0.7" || got.UploadSHA256 != "archive-sha" || got.FilesCount != 2 || got.DumpPath == "" {
+	if got.Status != backup.SnapshotFinished || got.ModelVersion != "1.0.0.7" || got.UploadSHA256 != "archive-sha" || got.FilesCount != 2 || got.DumpPath == "" || len(got.Warnings) != 0 {
 		t.Fatalf("finished upload: %+v", got)
 	}
 	if b, _ := f.tb.UploadProperties(ctx, link.Upload.BlobPath); b.Found {

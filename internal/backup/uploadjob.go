@@ -13,6 +13,9 @@ type uploadJob struct{ backupJob }
 
 var _ JobKind = uploadJob{}
 
+// WarningModelVersionUnknown starts the warning of an uploaded snapshot whose model version is unknown.
+const WarningModelVersionUnknown = "MODEL_VERSION_UNKNOWN"
+
 // ingestedSnapshot is what an upload run stored: a committed, verified dump and a manifest.
 type ingestedSnapshot struct {
 	dump, manifest string
@@ -56,6 +59,9 @@ func (j uploadJob) Succeed(ctx context.Context, op Operation, result any) error 
 		return fmt.Errorf("upload result of type %T", result)
 	}
 	now, res := j.s.now(), built.res
+	if res.ModelVersion == "" {
+		res.Warnings = append(res.Warnings, WarningModelVersionUnknown+": the archive's .metadata names no modelVersion (or it has no .metadata), so a restore cannot tell whether the snapshot matches the environment's model")
+	}
 	err := j.update(ctx, op, func(sn *Snapshot) {
 		sn.Status, sn.StatusMessage, sn.Progress, sn.FinishedAt = SnapshotFinished, "", nil, now
 		sn.SizeBytes, sn.SHA256, sn.DatabaseSizeBytes, sn.DumpSizeBytes = res.SizeBytes, res.SHA256, res.DatabaseSizeBytes, res.DumpSizeBytes
