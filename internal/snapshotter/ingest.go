@@ -72,7 +72,7 @@ func (s *Snapshotter) Ingest(ctx context.Context, req backup.IngestRequest) (bac
 
 	prog := &progress{report: req.Progress, cur: backup.Progress{Phase: "validating"}}
 	g, gctx := errgroup.WithContext(ctx)
-	in := &ingest{s: s, req: req, ctx: ctx, prog: prog}
+	in := &ingest{s: s, req: req, ctx: gctx, g: g, prog: prog, start: start}
 	in.files = newFileIngest(s, req, gctx, g, prog)
 	defer in.abort()
 	g.Go(in.files.begin)
@@ -83,31 +83,21 @@ func (s *Snapshotter) Ingest(ctx context.Context, req backup.IngestRequest) (bac
 		m, err = archive.Inspect(gctx, read, s.UploadLimits, in.visit)
 		return err
 	})
-	if err := g.Wait(); err != nil {
-		return backup.IngestResult{}, err
-	}
+	err = g.Wait()
 	read := time.Since(start)
-
-	prog.phase("finishing")
-	dump, err := in.dump.Finish()
-	if err != nil {
-		return backup.IngestResult{}, fmt.Errorf("write the dump blob: %w", err)
+	var stored storedFiles
+	if err == nil {
+		prog.phase("finishing")
+		stored, err = in.files.finish(ctx)
 	}
-	if dump.RawSize != m.DumpSize {
-		s.deleteQuietly(req.DumpPath)
-		return backup.IngestResult{}, backup.Errorf(backup.CodeInternal, "the dump blob holds %d bytes where %s has %d", dump.RawSize, archive.DumpName, m.DumpSize)
-	}
-	verified, err := s.verify(ctx, req.DumpPath, dump.Blocks, dump.Size, prog)
 	if err != nil {
-		s.deleteQuietly(req.DumpPath)
+		if in.committed {
+			s.deleteQuietly(req.DumpPath)
+			s.deleteQuietly(req.ManifestPath)
+		}
 		return backup.IngestResult{}, err
 	}
-	stored, err := in.files.finish(ctx)
-	if err != nil {
-		s.deleteQuietly(req.DumpPath)
-		s.deleteQuietly(req.ManifestPath)
-		return backup.IngestResult{}, err
-	}
+	dump, verified := in.written, in.verified
 
 	res := backup.IngestResult{
 		SnapshotResult: backup.SnapshotResult{
@@ -129,7 +119,7 @@ func (s *Snapshotter) Ingest(ctx context.Context, req backup.IngestRequest) (bac
 	s.Log.Info().Str("dump", req.DumpPath).Int64("archive", m.CompressedSize).Int64("dump_blob", verified.Size).
 		Int64("dump_size", dump.RawSize).Str("dump_version", m.DumpVersion).Int("dump_level", in.level).
 		Int("dump_tables", in.listed.Tables).Int("files", len(stored.Entries)).Int("new_files", stored.NewFiles).
-		Int64("new_bytes", stored.NewBytes).Dur("read", read).Dur("done", time.Since(start)).Msg("upload stored as a snapshot")
+		Int64("new_bytes", stored.NewBytes).Dur("dump_read", in.dumpRead.Sub(start)).Dur("read", read).Dur("done", time.Since(start)).Msg("upload stored as a snapshot")
 	return res, nil
 }
 
@@ -137,7 +127,8 @@ func (s *Snapshotter) Ingest(ctx context.Context, req backup.IngestRequest) (bac
 type ingest struct {
 	s    *Snapshotter
 	req  backup.IngestRequest
-	ctx  context.Context // Ingest's: the dump writer outlives the reading
+	ctx  context.Context // the reading's: it ends when anything fails
+	g    *errgroup.Group
 	prog *progress
 
 	files  *fileIngest
@@ -145,13 +136,20 @@ type ingest struct {
 	check  *pg.DumpCheck
 	level  int
 	listed pg.DumpList
+	// The dump blob, committed and verified while the files still stream past (Mendix puts them after
+	// the dump): set when committed is.
+	committed bool
+	written   archive.CompressedResult
+	verified  archive.Verified
+	// Phase ends, logged at the end: where a slow ingest spent its time.
+	start, dumpRead time.Time
 }
 
 // visit is Inspect's callback, in archive order.
 func (in *ingest) visit(e archive.Entry, r io.Reader) error {
 	switch e.Kind {
 	case archive.EntryDatabase:
-		return in.writeDump(r)
+		return in.writeDump(r, e.Size)
 	case archive.EntryFile:
 		return in.files.add(e, r)
 	}
@@ -160,7 +158,7 @@ func (in *ingest) visit(e archive.Entry, r io.Reader) error {
 
 // writeDump streams db/db.backup into the dump writer and, on the way, into the check; the check's
 // refusal stops the stream as soon as pg_restore has given it.
-func (in *ingest) writeDump(r io.Reader) error {
+func (in *ingest) writeDump(r io.Reader, size int64) error {
 	head := make([]byte, dumpHeadBytes)
 	n, err := io.ReadFull(r, head)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) { // a dump shorter than the head
@@ -183,7 +181,26 @@ func (in *ingest) writeDump(r io.Reader) error {
 		}
 		return fmt.Errorf("store the database dump: %w", err)
 	}
-	in.listed, err = in.check.Wait()
+	if in.listed, err = in.check.Wait(); err != nil {
+		return err
+	}
+	in.dumpRead = time.Now()
+	in.g.Go(func() error { return in.finishDump(size) })
+	return nil
+}
+
+// finishDump commits the dump blob and reads it back to verify it (see Snapshotter.verify), while
+// the rest of the archive is read; its progress is not reported, the reading's is.
+func (in *ingest) finishDump(size int64) error {
+	res, err := in.dump.Finish()
+	if err != nil {
+		return fmt.Errorf("write the dump blob: %w", err)
+	}
+	in.committed, in.written = true, res
+	if res.RawSize != size {
+		return backup.Errorf(backup.CodeInternal, "the dump blob holds %d bytes where %s has %d", res.RawSize, archive.DumpName, size)
+	}
+	in.verified, err = in.s.verify(in.ctx, in.req.DumpPath, res.Blocks, res.Size, &progress{})
 	return err
 }
 

@@ -17,20 +17,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
-
 	"github.com/mxazure/backups/internal/archive"
 	"github.com/mxazure/backups/internal/backup"
 )
 
 // How the ingest tests make uploads: archives written by GNU tar, by Python's tarfile and, for hostile
 // ones, by archive/tar, of a real pg_dump 15 dump of the fixture's database and some files, put into
-// a container of uploads in Azurite and read back through testUploads.
-
-const uploadsContainer = "test-uploads"
+// the uploads container in Azurite and read back through testUploads.
 
 // part is one entry of an archive to make, in archive order.
 type part struct {
@@ -193,27 +186,18 @@ func treeParts(files uploadFiles, prefix string, nested bool) []part {
 
 // --- uploads in Azurite ---
 
-// testUploads reads the uploads container as blobstore.Store.OpenUpload does: the blob as completed
-// (If-Match its ETag) or a CodeInvalidParameters error. wrap, when set, wraps the reader.
+// testUploads reads uploads with the Store's OpenUpload, through wrap when it is set.
 type testUploads struct {
 	f    *fixture
 	wrap func(io.ReadCloser) io.ReadCloser
 }
 
 func (u testUploads) OpenUpload(ctx context.Context, path, etag string) (io.ReadCloser, int64, error) {
-	resp, err := u.f.blobs.Client().DownloadStream(ctx, uploadsContainer, path, &blob.DownloadStreamOptions{
-		AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: to.Ptr(azcore.ETag(etag))}}})
-	switch {
-	case bloberror.HasCode(err, bloberror.ConditionNotMet, bloberror.BlobNotFound):
-		return nil, 0, backup.Wrap(backup.CodeInvalidParameters, err, "the uploaded archive was changed after the upload was completed; upload it again")
-	case err != nil:
-		return nil, 0, backup.Wrap(backup.CodeTransient, err, "could not read the uploaded archive")
-	}
-	var rc io.ReadCloser = resp.Body
-	if u.wrap != nil {
+	rc, size, err := u.f.blobs.OpenUpload(ctx, path, etag)
+	if err == nil && u.wrap != nil {
 		rc = u.wrap(rc)
 	}
-	return rc, *resp.ContentLength, nil
+	return rc, size, err
 }
 
 var uploads atomic.Int64
@@ -221,12 +205,8 @@ var uploads atomic.Int64
 // putUpload stores data as an upload blob and returns its path and ETag.
 func (f *fixture) putUpload(t *testing.T, data []byte) (string, string) {
 	t.Helper()
-	ctx := t.Context()
-	if _, err := f.blobs.Client().CreateContainer(ctx, uploadsContainer, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
-		t.Fatal(err)
-	}
 	path := fmt.Sprintf("%s/%s/upload-%d.tar.gz", f.env.Namespace, f.env.ID, uploads.Add(1))
-	resp, err := f.blobs.Client().UploadBuffer(ctx, uploadsContainer, path, data, nil)
+	resp, err := f.blobs.Client().UploadBuffer(t.Context(), f.blobs.UploadsContainer(), path, data, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

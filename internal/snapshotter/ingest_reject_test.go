@@ -45,6 +45,12 @@ func TestIngestRejects(t *testing.T) {
 	newer[5], newer[6] = 1, 16
 	cutDump := dump[:len(dump)-200]
 	bomb := goTarGz(t, regular("db/db.backup", dump), regular(archive.TreeName(u), make([]byte, 40<<20)))
+	// The dump blob is committed while the files stream past; a refusal after them removes it.
+	late := []goEntry{regular("db/db.backup", dump)}
+	for u, data := range f.newFiles(40, 300_000) {
+		late = append(late, regular(archive.TreeName(u), data))
+	}
+	late = append(late, regular("tree/photo.jpg", []byte("x")))
 
 	cases := []struct {
 		name   string
@@ -75,6 +81,7 @@ func TestIngestRejects(t *testing.T) {
 			want: []string{"archive has more than one entry for tree/" + u}},
 		{name: "duplicate dump", data: goTarGz(t, with(regular("./db/db.backup", dump))...),
 			want: []string{"archive has more than one entry for db/db.backup"}},
+		{name: "refused after the dump was stored", data: goTarGz(t, late...), want: []string{`entry "tree/photo.jpg" is not named by a UUID`}},
 		{name: "no db/db.backup", data: goTarGz(t, regular(".metadata", meta), regular(archive.TreeName(u), []byte("x"))),
 			want: []string{"archive has no db/db.backup"}},
 		{name: "plain-SQL dump", data: goTarGz(t, regular("db/db.backup", []byte("--\n-- PostgreSQL database dump\n--\nCREATE TABLE x ();\n"))),
@@ -111,7 +118,7 @@ func TestIngestRefusesAnUploadChangedSinceCompleted(t *testing.T) {
 	dump := f.pgDump(t)
 	data := goTarGz(t, regular("db/db.backup", dump))
 	path, etag := f.putUpload(t, data)
-	if _, err := f.blobs.Client().UploadBuffer(t.Context(), uploadsContainer, path, data, nil); err != nil {
+	if _, err := f.blobs.Client().UploadBuffer(t.Context(), f.blobs.UploadsContainer(), path, data, nil); err != nil {
 		t.Fatal(err)
 	}
 	id := newID()
