@@ -30,7 +30,8 @@ import (
 //     never replaces an object.
 //   - A larger file cannot be named by its MD5 before all its bytes have streamed past, and cannot be
 //     held whole: its blocks are staged as they come under a name of its own (stagingName), then
-//     committed with the file's Content-MD5, unless the store has the object of that MD5 already.
+//     committed with the file's Content-MD5, unless the store holds that content already
+//     (sameContent).
 //
 // Uploads run on FileWorkers goroutines; the buffers waiting for them are bounded by fileBufferBytes,
 // which blocks the reading of the archive (back-pressure) rather than growing.
@@ -179,9 +180,12 @@ func (f *fileIngest) addSmall(e archive.Entry, r io.Reader) error {
 		entry := backup.ManifestEntry{UUID: e.UUID, Size: e.Size, MD5: sum[:]}
 		entry.Object = backup.ObjectName(backup.SourceFile{UUID: e.UUID, Size: e.Size, MD5: sum[:]})
 		found, err := f.inStore(entry.Object)
-		if err != nil || found {
-			f.settle(entry, false)
+		if err != nil {
 			return err
+		}
+		if found {
+			f.settle(entry, false)
+			return nil
 		}
 		var existed bool
 		err = f.s.retry(f.ctx, "storing a file document of the upload", e.UUID, func() error {
