@@ -23,7 +23,7 @@ import (
 // docs/archive-format.md ("Accepting an upload") and hands on db/db.backup and each file as they
 // stream past: the dump goes through pg.CheckDump (pg_restore --list and a walk of its blocks) into a
 // DumpWriter, the same dump blob a backup writes, and each file into the environment's file store
-// (ingestfiles.go), while the rest of the archive is still being read.
+// (ingest_files.go), while the rest of the archive is still being read.
 
 var _ backup.Ingester = (*Snapshotter)(nil)
 
@@ -49,9 +49,11 @@ func (s *Snapshotter) uploads() UploadSource {
 const dumpHeadBytes = 4096
 
 // compressedDumpLevel is the gzip level of the dump blob of a dump whose data pg_dump compressed
-// already (its default): deflate cannot shrink zlib output, and klauspost's level 1 sees that and
-// writes stored blocks at more than 1 GB/s a core, where level 6 searches for matches at 70 MB/s.
-// Stored blocks end byte-aligned like any other, so Assemble splices the blob as it does a backup's.
+// already (its default). Recompressing zlib output is wasted work: on a pg_dump -Z6 dump klauspost's
+// level 1 runs at about 330 MB/s a core and writes stored blocks for all but 0.01%, where level 6
+// runs at 65 MB/s for 7% less. (Stored blocks alone would run at 6 GB/s, but archive.Options has no
+// level for them.) Any deflate segments ending byte-aligned splice, so Assemble reads the blob as it
+// does a backup's.
 const compressedDumpLevel = 1
 
 // Ingest reads the upload blob once and stores it as the parts of snapshot req.SnapshotID (see
