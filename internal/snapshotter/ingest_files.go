@@ -39,7 +39,7 @@ import (
 const (
 	smallFileBytes  = 4 << 20  // files up to this are stored with one Put Blob
 	largeBlockBytes = 4 << 20  // the blocks of a larger file
-	fileBufferBytes = 32 << 20 // the file bytes read and not yet stored, at most
+	fileBufferBytes = 16 << 20 // the file bytes read and not yet stored, at most
 	minFileBuffer   = 4 << 10  // the smallest pooled buffer
 	confirmPoll     = 2 * time.Second
 )

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -99,10 +100,14 @@ func TestIngestSpeed(t *testing.T) {
 	req := backup.IngestRequest{Namespace: ns, EnvironmentID: env, SnapshotID: id, UploadPath: upload, UploadETag: string(*resp.ETag),
 		DumpPath: layout.SnapshotDump(ns, env, id, 1), ManifestPath: layout.SnapshotManifest(ns, env, id, 1)}
 	runtime.GC()
-	var peak atomic.Uint64
+	idle := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(idle)
+	// The heap in use (garbage not yet collected included) and the live heap after each GC.
+	var peak, live atomic.Uint64
 	stop := make(chan struct{})
 	go func() {
 		var m runtime.MemStats
+		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 		for {
 			select {
 			case <-stop:
@@ -112,6 +117,10 @@ func TestIngestSpeed(t *testing.T) {
 			runtime.ReadMemStats(&m)
 			if v := m.HeapInuse + m.StackInuse; v > peak.Load() {
 				peak.Store(v)
+			}
+			metrics.Read(sample)
+			if v := sample[0].Value.Uint64(); v > live.Load() {
+				live.Store(v)
 			}
 		}
 	}()
@@ -138,8 +147,8 @@ func TestIngestSpeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("ingest: %s = %.2f × the baseline; %.1f s CPU of this process, %.1f s of the machine; peak heap %d MiB; dump blob %.1f MB; %d files",
-		wall.Round(time.Millisecond), wall.Seconds()/baseline.Seconds(), after.cpu-before.cpu, busy, peak.Load()>>20,
+	t.Logf("ingest: %s = %.2f × the baseline; %.1f s CPU of this process, %.1f s of the machine; peak heap %d MiB in use, %d MiB live (%d MiB before); dump blob %.1f MB; %d files",
+		wall.Round(time.Millisecond), wall.Seconds()/baseline.Seconds(), after.cpu-before.cpu, busy, peak.Load()>>20, live.Load()>>20, idle[0].Value.Uint64()>>20,
 		float64(res.DumpBlobBytes)/1e6, res.FilesCount)
 }
 
