@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mxazure/backups/internal/backup"
 )
@@ -172,7 +173,9 @@ var unsupportedVersion = regexp.MustCompile(`unsupported version \((\d+\.\d+)\) 
 // pg_restore reads.
 func (c *DumpCheck) versionRefusal(version string) string {
 	dump := fmt.Sprintf("%s is a dump of archive version %s (%s)", c.name, version, archiveWriter(version))
-	out, err := exec.CommandContext(context.WithoutCancel(c.ctx), c.bin, "--version").Output()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, c.bin, "--version").Output()
 	m := versionRE.FindSubmatch(out)
 	if err != nil || m == nil {
 		return dump + ", which the service's pg_restore cannot read"
