@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/mxazure/backups/internal/archive"
+
 	"github.com/mxazure/backups/internal/backup"
 )
 
@@ -263,4 +265,36 @@ func TestIngestReferencesWhatTheStoreHas(t *testing.T) {
 		t.Errorf("the same upload again names other objects:\n%v\nwant\n%v", o, objects)
 	}
 	f.assemble(t, nil, again.snapshot(map[string][]byte(files)))
+}
+
+// TestIngestReportsProgress: while the archive is read, the bytes read and the files stored advance,
+// so that the job's watchdog sees a healthy ingest advance; then it finishes.
+func TestIngestReportsProgress(t *testing.T) {
+	f := newFixture(t)
+	dump := f.pgDump(t)
+	files := f.newFiles(5, 50_000)
+	data := gnuTarGz(t, append([]part{{"db/db.backup", dump}}, treeParts(files, "", true)...)...)
+	path, etag := f.putUpload(t, data)
+	id := newID()
+	ns, env := f.env.Namespace, f.env.ID
+	log := &progressLog{}
+	_, err := f.ingester(archive.Limits{}).Ingest(t.Context(), backup.IngestRequest{Namespace: ns, EnvironmentID: env, SnapshotID: id,
+		UploadPath: path, UploadETag: etag, DumpPath: layout.SnapshotDump(ns, env, id, 1), ManifestPath: layout.SnapshotManifest(ns, env, id, 1),
+		Progress: log.report})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := log.phases(); got != "validating,finishing" {
+		t.Errorf("phases %s", got)
+	}
+	reading := log.in("validating")
+	var bytesDone int64
+	filesDone := 0
+	for _, p := range reading {
+		bytesDone, filesDone = max(bytesDone, p.BytesDone), max(filesDone, p.FilesDone)
+	}
+	if len(reading) < 3 || bytesDone != int64(len(data)) || filesDone != len(files) {
+		t.Errorf("%d reports while reading, up to %d bytes and %d files; want several, up to %d bytes and %d files",
+			len(reading), bytesDone, filesDone, len(data), len(files))
+	}
 }
