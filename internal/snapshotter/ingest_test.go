@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mxazure/backups/internal/archive"
-
 	"github.com/mxazure/backups/internal/backup"
 )
 
