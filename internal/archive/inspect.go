@@ -496,7 +496,7 @@ func (in *inspector) unpackedTooLarge() error {
 
 // streamError explains an error met while reading the gzip and tar streams, saying where it broke:
 // the byte of the archive as uploaded (compressed) where it ended, or, for a damaged stream, about
-// where (the gzip reader reads a few KiB ahead), and the entry it was in.
+// where (reads run up to sourceBuffer bytes ahead), and the entry it was in.
 func (in *inspector) streamError(err error) error {
 	var be *backup.Error
 	switch {
@@ -515,7 +515,7 @@ func (in *inspector) streamError(err error) error {
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return in.reject(err, "archive is truncated at byte %d (%s)", in.src.n, in.where())
 	case errors.Is(err, gzip.ErrChecksum):
-		return in.reject(err, "archive is corrupt: gzip checksum mismatch at the end of its gzip stream (byte %d); the archive was damaged after it was written", in.src.n)
+		return in.reject(err, "archive is corrupt: gzip checksum mismatch at the end of its gzip stream, near byte %d; the archive was damaged after it was written", in.src.n)
 	case errors.Is(err, gzip.ErrHeader):
 		return in.reject(err, "archive is corrupt: it has data that is not gzip-compressed after a gzip member, near byte %d", in.src.n)
 	case errors.Is(err, tar.ErrHeader) && in.entries == 0:
