@@ -84,17 +84,11 @@ func snapshotsPath(envID string) string {
 func (l *Lab) Backup(ctx context.Context, envID string, level int, keep bool) (BackupResult, error) {
 	res := BackupResult{Level: level}
 	st := l.Stack
-	before := st.Host.Status()
-	if before.HandlerPID == 0 {
-		return res, fmt.Errorf("the handler is not running (host %s)", before.State)
-	}
-	if err := ResetPeakRSS(before.HandlerPID); err != nil {
+	watch, startRSS, err := l.watchHandler()
+	if err != nil {
 		return res, err
 	}
-	var err error
-	if res.StartRSS, _, err = ReadRSS(before.HandlerPID); err != nil {
-		return res, err
-	}
+	res.StartRSS = startRSS
 	start := time.Now()
 	status, body, err := st.Call(ctx, l.Token, "POST", snapshotsPath(envID), `{"comment":"benchmark"}`)
 	if err != nil || status != http.StatusAccepted {
@@ -110,11 +104,7 @@ func (l *Lab) Backup(ctx context.Context, envID string, level int, keep bool) (B
 		return res, err
 	}
 	res.Wall = time.Since(start)
-	_, res.PeakRSS, err = ReadRSS(before.HandlerPID)
-	if after := st.Host.Status(); after.HandlerPID != before.HandlerPID || after.Restarts != before.Restarts {
-		return res, fmt.Errorf("the handler restarted during the backup (pid %d -> %d)", before.HandlerPID, after.HandlerPID)
-	}
-	if err != nil {
+	if res.PeakRSS, err = watch.peak("backup"); err != nil {
 		return res, err
 	}
 	if snap.Status != "Finished" {

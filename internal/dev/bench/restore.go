@@ -67,17 +67,11 @@ func restoresPath(envID string) string {
 func (l *Lab) Restore(ctx context.Context, targetID, sourceID, snapshotID string, snapshotFiles int) (RestoreResult, error) {
 	res := RestoreResult{SnapshotID: snapshotID, SnapshotFiles: snapshotFiles}
 	st := l.Stack
-	before := st.Host.Status()
-	if before.HandlerPID == 0 {
-		return res, fmt.Errorf("the handler is not running (host %s)", before.State)
-	}
-	if err := ResetPeakRSS(before.HandlerPID); err != nil {
+	watch, startRSS, err := l.watchHandler()
+	if err != nil {
 		return res, err
 	}
-	var err error
-	if res.StartRSS, _, err = ReadRSS(before.HandlerPID); err != nil {
-		return res, err
-	}
+	res.StartRSS = startRSS
 	body, _ := json.Marshal(map[string]string{"source_snapshot_id": snapshotID, "source_environment_id": sourceID})
 	start := time.Now()
 	status, resp, err := st.Call(ctx, l.Token, "POST", restoresPath(targetID), string(body))
@@ -94,11 +88,7 @@ func (l *Lab) Restore(ctx context.Context, targetID, sourceID, snapshotID string
 		return res, err
 	}
 	res.Wall = time.Since(start)
-	_, res.PeakRSS, err = ReadRSS(before.HandlerPID)
-	if after := st.Host.Status(); after.HandlerPID != before.HandlerPID || after.Restarts != before.Restarts {
-		return res, fmt.Errorf("the handler restarted during the restore (pid %d -> %d)", before.HandlerPID, after.HandlerPID)
-	}
-	if err != nil {
+	if res.PeakRSS, err = watch.peak("restore"); err != nil {
 		return res, err
 	}
 	if rec.State != "completed" {

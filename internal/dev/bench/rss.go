@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/mxazure/backups/internal/dev/funchost"
 )
 
 // ResetPeakRSS resets the peak resident set size (VmHWM) of process pid to its current RSS, by writing
@@ -54,4 +56,34 @@ func parseStatus(status string) (rss, peak int64, err error) {
 		return 0, 0, fmt.Errorf("status has no VmRSS and VmHWM lines")
 	}
 	return rss, peak, nil
+}
+
+// handlerWatch measures the handler's memory during one action through the API: its peak RSS is reset
+// when the watch starts and read when it ends, which also fails if the handler restarted meanwhile.
+type handlerWatch struct {
+	l      *Lab
+	before funchost.HostStatus
+}
+
+// watchHandler starts a watch and returns the handler's RSS at its start.
+func (l *Lab) watchHandler() (*handlerWatch, int64, error) {
+	before := l.Stack.Host.Status()
+	if before.HandlerPID == 0 {
+		return nil, 0, fmt.Errorf("the handler is not running (host %s)", before.State)
+	}
+	if err := ResetPeakRSS(before.HandlerPID); err != nil {
+		return nil, 0, err
+	}
+	rss, _, err := ReadRSS(before.HandlerPID)
+	return &handlerWatch{l: l, before: before}, rss, err
+}
+
+// peak is the handler's peak RSS since the watch started; what names the action for the error of a
+// restart.
+func (w *handlerWatch) peak(what string) (int64, error) {
+	_, peak, err := ReadRSS(w.before.HandlerPID)
+	if after := w.l.Stack.Host.Status(); after.HandlerPID != w.before.HandlerPID || after.Restarts != w.before.Restarts {
+		return 0, fmt.Errorf("the handler restarted during the %s (pid %d -> %d)", what, w.before.HandlerPID, after.HandlerPID)
+	}
+	return peak, err
 }

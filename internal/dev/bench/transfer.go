@@ -190,16 +190,11 @@ func (l *Lab) Upload(ctx context.Context, envID string, a UploadArchive) (Upload
 		return res, fmt.Errorf("upload through the link: %w", err)
 	}
 	res.Transfer = time.Since(t)
-	before := st.Host.Status()
-	if before.HandlerPID == 0 {
-		return res, fmt.Errorf("the handler is not running (host %s)", before.State)
-	}
-	if err := ResetPeakRSS(before.HandlerPID); err != nil {
+	watch, startRSS, err := l.watchHandler()
+	if err != nil {
 		return res, err
 	}
-	if res.StartRSS, _, err = ReadRSS(before.HandlerPID); err != nil {
-		return res, err
-	}
+	res.StartRSS = startRSS
 	start := time.Now()
 	status, body, err = st.Call(ctx, l.Token, "POST", link.CompleteURL, `{"comment":"benchmark upload"}`)
 	if err != nil || status != http.StatusAccepted {
@@ -214,11 +209,7 @@ func (l *Lab) Upload(ctx context.Context, envID string, a UploadArchive) (Upload
 		return res, err
 	}
 	res.Wall = time.Since(start)
-	_, res.PeakRSS, err = ReadRSS(before.HandlerPID)
-	if after := st.Host.Status(); after.HandlerPID != before.HandlerPID || after.Restarts != before.Restarts {
-		return res, fmt.Errorf("the handler restarted during the upload's validation")
-	}
-	if err != nil {
+	if res.PeakRSS, err = watch.peak("upload's validation"); err != nil {
 		return res, err
 	}
 	if snap.Status != "Finished" {
@@ -242,17 +233,11 @@ type DownloadResult struct {
 func (l *Lab) Download(ctx context.Context, envID, snapshotID string) (DownloadResult, error) {
 	res := DownloadResult{SnapshotID: snapshotID}
 	st := l.Stack
-	before := st.Host.Status()
-	if before.HandlerPID == 0 {
-		return res, fmt.Errorf("the handler is not running (host %s)", before.State)
-	}
-	if err := ResetPeakRSS(before.HandlerPID); err != nil {
+	watch, startRSS, err := l.watchHandler()
+	if err != nil {
 		return res, err
 	}
-	var err error
-	if res.StartRSS, _, err = ReadRSS(before.HandlerPID); err != nil {
-		return res, err
-	}
+	res.StartRSS = startRSS
 	path := snapshotsPath(envID) + "/" + snapshotID + "/archives"
 	start := time.Now()
 	status, body, err := st.Call(ctx, l.Token, "POST", path, `{"data_type":"files_and_database"}`)
@@ -272,11 +257,7 @@ func (l *Lab) Download(ctx context.Context, envID, snapshotID string) (DownloadR
 		return res, err
 	}
 	res.Wall = time.Since(start)
-	_, res.PeakRSS, err = ReadRSS(before.HandlerPID)
-	if after := st.Host.Status(); after.HandlerPID != before.HandlerPID || after.Restarts != before.Restarts {
-		return res, fmt.Errorf("the handler restarted during the download")
-	}
-	if err != nil {
+	if res.PeakRSS, err = watch.peak("download"); err != nil {
 		return res, err
 	}
 	if a.State != "completed" {
