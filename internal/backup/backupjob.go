@@ -115,16 +115,10 @@ func (b backupJob) Fail(ctx context.Context, op Operation, reason string) error 
 // Settle removes the blobs the snapshot does not keep (other attempts', or all of a failed one) and
 // tells the outcome. A blob that cannot be deleted is left to the sweeper.
 func (b backupJob) Settle(ctx context.Context, op Operation) (Notice, error) {
-	sn, err := b.s.stores.Snapshots.GetSnapshot(ctx, op.Namespace, op.EnvironmentID, op.SubjectID)
-	if err != nil && !IsNotFound(err) {
+	sn, found, err := b.settleBlobs(ctx, op)
+	if err != nil {
 		return Notice{}, err
 	}
-	found := err == nil && !sn.Deleted()
-	var keep []string
-	if found && sn.Status == SnapshotFinished {
-		keep = sn.Blobs()
-	}
-	b.s.removeSnapshotBlobs(ctx, op.Namespace, op.EnvironmentID, op.SubjectID, keep, b.s.log.With().Str("operation", op.ID).Logger())
 
 	act := ActivityEntry{Action: ActionBackup, Actor: op.Actor, SnapshotID: op.SubjectID}
 	ev := &OutboundEvent{SnapshotID: op.SubjectID}
@@ -143,6 +137,24 @@ func (b backupJob) Settle(ctx context.Context, op Operation) (Notice, error) {
 		act.Message, ev.StatusMessage = op.StatusMessage, op.StatusMessage
 	}
 	return Notice{Activity: act, Event: ev}, nil
+}
+
+// settleBlobs removes the blobs of the operation's snapshot that it does not keep (other attempts', or
+// all of a failed one) and returns the snapshot; found is false when it is gone or being deleted.
+func (b backupJob) settleBlobs(ctx context.Context, op Operation) (Snapshot, bool, error) {
+	sn, err := b.s.stores.Snapshots.GetSnapshot(ctx, op.Namespace, op.EnvironmentID, op.SubjectID)
+	if IsNotFound(err) {
+		sn, err = Snapshot{}, nil
+	} else if err != nil {
+		return Snapshot{}, false, err
+	}
+	found := sn.ID != "" && !sn.Deleted()
+	var keep []string
+	if found && sn.Status == SnapshotFinished {
+		keep = sn.Blobs()
+	}
+	b.s.removeSnapshotBlobs(ctx, op.Namespace, op.EnvironmentID, op.SubjectID, keep, b.s.log.With().Str("operation", op.ID).Logger())
+	return sn, found, nil
 }
 
 // update changes the snapshot if this claim still owns it and it is Processing; ErrFenced otherwise.

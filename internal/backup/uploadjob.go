@@ -81,18 +81,12 @@ func (j uploadJob) Succeed(ctx context.Context, op Operation, result any) error 
 // it is not needed any more), and tells the outcome.
 func (j uploadJob) Settle(ctx context.Context, op Operation) (Notice, error) {
 	s := j.s
-	sn, err := s.stores.Snapshots.GetSnapshot(ctx, op.Namespace, op.EnvironmentID, op.SubjectID)
-	if err != nil && !IsNotFound(err) {
+	sn, found, err := j.settleBlobs(ctx, op)
+	if err != nil {
 		return Notice{}, err
 	}
-	found := err == nil && !sn.Deleted()
-	var keep []string
-	if found && sn.Status == SnapshotFinished {
-		keep = sn.Blobs()
-	}
 	log := s.log.With().Str("operation", op.ID).Logger()
-	s.removeSnapshotBlobs(ctx, op.Namespace, op.EnvironmentID, op.SubjectID, keep, log)
-	if err == nil && sn.UploadID != "" {
+	if sn.UploadID != "" {
 		if u, err := s.stores.Uploads.GetUpload(ctx, op.Namespace, op.EnvironmentID, sn.UploadID); err == nil && u.RemovedAt.IsZero() {
 			if err := s.removeUploadBlob(ctx, u); err != nil {
 				log.Warn().Err(err).Str("upload", u.ID).Msg("could not remove the uploaded archive; the hourly removal tries again")
