@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mxazure/backups/internal/ncrontab"
 )
 
 // Defaults of the real Functions host and its Service Bus extension.
@@ -65,7 +67,7 @@ type Function struct {
 	// TriggerBinding is the trigger's binding (also present in Bindings).
 	TriggerBinding Binding
 	// Schedule is the parsed NCRONTAB of a timer trigger.
-	Schedule *Schedule
+	Schedule *ncrontab.Schedule
 }
 
 // Binding is one entry of function.json's bindings; fields not used by its type stay empty.
@@ -415,7 +417,7 @@ func classify(f *Function) error {
 		f.Trigger = TriggerHTTP
 	case "timertrigger":
 		f.Trigger = TriggerTimer
-		s, err := ParseSchedule(b.Schedule)
+		s, err := ncrontab.Parse(b.Schedule)
 		if err != nil {
 			return fmt.Errorf("binding %s: %w", b.Name, err)
 		}

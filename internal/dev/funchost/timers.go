@@ -26,7 +26,7 @@ type timerRunner struct {
 }
 
 func newTimerRunner(fn *Function, inv *invoker, clock Clock, log zerolog.Logger) *timerRunner {
-	monitor := fn.Schedule.minPeriod(clock.Now()) >= time.Minute
+	monitor := fn.Schedule.MinPeriod(clock.Now()) >= time.Minute
 	if fn.TriggerBinding.UseMonitor != nil {
 		monitor = *fn.TriggerBinding.UseMonitor
 	}

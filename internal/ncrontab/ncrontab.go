@@ -1,4 +1,7 @@
-package funchost
+// Package ncrontab reads the NCRONTAB expressions of Azure Functions timer triggers and computes their
+// occurrences: the local Functions host fires timers with it, and the service computes when its
+// automatic backups next run.
+package ncrontab
 
 import (
 	"fmt"
@@ -42,9 +45,9 @@ var (
 // searchYears bounds Next: a schedule with no occurrence in this many years never fires.
 const searchYears = 30
 
-// ParseSchedule parses an NCRONTAB expression. It rejects a malformed field, a value out of range and a
+// Parse parses an NCRONTAB expression. It rejects a malformed field, a value out of range and a
 // schedule that never fires (such as 30 February).
-func ParseSchedule(expr string) (*Schedule, error) {
+func Parse(expr string) (*Schedule, error) {
 	fields := strings.Fields(expr)
 	switch len(fields) {
 	case 5:
@@ -166,9 +169,9 @@ func (s *Schedule) Next(after time.Time) time.Time {
 	return time.Time{}
 }
 
-// minPeriod returns the shortest gap between the next few occurrences, used to decide whether the
+// MinPeriod returns the shortest gap between the next few occurrences, used to decide whether the
 // schedule monitor is on by default (it is for periods of at least a minute).
-func (s *Schedule) minPeriod(from time.Time) time.Duration {
+func (s *Schedule) MinPeriod(from time.Time) time.Duration {
 	prev := s.Next(from)
 	shortest := time.Duration(0)
 	for range 8 {

@@ -1,4 +1,4 @@
-package funchost
+package ncrontab
 
 import (
 	"strings"
@@ -52,9 +52,9 @@ func TestScheduleNext(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := ParseSchedule(tc.expr)
+			s, err := Parse(tc.expr)
 			if err != nil {
-				t.Fatalf("ParseSchedule(%q): %v", tc.expr, err)
+				t.Fatalf("Parse(%q): %v", tc.expr, err)
 			}
 			at := mustTime(t, tc.after)
 			for i, w := range tc.want {
@@ -92,12 +92,12 @@ func TestParseScheduleRejects(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseSchedule(tc.expr)
+			_, err := Parse(tc.expr)
 			if err == nil {
-				t.Fatalf("ParseSchedule(%q): got nil error, want one containing %q", tc.expr, tc.wantErr)
+				t.Fatalf("Parse(%q): got nil error, want one containing %q", tc.expr, tc.wantErr)
 			}
 			if !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("ParseSchedule(%q): got error %q, want it to contain %q", tc.expr, err, tc.wantErr)
+				t.Fatalf("Parse(%q): got error %q, want it to contain %q", tc.expr, err, tc.wantErr)
 			}
 		})
 	}
@@ -114,11 +114,11 @@ func TestScheduleMinPeriod(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.expr, func(t *testing.T) {
-			s, err := ParseSchedule(tc.expr)
+			s, err := Parse(tc.expr)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := s.minPeriod(mustTime(t, "2024-01-01T00:00:00Z")); got != tc.want {
+			if got := s.MinPeriod(mustTime(t, "2024-01-01T00:00:00Z")); got != tc.want {
 				t.Fatalf("minPeriod: got %s, want %s", got, tc.want)
 			}
 		})
