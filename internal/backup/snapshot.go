@@ -94,6 +94,11 @@ type Snapshot struct {
 	// archive as it was read.
 	UploadID     string
 	UploadSHA256 string
+	// AutomaticDay and AutomaticAttempt name the schedule's try that made an automatic snapshot: the
+	// calendar day (2006-01-02, SCHEDULE_TIME_ZONE) and the try of that day (0 to
+	// schedule.MaxAttempts-1). Its id is derived from them (automaticIDs), so a try is made once.
+	AutomaticDay     string
+	AutomaticAttempt int
 	// Readers are the operations reading the snapshot (restores, and downloads being prepared), as
 	// "<environment id>/<operation id>" of the operation's record: while one of them has not ended the
 	// snapshot is neither deleted nor expired. An ended reader's entry is stale and removed when seen.
@@ -101,6 +106,9 @@ type Snapshot struct {
 	// DeletedAt marks a snapshot being deleted: hidden from users at once, its blobs removed after, and
 	// the record last (a crash in between leaves a marked record that the sweeper finishes).
 	DeletedAt time.Time
+	// Expired says that the expiry marked the snapshot (DeletedAt), not a user: a run that finds it
+	// marked tells about it (activity, event) before finishing the deletion.
+	Expired bool
 }
 
 // Incremental reports whether the snapshot is stored as a dump, a manifest and file-store objects (every
@@ -192,6 +200,10 @@ type SnapshotStore interface {
 	UpdateSnapshot(ctx context.Context, namespace, envID, id string, fn UpdateFunc[Snapshot]) (Snapshot, bool, error)
 	// DeleteSnapshot removes the record; deleting a missing record is not an error.
 	DeleteSnapshot(ctx context.Context, namespace, envID, id string) error
+	// ListSnapshotsDue returns at most limit snapshots (of any environment, marked ones included) whose
+	// ExpiresAt is set and before before, the earliest expiry first. It must not scan every snapshot:
+	// stores keep an index by ExpiresAt, which may hold stale entries but never misses a snapshot.
+	ListSnapshotsDue(ctx context.Context, before time.Time, limit int) ([]Snapshot, error)
 }
 
 // OperationStore keeps operations and environment locks.

@@ -25,7 +25,15 @@ type EnvironmentStore interface {
 	// UpdateEnvironment applies fn atomically (ETag-guarded read-modify-write) and reports whether it
 	// wrote.
 	UpdateEnvironment(ctx context.Context, namespace, id string, fn UpdateFunc[Environment]) (Environment, bool, error)
+	// WalkEnvironments calls fn with every environment of every namespace (Deleted ones included) in
+	// (namespace, id) order, starting after the environment after names ("<namespace>|<id>"; "" for the
+	// start), reading page by page; fn returns false to stop. For the schedule's fan-out over thousands
+	// of environments: memory stays bounded by a page.
+	WalkEnvironments(ctx context.Context, after string, fn func(Environment) (bool, error)) error
 }
+
+// EnvironmentKey is the position of an environment in WalkEnvironments' order.
+func EnvironmentKey(namespace, id string) string { return namespace + "|" + id }
 
 // GrantStore keeps permission grants by (namespace, principal).
 type GrantStore interface {
@@ -39,6 +47,8 @@ type SettingsStore interface {
 	// GetSettings returns the zero settings (backups disabled) for a namespace never configured.
 	GetSettings(ctx context.Context, namespace string) (Settings, error)
 	PutSettings(ctx context.Context, s Settings) error
+	// ListEnabledNamespaces returns the namespaces whose backups are enabled, sorted.
+	ListEnabledNamespaces(ctx context.Context) ([]string, error)
 }
 
 // ActivityStore keeps environments' activity logs.
@@ -48,4 +58,13 @@ type ActivityStore interface {
 	AddActivity(ctx context.Context, e ActivityEntry) error
 	// ListActivity returns a page of the newest entries first ([offset, offset+limit)) and the total.
 	ListActivity(ctx context.Context, namespace, environmentID string, offset, limit int) ([]ActivityEntry, int, error)
+}
+
+// ScheduleStore keeps the schedule's runs, one per calendar day.
+type ScheduleStore interface {
+	// GetScheduleRun returns CodeNotFound when the day has no run.
+	GetScheduleRun(ctx context.Context, day string) (ScheduleRun, error)
+	UpdateScheduleRun(ctx context.Context, day string, fn UpdateFunc[ScheduleRun]) (ScheduleRun, bool, error)
+	// ListScheduleRuns returns the runs of fromDay and later, by day.
+	ListScheduleRuns(ctx context.Context, fromDay string) ([]ScheduleRun, error)
 }
