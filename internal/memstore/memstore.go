@@ -26,7 +26,8 @@ type Store struct {
 	restores     map[string]backup.Restore
 	archives     map[string]backup.Archive
 	uploads      map[string]backup.Upload
-	activeLists  int // calls of ListActiveOperations, for tests (ActiveLists)
+	scheduleRuns map[string]backup.ScheduleRun // by day
+	activeLists  int                           // calls of ListActiveOperations, for tests (ActiveLists)
 }
 
 var (
@@ -50,6 +51,7 @@ func New() *Store {
 		restores:     map[string]backup.Restore{},
 		archives:     map[string]backup.Archive{},
 		uploads:      map[string]backup.Upload{},
+		scheduleRuns: map[string]backup.ScheduleRun{},
 	}
 }
 
