@@ -71,7 +71,15 @@ func (d Day) AddDays(n int) Day {
 }
 
 // Before reports whether d is earlier than o.
-func (d Day) Before(o Day) bool { return d.String() < o.String() }
+func (d Day) Before(o Day) bool {
+	if d.Year != o.Year {
+		return d.Year < o.Year
+	}
+	if d.Month != o.Month {
+		return d.Month < o.Month
+	}
+	return d.Day < o.Day
+}
 
 func (d Day) noon() time.Time { return time.Date(d.Year, d.Month, d.Day, 12, 0, 0, 0, time.UTC) }
 
