@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -132,6 +134,36 @@ func (s *Store) UpdateEnvironment(ctx context.Context, namespace, id string, fn 
 	return next.toDomain(), wrote, nil
 }
 
+// WalkEnvironments reads the Environments table in key order, (namespace, id), one page in memory at a
+// time. From a key it runs two range queries: the rest of the key's namespace, then the namespaces after
+// it. One filter with "or" would select the same, but Azure's design guide counts "or" filters as scans,
+// not range queries: each page could read the table from its start. A key without "|" is a namespace: the walk starts at that
+// namespace's first environment.
+func (s *Store) WalkEnvironments(ctx context.Context, after string, fn func(backup.Environment) (bool, error)) error {
+	t := s.table(tableEnvironments)
+	stopped := false
+	walk := func(filter, what string) error {
+		return list(ctx, t, listQuery{filter: filter, top: s.pageSize}, what, func(raw []byte) (bool, error) {
+			var e environmentEntity
+			if err := decodeEntity(raw, &e); err != nil {
+				return false, fmt.Errorf("table storage: decode an environment of the walk: %w", err)
+			}
+			more, err := fn(e.toDomain())
+			stopped = !more
+			return more, err
+		})
+	}
+	if after == "" {
+		return walk("", "environments")
+	}
+	ns, id, _ := strings.Cut(after, "|")
+	err := walk("PartitionKey eq "+odataString(ns)+" and RowKey gt "+odataString(id), "environments of "+ns+" after "+id)
+	if err != nil || stopped {
+		return err
+	}
+	return walk("PartitionKey gt "+odataString(ns), "environments after namespace "+ns)
+}
+
 // grantEntity: PartitionKey = namespace, RowKey = principal id; Permissions comma-separated.
 type grantEntity struct {
 	PartitionKey string
@@ -212,6 +244,26 @@ func (s *Store) GetSettings(ctx context.Context, namespace string) (backup.Setti
 func (s *Store) PutSettings(ctx context.Context, set backup.Settings) error {
 	return upsert(ctx, s.table(tableSettings), &settingsEntity{PartitionKey: set.Namespace, RowKey: "settings",
 		BackupsEnabled: set.BackupsEnabled, UpdatedAt: set.UpdatedAt, UpdatedBy: set.UpdatedBy})
+}
+
+// ListEnabledNamespaces reads the settings table whole (one row per namespace ever configured: a few
+// pages at most), asking for the keys of the enabled ones only.
+func (s *Store) ListEnabledNamespaces(ctx context.Context) ([]string, error) {
+	out := []string{}
+	q := listQuery{filter: "RowKey eq 'settings' and BackupsEnabled eq true", sel: "PartitionKey", top: s.pageSize}
+	err := list(ctx, s.table(tableSettings), q, "enabled namespaces", func(raw []byte) (bool, error) {
+		var e settingsEntity
+		if err := decodeEntity(raw, &e); err != nil {
+			return false, fmt.Errorf("table storage: decode namespace settings: %w", err)
+		}
+		out = append(out, e.PartitionKey)
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(out) // in key order already; sorted here so that the contract does not rest on it
+	return out, nil
 }
 
 // activityEntity: PartitionKey = namespace "|" environment, RowKey = inverted time "-" suffix, so a

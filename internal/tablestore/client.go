@@ -1,7 +1,8 @@
 // Package tablestore keeps the service's records in Azure Table Storage (aztables): environments,
-// permissions, namespace settings, snapshots, operations and their index, restores, activity, rejected
-// events. It implements the domain's store interfaces; optimistic concurrency uses the entities' ETags.
-// Entities are encoded in codec.go (Edm.Int64 integers, times that sort as text, Azure's size limits).
+// permissions, namespace settings, snapshots and their expiry index, operations and their index,
+// restores, activity, rejected events, the schedule's runs. It implements the domain's store
+// interfaces; optimistic concurrency uses the entities' ETags. Entities are encoded in codec.go
+// (Edm.Int64 integers, times that sort as text, Azure's size limits).
 package tablestore
 
 import (
@@ -29,10 +30,13 @@ const (
 	tableRestores       = "Restores"
 	tableArchives       = "Archives"
 	tableUploads        = "Uploads"
+	tableSnapshotExpiry = "SnapshotExpiry"
+	tableScheduleRuns   = "ScheduleRuns"
 )
 
 var allTables = []string{tableEnvironments, tablePermissions, tableSettings, tableSnapshots, tableOperations,
-	tableOperationIndex, tableActivity, tableRejected, tableRestores, tableArchives, tableUploads}
+	tableOperationIndex, tableActivity, tableRejected, tableRestores, tableArchives, tableUploads,
+	tableSnapshotExpiry, tableScheduleRuns}
 
 // The SDK's retry policy for every Table Storage call, set explicitly rather than left to azcore's
 // defaults, which have no TryTimeout: a try on a connection that hangs would wait as long as its
@@ -82,6 +86,9 @@ type Store struct {
 	svc     *aztables.ServiceClient
 	prefix  string
 	options *aztables.ClientOptions // as built, for tests
+	// pageSize is the page size of the walk over every environment and of the expiry index's reads; 0
+	// is 1,000, Azure's most. Tests lower it to cross pages with a few entities.
+	pageSize int
 }
 
 // NewFromConnectionString uses a storage connection string (Azurite locally).

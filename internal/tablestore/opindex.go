@@ -101,13 +101,19 @@ func (s *Store) indexSettled(ctx context.Context, op backup.Operation, activeETa
 	_ = remove(ctx, idx, activePartition, indexKey(op.Namespace, op.EnvironmentID, op.ID), activeETag)
 }
 
-// readIndex lists the index entries matching filter; fn returns false to stop.
+// readIndex lists the entries of the operation index matching filter; fn returns false to stop.
 func (s *Store) readIndex(ctx context.Context, filter string, fn func(indexEntry) (bool, error)) error {
-	return pages(ctx, s.table(tableOperationIndex), filter, 0, "operation index", true, func(raw []byte) (bool, error) {
+	return s.readEntries(ctx, tableOperationIndex, filter, 0, fn)
+}
+
+// readEntries lists the entries (indexEntity rows, with their ETags) of an index table matching filter,
+// in pages of top (0: 1,000); fn returns false to stop.
+func (s *Store) readEntries(ctx context.Context, tbl, filter string, top int, fn func(indexEntry) (bool, error)) error {
+	return pages(ctx, s.table(tbl), filter, top, tbl, true, func(raw []byte) (bool, error) {
 		var e indexEntity
 		etag, err := decodeEntityETag(raw, &e)
 		if err != nil {
-			return false, fmt.Errorf("table storage: decode operation index entry: %w", err)
+			return false, fmt.Errorf("table storage: decode %s entry: %w", tbl, err)
 		}
 		return fn(indexEntry{e, azcore.ETag(etag)})
 	})

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
 	"github.com/mxazure/backups/internal/backup"
 )
 
@@ -12,7 +14,8 @@ var _ backup.SnapshotStore = (*Store)(nil)
 
 // snapshotEntity: PartitionKey = namespace "|" environment, RowKey = snapshot id. An environment holds
 // tens of snapshots (retention bounds them), so listing reads the partition and pages in memory; marked
-// ones (DeletedAt) are left out by backup.PageNewestFirst.
+// ones (DeletedAt) are left out by backup.PageNewestFirst. The SnapshotExpiry table (expiry.go) finds the
+// snapshots due for expiry without reading this table whole.
 type snapshotEntity struct {
 	PartitionKey      string
 	RowKey            string
@@ -46,7 +49,10 @@ type snapshotEntity struct {
 	Readers           string // JSON array or ""
 	UploadID          string
 	UploadSHA256      string
+	AutomaticDay      string
+	AutomaticAttempt  int64
 	DeletedAt         time.Time
+	Expired           bool
 }
 
 func (e *snapshotEntity) keys() (string, string) { return e.PartitionKey, e.RowKey }
@@ -63,7 +69,8 @@ func (e *snapshotEntity) toDomain() backup.Snapshot {
 		FilesCount: int(e.FilesCount), SHA256: e.SHA256, StatusMessage: e.StatusMessage, OperationID: e.OperationID,
 		Fence: e.Fence, BlobPath: e.BlobPath, DumpPath: e.DumpPath, ManifestPath: e.ManifestPath,
 		NewFilesCount: int(e.NewFilesCount), NewFilesBytes: e.NewFilesBytes, StoredBytes: e.StoredBytes, DeletedAt: e.DeletedAt,
-		UploadID: e.UploadID, UploadSHA256: e.UploadSHA256}
+		UploadID: e.UploadID, UploadSHA256: e.UploadSHA256, AutomaticDay: e.AutomaticDay,
+		AutomaticAttempt: int(e.AutomaticAttempt), Expired: e.Expired}
 	if e.Warnings != "" {
 		_ = json.Unmarshal([]byte(e.Warnings), &out.Warnings) // written by snapshotFromDomain
 	}
@@ -88,7 +95,8 @@ func snapshotFromDomain(s backup.Snapshot) *snapshotEntity {
 		FilesCount: int64(s.FilesCount), SHA256: s.SHA256, StatusMessage: s.StatusMessage, OperationID: s.OperationID,
 		Fence: s.Fence, BlobPath: s.BlobPath, DumpPath: s.DumpPath, ManifestPath: s.ManifestPath,
 		NewFilesCount: int64(s.NewFilesCount), NewFilesBytes: s.NewFilesBytes, StoredBytes: s.StoredBytes, DeletedAt: s.DeletedAt,
-		UploadID: s.UploadID, UploadSHA256: s.UploadSHA256}
+		UploadID: s.UploadID, UploadSHA256: s.UploadSHA256, AutomaticDay: s.AutomaticDay,
+		AutomaticAttempt: int64(s.AutomaticAttempt), Expired: s.Expired}
 	if len(s.Warnings) > 0 {
 		b, _ := json.Marshal(s.Warnings)
 		e.Warnings = string(b)
@@ -138,15 +146,63 @@ func (s *Store) ListSnapshots(ctx context.Context, namespace, envID string, offs
 	return page, total, nil
 }
 
+// CreateSnapshot writes the snapshot's expiry entry first, so that the index never misses a snapshot (an
+// entry without its snapshot, left by a crash in between, is dropped by ListSnapshotsDue).
 func (s *Store) CreateSnapshot(ctx context.Context, sn backup.Snapshot) error {
+	if err := s.indexExpiry(ctx, sn.Namespace, sn.EnvironmentID, sn.ID, sn.ExpiresAt); err != nil {
+		return err
+	}
 	return insert(ctx, s.table(tableSnapshots), snapshotFromDomain(sn))
 }
 
+// UpdateSnapshot writes the expiry entry of a new ExpiresAt before the write that sets it. The entry of
+// the old ExpiresAt is left: ListSnapshotsDue drops it when it reaches it. Removing it here would race
+// with an update that sets the old time again (its entry written, then removed by this one).
 func (s *Store) UpdateSnapshot(ctx context.Context, namespace, envID, id string, fn backup.UpdateFunc[backup.Snapshot]) (backup.Snapshot, bool, error) {
-	return updateEnvRecord(ctx, s.table(tableSnapshots), namespace, envID, id, fn, snapshotFromDomain,
+	indexFirst := func(cur backup.Snapshot, exists bool) (backup.Snapshot, bool, error) {
+		next, write, err := fn(cur, exists)
+		if err == nil && write && !next.ExpiresAt.Equal(cur.ExpiresAt) {
+			if err := s.indexExpiry(ctx, namespace, envID, id, next.ExpiresAt); err != nil {
+				return cur, false, err
+			}
+		}
+		return next, write, err
+	}
+	return updateEnvRecord(ctx, s.table(tableSnapshots), namespace, envID, id, indexFirst, snapshotFromDomain,
 		func(n *backup.Snapshot) { n.Namespace, n.EnvironmentID, n.ID = namespace, envID, id })
 }
 
+// DeleteSnapshot deletes the record, then its expiry entry (best effort: a failure leaves a stale entry,
+// which ListSnapshotsDue drops). The record is read first for its ExpiresAt, and deleted only while
+// unchanged, so the entry removed is the deleted record's; the entry is read before the record is
+// deleted and removed only while unchanged, so that a snapshot created again with the same id in
+// between keeps the entry it wrote.
 func (s *Store) DeleteSnapshot(ctx context.Context, namespace, envID, id string) error {
-	return remove(ctx, s.table(tableSnapshots), envPartition(namespace, envID), id, "")
+	t, idx, pk := s.table(tableSnapshots), s.table(tableSnapshotExpiry), envPartition(namespace, envID)
+	for attempt := 0; attempt < maxUpdateAttempts; attempt++ {
+		var e snapshotEntity
+		etag, found, err := get(ctx, t, pk, id, &e)
+		if err != nil || !found {
+			return err
+		}
+		rk := expiryKey(namespace, envID, id, e.ExpiresAt)
+		var entry indexEntity
+		var entryETag azcore.ETag
+		entryFound := false
+		if rk != "" {
+			if entryETag, entryFound, err = get(ctx, idx, expiryPartition, rk, &entry); err != nil {
+				return err
+			}
+		}
+		if err := remove(ctx, t, pk, id, etag); err == errConflict {
+			continue // changed since it was read: read it again
+		} else if err != nil {
+			return err
+		}
+		if entryFound {
+			_ = remove(ctx, idx, expiryPartition, rk, entryETag)
+		}
+		return nil
+	}
+	return backup.Errorf(backup.CodeConflict, "snapshot %s changed too often while being deleted; try again", id)
 }
