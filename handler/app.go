@@ -126,7 +126,8 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 		StallTimeout: cfg.JobStallTimeout, DatabaseHosts: cfg.PGAllowedHosts,
 		Restorer: restores, RestoreUndo: time.Duration(cfg.RestoreUndoHours) * time.Hour,
 		Downloads: snap, Ingester: snap, Links: a.blobs, Uploads: a.blobs,
-		UploadLinkTTL: time.Duration(cfg.UploadLinkHours) * time.Hour, UploadMaxBytes: cfg.UploadMaxBytes})
+		UploadLinkTTL: time.Duration(cfg.UploadLinkHours) * time.Hour, UploadMaxBytes: cfg.UploadMaxBytes,
+		Plan: cfg.SchedulePlan(), KeepLastGood: cfg.KeepLastGoodSnapshot})
 	a.api = api.New(api.Deps{
 		Log: log, Version: cfg.Version, Authenticator: authn, Service: svc,
 		Checks: []api.Check{
@@ -148,10 +149,30 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 			return svc.HandleJob(ctx, m.Body, m.MessageID+"/"+strconv.FormatInt(m.DeliveryCount, 10)+"/"+m.Sys.RandGuid, log)
 		}))
 	// Every 5 minutes: re-send, take over and fail, or settle operations whose message was lost, whose
-	// worker died or whose settling stopped half-way; prune old ones.
+	// worker died or whose settling stopped half-way; prune old ones. Resume the schedule's fan-outs that
+	// stopped half-way and send again the automatic backups that were lost.
 	a.triggers.Register("RecoverOperations", triggers.Timer("timer",
-		func(ctx context.Context, _ envelope.Timer, log zerolog.Logger) error {
-			return svc.RecoverOperations(ctx, log)
+		func(ctx context.Context, t envelope.Timer, log zerolog.Logger) error {
+			return errors.Join(svc.RecoverOperations(ctx, log), svc.RecoverSchedule(ctx, invocationTime(t.Sys), log))
+		}))
+	// The schedule's timers (NIGHTLY_SCHEDULE, WEEKLY_SCHEDULE, MONTHLY_SCHEDULE): each starts the day's
+	// run of automatic backups; the day, not the timer, decides the kind, and a day has one run.
+	for _, name := range []string{"NightlyBackups", "WeeklyBackups", "MonthlyBackups"} {
+		a.triggers.Register(name, triggers.Timer("timer",
+			func(ctx context.Context, t envelope.Timer, log zerolog.Logger) error {
+				return svc.RunSchedule(ctx, name, invocationTime(t.Sys), log)
+			}))
+	}
+	// One try of one environment's automatic backup (queue automatic-backups, no sessions).
+	a.triggers.Register("AutomaticBackups", triggers.ServiceBus("msg",
+		func(ctx context.Context, m envelope.ServiceBusMessage, log zerolog.Logger) error {
+			return svc.HandleAutomaticBackup(ctx, m.Body, invocationTime(m.Sys), log)
+		}))
+	// Hourly: delete the snapshots whose retention ended (before the collector's run frees their files).
+	a.triggers.Register("ExpireSnapshots", triggers.Timer("timer",
+		func(ctx context.Context, t envelope.Timer, log zerolog.Logger) error {
+			_, err := svc.ExpireSnapshots(ctx, invocationTime(t.Sys), log)
+			return err
 		}))
 	// Hourly: delete the file-store objects that no live snapshot names any more (after the grace
 	// period), so that deletions and expiries free their files within the hour.
@@ -255,6 +276,16 @@ func (a *app) close() {
 	if err := a.publisher.Close(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		a.log.Warn().Err(err).Msg("closing the publisher")
 	}
+}
+
+// invocationTime is the time the host gives an invocation: the schedule's functions run as of it (it
+// is the host's clock, which in Azure is the machine's; the local host's tests move it), or the
+// machine's time when the host sent none.
+func invocationTime(sys envelope.Sys) time.Time {
+	if sys.UtcNow.IsZero() {
+		return time.Now().UTC()
+	}
+	return sys.UtcNow.UTC()
 }
 
 // entraDatabaseScope is the token audience of Azure Database for PostgreSQL (Entra authentication).

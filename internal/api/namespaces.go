@@ -22,6 +22,18 @@ type environmentJSON struct {
 	Reason            string `json:"reason"`
 	FileStoreObjects  int    `json:"file_store_objects"`
 	FileStoreBytes    int64  `json:"file_store_bytes"`
+	// NextAutomaticBackup is null when no automatic backup will run; LastFinishedSnapshotAt null
+	// before the first Finished snapshot.
+	NextAutomaticBackup    *nextBackupJSON `json:"next_automatic_backup"`
+	LastFinishedSnapshotAt *time.Time      `json:"last_finished_snapshot_at"`
+}
+
+// nextBackupJSON is when an environment's next automatic backup is scheduled, and for which calendar
+// day (SCHEDULE_TIME_ZONE) and kind.
+type nextBackupJSON struct {
+	At   time.Time `json:"at"`
+	Day  string    `json:"day"`
+	Kind string    `json:"kind"`
 }
 
 func (s *Server) listEnvironments(w http.ResponseWriter, r *http.Request, p backup.Principal) error {
@@ -36,6 +48,10 @@ func (s *Server) listEnvironments(w http.ResponseWriter, r *http.Request, p back
 			Deployed: e.Deployed, DeploymentPackage: e.DeploymentPackage, ModelVersion: e.ModelVersion,
 			CanCreateBackup: e.CanCreateBackup, Reason: e.Reason,
 			FileStoreObjects: e.FileStore.Objects, FileStoreBytes: e.FileStore.Bytes,
+			LastFinishedSnapshotAt: timeOrNull(e.LastFinishedAt),
+		}
+		if n := e.NextAutomatic; n != nil {
+			out[i].NextAutomaticBackup = &nextBackupJSON{At: n.At.UTC(), Day: n.Day.String(), Kind: string(n.Kind)}
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"environments": out})

@@ -108,7 +108,7 @@ func (b backupJob) Fail(ctx context.Context, op Operation, reason string) error 
 	return b.update(ctx, op, func(sn *Snapshot) {
 		sn.Status, sn.StatusMessage, sn.Progress, sn.FinishedAt = SnapshotFailed, reason, nil, now
 		sn.BlobPath, sn.DumpPath, sn.ManifestPath = "", "", ""
-		sn.ExpiresAt = sn.CreatedAt.AddDate(0, 0, 14) // failed snapshots expire after 14 days whatever their kind
+		sn.ExpiresAt = b.s.calendar.FailedExpiresAt(sn.CreatedAt) // whatever their kind
 	})
 }
 
@@ -135,6 +135,11 @@ func (b backupJob) Settle(ctx context.Context, op Operation) (Notice, error) {
 	} else {
 		act.Status, ev.Type = ActivityFailed, EventSnapshotFailed
 		act.Message, ev.StatusMessage = op.StatusMessage, op.StatusMessage
+		if found && sn.Status == SnapshotFailed {
+			if err := b.s.retryFailedAutomatic(ctx, sn); err != nil {
+				return Notice{}, err
+			}
+		}
 	}
 	return Notice{Activity: act, Event: ev}, nil
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/mxazure/backups/internal/schedule"
 )
 
 // Stores groups the stores the service needs.
@@ -23,6 +25,7 @@ type Stores struct {
 	Restores     RestoreStore
 	Archives     ArchiveStore
 	Uploads      UploadStore
+	Schedule     ScheduleStore
 }
 
 // RejectedEventStore keeps inbound events that could not be applied, for operators to inspect.
@@ -66,6 +69,9 @@ type Service struct {
 	uploads          UploadBlobs
 	uploadLinkTTL    time.Duration
 	uploadMaxBytes   int64
+	plan             schedule.Plan
+	calendar         schedule.Calendar
+	keepLastGood     bool
 }
 
 // Deps are the service's dependencies. Now is time.Now in production, a fixed clock in tests.
@@ -105,6 +111,11 @@ type Deps struct {
 	Uploads        UploadBlobs
 	UploadLinkTTL  time.Duration
 	UploadMaxBytes int64
+	// Plan is the schedule of automatic backups (timers, SCHEDULE_TIME_ZONE, SCHEDULE_SPREAD); its
+	// calendar also decides every snapshot's expiry. The zero Plan is UTC with no timers known (the next
+	// automatic backup is then not shown). KeepLastGood is KEEP_LAST_GOOD_SNAPSHOT.
+	Plan         schedule.Plan
+	KeepLastGood bool
 }
 
 // NewService builds the service.
@@ -120,7 +131,8 @@ func NewService(d Deps) *Service {
 		collectorGrace: cmp.Or(d.CollectorGrace, DefaultCollectorGrace),
 		restorer:       d.Restorer, restoreUndo: cmp.Or(d.RestoreUndo, DefaultRestoreUndo),
 		downloads: d.Downloads, ingester: d.Ingester, links: d.Links, uploads: d.Uploads,
-		uploadLinkTTL: cmp.Or(d.UploadLinkTTL, DefaultUploadLinkTTL), uploadMaxBytes: d.UploadMaxBytes}
+		uploadLinkTTL: cmp.Or(d.UploadLinkTTL, DefaultUploadLinkTTL), uploadMaxBytes: d.UploadMaxBytes,
+		plan: d.Plan, calendar: d.Plan.Calendar, keepLastGood: d.KeepLastGood}
 	s.kinds = map[OperationKind]JobKind{OpBackup: backupJob{s}, OpRestore: restoreJob{s}, OpUndo: undoJob{s},
 		OpDownload: downloadJob{s}, OpUpload: uploadJob{backupJob{s}}}
 	return s
@@ -217,11 +229,15 @@ func environmentFromEvent(ev InboundEvent, cur Environment, exists bool, now tim
 	}
 }
 
-// EnvironmentSummary is an environment with whether a snapshot can be made now and, if not, why.
+// EnvironmentSummary is an environment with whether a snapshot can be made now and, if not, why, when
+// its next automatic backup runs (nil when none will: backups off, nothing deployed, no timer), and
+// when its newest Finished snapshot was made (zero when it has none).
 type EnvironmentSummary struct {
 	Environment
 	CanCreateBackup bool
 	Reason          string
+	NextAutomatic   *schedule.Run
+	LastFinishedAt  time.Time
 }
 
 // ListEnvironments returns the namespace's environments that are not deleted.
@@ -237,6 +253,7 @@ func (s *Service) ListEnvironments(ctx context.Context, p Principal, namespace s
 	if err != nil {
 		return nil, err
 	}
+	now := s.now()
 	out := make([]EnvironmentSummary, 0, len(all))
 	for _, e := range all {
 		if e.State == StateDeleted {
@@ -251,9 +268,32 @@ func (s *Service) ListEnvironments(ctx context.Context, p Principal, namespace s
 				return nil, err
 			}
 		}
-		out = append(out, EnvironmentSummary{Environment: e, CanCreateBackup: reason == "", Reason: reason})
+		sum := EnvironmentSummary{Environment: e, CanCreateBackup: reason == "", Reason: reason}
+		if set.BackupsEnabled && eligibleForRun(e) {
+			if run, ok := s.plan.NextRun(e.ID, now); ok {
+				sum.NextAutomatic = &run
+			}
+		}
+		if sum.LastFinishedAt, err = s.lastFinished(ctx, namespace, e.ID); err != nil {
+			return nil, err
+		}
+		out = append(out, sum)
 	}
 	return out, nil
+}
+
+// lastFinished is when the environment's newest Finished snapshot was made (zero when none is).
+func (s *Service) lastFinished(ctx context.Context, namespace, envID string) (time.Time, error) {
+	snaps, _, err := s.stores.Snapshots.ListSnapshots(ctx, namespace, envID, 0, maxSnapshotsPerEnvironment)
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, sn := range snaps { // newest first
+		if sn.Status == SnapshotFinished {
+			return sn.CreatedAt, nil
+		}
+	}
+	return time.Time{}, nil
 }
 
 // Environment returns one environment the caller may manage; Deleted ones are not found.

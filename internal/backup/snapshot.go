@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/mxazure/backups/internal/schedule"
 )
 
 // SnapshotStatus is what users see of a snapshot's life.
@@ -27,18 +29,12 @@ const (
 	KindUploaded SnapshotKind = "uploaded"
 )
 
-// ExpiresAt is the end of retention for a snapshot of kind k created at t: calendar arithmetic, exact
-// to the instant (14 days, 3 calendar months, 1 calendar year).
-func (k SnapshotKind) ExpiresAt(t time.Time) time.Time {
-	switch k {
-	case KindWeekly:
-		return t.AddDate(0, 3, 0)
-	case KindMonthly:
-		return t.AddDate(1, 0, 0)
-	default: // manual, nightly, uploaded
-		return t.AddDate(0, 0, 14)
-	}
-}
+// ExpiresAt is the end of retention of a snapshot of kind k created at t, in the UTC calendar (the
+// service uses its SCHEDULE_TIME_ZONE calendar; schedule.Calendar.ExpiresAt has the rule).
+func (k SnapshotKind) ExpiresAt(t time.Time) time.Time { return schedule.UTC.ExpiresAt(schedule.Kind(k), t) }
+
+// Automatic reports whether snapshots of kind k are made by the schedule.
+func (k SnapshotKind) Automatic() bool { return schedule.Kind(k).Automatic() }
 
 // Progress of a running snapshot, throttled to a write every few seconds.
 type Progress struct {

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"slices"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
+
+	"github.com/mxazure/backups/internal/schedule"
 )
 
 // Snapshotter makes one snapshot of an environment (pg_dump to the dump blob, the file documents into
@@ -118,22 +121,36 @@ func (s *Service) CreateSnapshot(ctx context.Context, p Principal, namespace, en
 	if reason := env.BackupBlocker(); reason != "" {
 		return Snapshot{}, Errorf(CodeInvalidState, "a snapshot cannot be created now: %s", reason)
 	}
-	return s.startBackup(ctx, env, KindManual, p.ID, comment)
+	return s.startBackup(ctx, env, backupStart{kind: KindManual, actor: p.ID, comment: comment})
+}
+
+// backupStart says what kind of backup startBackup starts. An automatic one names its schedule try
+// (day, attempt), from which its snapshot id is derived, and is made only if ready, run while the
+// environment lock is held, allows it: no other try of the day can then be made at the same time.
+type backupStart struct {
+	kind    SnapshotKind
+	actor   string
+	comment string
+	// snapshotID is the new snapshot's id; newID() when empty.
+	snapshotID       string
+	automaticDay     string
+	automaticAttempt int
+	ready            func(ctx context.Context) error
 }
 
 // startBackup is the common start of manual and automatic backups.
-func (s *Service) startBackup(ctx context.Context, env Environment, kind SnapshotKind, actor, comment string) (Snapshot, error) {
+func (s *Service) startBackup(ctx context.Context, env Environment, b backupStart) (Snapshot, error) {
 	now := s.now()
-	opID, snapID := newID(), newID()
+	opID, snapID := newID(), cmp.Or(b.snapshotID, newID())
 	if err := s.acquireLock(ctx, env.Namespace, env.ID, opID, OpBackup); err != nil {
 		return Snapshot{}, err
 	}
 	op := Operation{ID: opID, Namespace: env.Namespace, EnvironmentID: env.ID, Kind: OpBackup, SubjectID: snapID,
-		Phase: OpQueued, Actor: actor, Enqueues: 1, EnqueuedAt: now, CreatedAt: now, UpdatedAt: now}
-	snap := Snapshot{ID: snapID, Namespace: env.Namespace, EnvironmentID: env.ID, Status: SnapshotProcessing, Kind: kind,
-		Comment: comment, CreatedAt: now, UpdatedAt: now, ExpiresAt: kind.ExpiresAt(now), CreatedBy: actor,
+		Phase: OpQueued, Actor: b.actor, Enqueues: 1, EnqueuedAt: now, CreatedAt: now, UpdatedAt: now}
+	snap := Snapshot{ID: snapID, Namespace: env.Namespace, EnvironmentID: env.ID, Status: SnapshotProcessing, Kind: b.kind,
+		Comment: b.comment, CreatedAt: now, UpdatedAt: now, ExpiresAt: s.calendar.ExpiresAt(schedule.Kind(b.kind), now), CreatedBy: b.actor,
 		DeploymentPackage: env.DeploymentPackage, ModelVersion: env.ModelVersion, OperationID: opID,
-		Progress: &Progress{Phase: "queued"}}
+		AutomaticDay: b.automaticDay, AutomaticAttempt: b.automaticAttempt, Progress: &Progress{Phase: "queued"}}
 	undo := func(cause error) error {
 		// Leave nothing half-made: no lock held, no Processing record without a job.
 		c := context.WithoutCancel(ctx)
@@ -149,6 +166,12 @@ func (s *Service) startBackup(ctx context.Context, env Environment, kind Snapsho
 		s.releaseLock(c, env.Namespace, env.ID, opID)
 		return cause
 	}
+	if b.ready != nil {
+		if err := b.ready(ctx); err != nil {
+			s.releaseLock(context.WithoutCancel(ctx), env.Namespace, env.ID, opID)
+			return Snapshot{}, err
+		}
+	}
 	if err := s.stores.Operations.CreateOperation(ctx, op); err != nil {
 		return Snapshot{}, undo(err)
 	}
@@ -159,7 +182,7 @@ func (s *Service) startBackup(ctx context.Context, env Environment, kind Snapsho
 		return Snapshot{}, undo(Wrap(CodeTransient, err, "the backup could not be queued; try again"))
 	}
 	s.activity(ctx, ActivityEntry{Namespace: env.Namespace, EnvironmentID: env.ID, Time: now, Action: ActionBackup,
-		Status: ActivityStarted, Actor: actor, SnapshotID: snapID, Message: string(kind) + " snapshot started"})
+		Status: ActivityStarted, Actor: b.actor, SnapshotID: snapID, Message: string(b.kind) + " snapshot started"})
 	return snap, nil
 }
 
@@ -309,7 +332,7 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, namespace, en
 	if id, err = ValidateUUID("snapshot id", id); err != nil {
 		return err
 	}
-	marked, err := s.markDeleted(ctx, namespace, env.ID, id)
+	_, marked, err := s.markDeleted(ctx, namespace, env.ID, id, false)
 	if err != nil {
 		return err
 	}
@@ -320,14 +343,15 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, namespace, en
 	return s.finishDeletion(ctx, namespace, env.ID, id, s.log.With().Str("snapshot", id).Logger())
 }
 
-// markDeleted marks a snapshot for deletion unless it is being made or read. Readers are decided on
-// the record itself: the mark is written only if the readers seen (all of them ended) are still the
-// record's, so a restore that starts reading at the same moment either is seen or sees the mark.
-func (s *Service) markDeleted(ctx context.Context, namespace, envID, id string) (bool, error) {
+// markDeleted marks a snapshot for deletion (by the expiry when expired) unless it is being made or
+// read, and returns the marked record. Readers are decided on the record itself: the mark is written
+// only if the readers seen (all of them ended) are still the record's, so a restore that starts reading
+// at the same moment either is seen or sees the mark.
+func (s *Service) markDeleted(ctx context.Context, namespace, envID, id string, expired bool) (Snapshot, bool, error) {
 	for try := 0; ; try++ {
 		var marked bool
 		var readers []string
-		_, _, err := s.stores.Snapshots.UpdateSnapshot(ctx, namespace, envID, id, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
+		out, _, err := s.stores.Snapshots.UpdateSnapshot(ctx, namespace, envID, id, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
 			marked = false
 			switch {
 			case !ok:
@@ -341,21 +365,21 @@ func (s *Service) markDeleted(ctx context.Context, namespace, envID, id string) 
 				return sn, false, nil // readers to look at first
 			}
 			marked = true
-			sn.DeletedAt, sn.UpdatedAt, sn.Readers = s.now(), s.now(), nil
+			sn.DeletedAt, sn.UpdatedAt, sn.Readers, sn.Expired = s.now(), s.now(), nil, expired
 			return sn, true, nil
 		})
 		if err != nil || marked || len(readers) == 0 || try >= 3 {
 			if err == nil && !marked && len(readers) > 0 {
-				return false, Errorf(CodeConflict, "snapshot %s is busy; try again", id)
+				return Snapshot{}, false, Errorf(CodeConflict, "snapshot %s is busy; try again", id)
 			}
-			return marked, err
+			return out, marked, err
 		}
 		kind, err := s.activeReader(ctx, Snapshot{Namespace: namespace, Readers: readers})
 		if err != nil {
-			return false, err
+			return Snapshot{}, false, err
 		}
 		if kind != "" {
-			return false, Errorf(CodeSnapshotInUse, "snapshot %s is being read by a %s; delete it when that has ended", id, kind)
+			return Snapshot{}, false, Errorf(CodeSnapshotInUse, "snapshot %s is being read by a %s; delete it when that has ended", id, kind)
 		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/mxazure/backups/internal/schedule"
 )
 
 // OpUpload is the operation kind that validates an uploaded archive and stores it as a snapshot.
@@ -158,7 +160,7 @@ func (s *Service) CompleteUpload(ctx context.Context, p Principal, namespace, en
 	op := Operation{ID: opID, Namespace: namespace, EnvironmentID: env.ID, Kind: OpUpload, SubjectID: snapID,
 		Phase: OpQueued, Actor: p.ID, Enqueues: 1, EnqueuedAt: now, CreatedAt: now, UpdatedAt: now}
 	snap := Snapshot{ID: snapID, Namespace: namespace, EnvironmentID: env.ID, Status: SnapshotProcessing, Kind: KindUploaded,
-		Comment: comment, CreatedAt: now, UpdatedAt: now, ExpiresAt: KindUploaded.ExpiresAt(now), CreatedBy: p.ID,
+		Comment: comment, CreatedAt: now, UpdatedAt: now, ExpiresAt: s.calendar.ExpiresAt(schedule.Uploaded, now), CreatedBy: p.ID,
 		OperationID: opID, UploadID: u.ID, SizeBytes: blob.Size, StatusMessage: "queued for validation",
 		Progress: &Progress{Phase: "queued"}}
 	discard := func(cause error) error {

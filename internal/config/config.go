@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/mxazure/backups/internal/backup"
+	"github.com/mxazure/backups/internal/ncrontab"
+	"github.com/mxazure/backups/internal/schedule"
 )
 
 // DefaultSSLRootCert is the OS's CA bundle (Debian's ca-certificates), which holds the roots Azure
@@ -121,6 +123,19 @@ type Config struct {
 	UploadMaxBytes         int64
 	UploadMaxUnpackedBytes int64
 
+	// Automatic backups (docs/operations.md, "Automatic backups"): the NCRONTAB schedules of the three
+	// timers (NIGHTLY_SCHEDULE, WEEKLY_SCHEDULE, MONTHLY_SCHEDULE, read by the Functions host from the
+	// same app settings; the defaults are DefaultNightlySchedule...), the IANA time zone that decides
+	// calendar days and Sundays (SCHEDULE_TIME_ZONE, default UTC), the window the day's backups are
+	// spread over (SCHEDULE_SPREAD, default 2h, at most 6h), and whether the expiry keeps each
+	// environment's newest Finished snapshot (KEEP_LAST_GOOD_SNAPSHOT, default true).
+	NightlySchedule      string
+	WeeklySchedule       string
+	MonthlySchedule      string
+	ScheduleTimeZone     string
+	ScheduleSpread       time.Duration
+	KeepLastGoodSnapshot bool
+
 	// ShutdownTimeout bounds graceful shutdown on SIGTERM (SHUTDOWN_TIMEOUT, default 25s).
 	ShutdownTimeout time.Duration
 	// LogLevel is the zerolog level (LOG_LEVEL, default "info").
@@ -150,6 +165,10 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		PGSSLMode:                  orDefault(getenv("PG_SSLMODE"), "verify-full"),
 		PGSSLRootCert:              getenv("PG_SSLROOTCERT"),
 		PGBinDir:                   orDefault(getenv("PG_BIN_DIR"), "/usr/lib/postgresql/15/bin"),
+		NightlySchedule:            orDefault(getenv("NIGHTLY_SCHEDULE"), DefaultNightlySchedule),
+		WeeklySchedule:             orDefault(getenv("WEEKLY_SCHEDULE"), DefaultWeeklySchedule),
+		MonthlySchedule:            orDefault(getenv("MONTHLY_SCHEDULE"), DefaultMonthlySchedule),
+		ScheduleTimeZone:           orDefault(getenv("SCHEDULE_TIME_ZONE"), "UTC"),
 	}
 	var errs []error
 	port := orDefault(getenv("FUNCTIONS_CUSTOMHANDLER_PORT"), getenv("FUNCTIONS_HTTPWORKER_PORT"))
@@ -197,7 +216,40 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		errs = append(errs, err)
 	}
 	c.UploadMaxUnpackedBytes = int64(n)
+	if c.ScheduleSpread, err = duration(getenv, "SCHEDULE_SPREAD", DefaultScheduleSpread); err != nil {
+		errs = append(errs, err)
+	}
+	switch v := strings.ToLower(getenv("KEEP_LAST_GOOD_SNAPSHOT")); v {
+	case "", "true":
+		c.KeepLastGoodSnapshot = true
+	case "false":
+	default:
+		errs = append(errs, fmt.Errorf("KEEP_LAST_GOOD_SNAPSHOT: %q must be true or false", v))
+	}
 	return c, errors.Join(errs...)
+}
+
+// Defaults of the schedule settings (UTC: the timers' schedules are read in UTC). Day-of-month and
+// day-of-week are ANDed in NCRONTAB: the first Sunday of a month is "1-7 * 0".
+const (
+	DefaultNightlySchedule = "0 0 1 * * 1-6"
+	DefaultWeeklySchedule  = "0 0 1 8-31 * 0"
+	DefaultMonthlySchedule = "0 0 1 1-7 * 0"
+	DefaultScheduleSpread  = 2 * time.Hour
+	// maxScheduleSpread keeps the day's tries (spread, then retries) inside the night.
+	maxScheduleSpread = 6 * time.Hour
+)
+
+// SchedulePlan is the schedule the settings describe. Call it after Validate.
+func (c Config) SchedulePlan() schedule.Plan {
+	cal, _ := schedule.LoadCalendar(c.ScheduleTimeZone)
+	plan := schedule.Plan{Calendar: cal, Spread: c.ScheduleSpread}
+	for _, expr := range []string{c.NightlySchedule, c.WeeklySchedule, c.MonthlySchedule} {
+		if s, err := ncrontab.Parse(expr); err == nil {
+			plan.Timers = append(plan.Timers, s)
+		}
+	}
+	return plan
 }
 
 // Validate reports every bad or missing setting, each naming its environment variable.
@@ -302,6 +354,19 @@ func (c Config) Validate() error {
 	}
 	if c.RestoreUndoHours < 1 || c.RestoreUndoHours > 720 {
 		bad("RESTORE_UNDO_HOURS: %d must be from 1 to 720 (30 days): the previous database is kept that long", c.RestoreUndoHours)
+	}
+	for _, sch := range []struct{ name, expr string }{
+		{"NIGHTLY_SCHEDULE", c.NightlySchedule}, {"WEEKLY_SCHEDULE", c.WeeklySchedule}, {"MONTHLY_SCHEDULE", c.MonthlySchedule},
+	} {
+		if _, err := ncrontab.Parse(sch.expr); err != nil {
+			bad("%s: %v", sch.name, err)
+		}
+	}
+	if _, err := schedule.LoadCalendar(c.ScheduleTimeZone); err != nil {
+		bad("SCHEDULE_TIME_ZONE: %v", err)
+	}
+	if c.ScheduleSpread < 0 || c.ScheduleSpread > maxScheduleSpread {
+		bad("SCHEDULE_SPREAD: %s must be from 0 to %s, so that the night's tries fit in the night", c.ScheduleSpread, maxScheduleSpread)
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("SHUTDOWN_TIMEOUT: must be positive")

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mxazure/backups/internal/auth/localissuer"
+	"github.com/mxazure/backups/internal/config"
 	"github.com/mxazure/backups/internal/dev/devstack/azurite"
 	"github.com/mxazure/backups/internal/dev/devstack/pgcluster"
 	"github.com/mxazure/backups/internal/dev/funchost"
@@ -128,6 +129,11 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		"PG_SSLMODE":                "disable",
 		"PG_ALLOWED_HOSTS":          "127.0.0.1,localhost",
 		"PG_BIN_DIR":                st.Postgres.BinDir,
+		// The timers' schedules are app settings (%NIGHTLY_SCHEDULE% in function.json), which the host
+		// must resolve; in Azure, infra sets them.
+		"NIGHTLY_SCHEDULE": config.DefaultNightlySchedule,
+		"WEEKLY_SCHEDULE":  config.DefaultWeeklySchedule,
+		"MONTHLY_SCHEDULE": config.DefaultMonthlySchedule,
 	}
 	for k, v := range opts.Env {
 		env[k] = v
