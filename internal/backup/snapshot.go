@@ -31,7 +31,9 @@ const (
 
 // ExpiresAt is the end of retention of a snapshot of kind k created at t, in the UTC calendar (the
 // service uses its SCHEDULE_TIME_ZONE calendar; schedule.Calendar.ExpiresAt has the rule).
-func (k SnapshotKind) ExpiresAt(t time.Time) time.Time { return schedule.UTC.ExpiresAt(schedule.Kind(k), t) }
+func (k SnapshotKind) ExpiresAt(t time.Time) time.Time {
+	return schedule.UTC.ExpiresAt(schedule.Kind(k), t)
+}
 
 // Automatic reports whether snapshots of kind k are made by the schedule.
 func (k SnapshotKind) Automatic() bool { return schedule.Kind(k).Automatic() }
