@@ -191,6 +191,27 @@ resource "azurerm_servicebus_queue" "environment_events" {
   dead_lettering_on_message_expiration = true
 }
 
+# Automatic backups: the timers' fan-out sends one message per environment and day (a try), scheduled
+# inside SCHEDULE_SPREAD; a try that cannot run schedules the next one. Handling a message only starts a
+# job on backup-jobs, so no sessions: thousands are handled in parallel.
+resource "azurerm_servicebus_queue" "automatic_backups" {
+  name         = "automatic-backups"
+  namespace_id = azurerm_servicebus_namespace.this.id
+
+  # MessageId = "<environment>/<day>[/<try>]": a timer firing twice, overlapping schedules or a resumed
+  # fan-out send the same ids, dropped here for the whole day. The handler is idempotent anyway: a try's
+  # snapshot id is derived from the environment, the day and the try.
+  requires_duplicate_detection            = true
+  duplicate_detection_history_time_window = "P1D"
+
+  lock_duration      = "PT1M" # a try takes seconds: it only starts a job
+  max_delivery_count = 10
+
+  # A try not delivered within a day is for a day gone by: dead-lettered (the handler would drop it too).
+  default_message_ttl                  = "P1D"
+  dead_lettering_on_message_expiration = true
+}
+
 # Outbound events: snapshot.finished|failed|expired, restore.finished|failed.
 resource "azurerm_servicebus_topic" "backup_events" {
   name         = "backup-events"
@@ -365,6 +386,15 @@ resource "azurerm_linux_function_app" "this" {
       UPLOAD_LINK_HOURS    = tostring(var.upload_link_hours)
       UPLOAD_MAX_BYTES     = tostring(var.upload_max_bytes)
       LOG_LEVEL            = var.log_level
+
+      # Automatic backups. The host reads the three schedules (function.json: "%NIGHTLY_SCHEDULE%"), in
+      # UTC; the handler reads them too, to show each environment's next automatic backup.
+      NIGHTLY_SCHEDULE        = var.nightly_schedule
+      WEEKLY_SCHEDULE         = var.weekly_schedule
+      MONTHLY_SCHEDULE        = var.monthly_schedule
+      SCHEDULE_TIME_ZONE      = var.schedule_time_zone
+      SCHEDULE_SPREAD         = var.schedule_spread
+      KEEP_LAST_GOOD_SNAPSHOT = tostring(var.keep_last_good_snapshot)
     },
   )
 

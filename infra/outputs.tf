@@ -51,6 +51,7 @@ output "servicebus_entities" {
   value = {
     jobs_queue               = azurerm_servicebus_queue.backup_jobs.name
     environment_events_queue = azurerm_servicebus_queue.environment_events.name
+    automatic_backups_queue  = azurerm_servicebus_queue.automatic_backups.name
     backup_events_topic      = azurerm_servicebus_topic.backup_events.name
     backup_events_subscriptions = [
       for s in azurerm_servicebus_subscription.backup_events : s.name

@@ -251,3 +251,39 @@ variable "extra_app_settings" {
   type        = map(string)
   default     = {}
 }
+
+variable "nightly_schedule" {
+  description = "NIGHTLY_SCHEDULE: NCRONTAB schedule (UTC) of the nightly timer. Whatever timer fires, the calendar day in schedule_time_zone decides the kind, and a day has one automatic snapshot."
+  type        = string
+  default     = "0 0 1 * * 1-6"
+}
+
+variable "weekly_schedule" {
+  description = "WEEKLY_SCHEDULE: NCRONTAB schedule (UTC) of the weekly timer (Sundays other than the first; day-of-month and day-of-week are ANDed)."
+  type        = string
+  default     = "0 0 1 8-31 * 0"
+}
+
+variable "monthly_schedule" {
+  description = "MONTHLY_SCHEDULE: NCRONTAB schedule (UTC) of the monthly timer (the first Sunday of the month)."
+  type        = string
+  default     = "0 0 1 1-7 * 0"
+}
+
+variable "schedule_time_zone" {
+  description = "SCHEDULE_TIME_ZONE: IANA time zone that decides calendar days, Sundays and the wall clock of expiries (the tz database is in the binary)."
+  type        = string
+  default     = "UTC"
+}
+
+variable "schedule_spread" {
+  description = "SCHEDULE_SPREAD: the window (Go duration, 0 to 6h) the day's automatic backups are spread over, so that thousands of dumps do not start in the same minute."
+  type        = string
+  default     = "2h"
+}
+
+variable "keep_last_good_snapshot" {
+  description = "KEEP_LAST_GOOD_SNAPSHOT: never expire the newest Finished snapshot of an environment while no newer one exists."
+  type        = bool
+  default     = true
+}
