@@ -524,3 +524,38 @@ func TestDayWeekday(t *testing.T) {
 		})
 	}
 }
+
+func TestLastSecond(t *testing.T) {
+	tests := []struct {
+		name    string
+		zone    string
+		instant string
+		want    string
+	}{
+		{"UTC", "UTC", "2026-11-04T01:00:00Z", "2026-11-04T23:59:59Z"},
+		{"UTC midnight", "UTC", "2026-11-04T00:00:00Z", "2026-11-04T23:59:59Z"},
+		{"UTC last second", "UTC", "2026-11-04T23:59:59Z", "2026-11-04T23:59:59Z"},
+		{"Los Angeles", "America/Los_Angeles", "2026-11-04T12:00:00Z", "2026-11-05T07:59:59Z"},
+		{"Amsterdam, 23-hour day", "Europe/Amsterdam", "2026-03-29T01:00:00Z", "2026-03-29T21:59:59Z"},
+		{"Amsterdam, 25-hour day", "Europe/Amsterdam", "2026-10-25T01:00:00Z", "2026-10-25T22:59:59Z"},
+		{"Beirut, midnight skipped", "Asia/Beirut", "2026-03-28T12:00:00Z", "2026-03-28T21:59:59Z"},
+		// Santiago skips from 23:59:59 -04 on 5 September to 01:00 -03 on the 6th; time.Date of the 6th's
+		// midnight is 23:00 on the 5th.
+		{"Santiago, midnight skipped", "America/Santiago", "2026-09-05T12:00:00Z", "2026-09-06T03:59:59Z"},
+		{"Santiago, 23:00 twice", "America/Santiago", "2026-04-04T12:00:00Z", "2026-04-05T03:59:59Z"},
+		// Havana has 00:00 to 01:00 twice on 1 November.
+		{"Havana, the day before midnight twice", "America/Havana", "2026-10-31T12:00:00Z", "2026-11-01T03:59:59Z"},
+		{"Havana, midnight twice", "America/Havana", "2026-11-01T04:00:00Z", "2026-11-02T04:59:59Z"},
+		// Samoa skipped 30 December 2011: the 29th (UTC-10) is followed by the 31st (UTC+14).
+		{"Apia, a day skipped", "Pacific/Apia", "2011-12-29T12:00:00Z", "2011-12-30T09:59:59Z"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := calendar(t, tc.zone)
+			got := c.lastSecond(at(t, tc.instant))
+			if want := at(t, tc.want); !got.Equal(want) {
+				t.Errorf("lastSecond(%s) in %s = %s, want %s", tc.instant, tc.zone, got.UTC().Format(time.RFC3339), tc.want)
+			}
+		})
+	}
+}

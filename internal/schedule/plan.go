@@ -23,7 +23,7 @@ type Run struct {
 	Kind Kind
 }
 
-// maxSearch bounds the occurrences NextRun looks at: a year of days, even with every timer firing.
+// maxSearch bounds the days NextRun looks at: over four years of days with an occurrence.
 const maxSearch = 4 * 400
 
 // next is the first occurrence of any timer strictly after t, or the zero time.
@@ -45,22 +45,18 @@ func (p Plan) NextRun(envID string, now time.Time) (Run, bool) {
 	offset := Offset(envID, p.Spread)
 	// Start early enough that an occurrence whose window still runs, and any earlier one of its day,
 	// are seen.
-	t := now.Add(-p.Spread - 48*time.Hour)
-	var lastDay Day
+	t := now.Add(-max(p.Spread, 0) - 48*time.Hour)
 	for range maxSearch {
 		fire := p.next(t)
 		if fire.IsZero() {
 			return Run{}, false
 		}
-		t = fire
 		day := p.Calendar.DayOf(fire)
-		if day == lastDay {
-			continue
-		}
-		lastDay = day
 		if at := fire.Add(offset); at.After(now) {
 			return Run{Fire: fire, At: at, Day: day, Kind: KindOf(day)}, true
 		}
+		// The day's later occurrences make nothing: go on from the next day.
+		t = p.Calendar.lastSecond(fire)
 	}
 	return Run{}, false
 }
@@ -83,7 +79,10 @@ func (p Plan) Coverage(from time.Time, days int) (shared, missing []Day) {
 		if !day.Before(end) {
 			break
 		}
-		counts[day]++
+		// Two make a day shared; more need not be counted.
+		if counts[day]++; counts[day] > 1 {
+			t = p.Calendar.lastSecond(fire)
+		}
 	}
 	for d := first; d.Before(end); d = d.AddDays(1) {
 		switch n := counts[d]; {

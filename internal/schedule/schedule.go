@@ -135,6 +135,32 @@ func (c Calendar) DayOf(t time.Time) Day {
 	return Day{y, m, d}
 }
 
+// lastSecond is the last whole second of the day of t (a whole second), so that the first occurrence
+// after it is on a later day. It searches rather than trusting time.Date at midnight: where a zone skips
+// midnight (America/Santiago) or a whole day (Pacific/Apia, 30 December 2011), time.Date can return an
+// instant of the day before.
+func (c Calendar) lastSecond(t time.Time) time.Time {
+	d := c.DayOf(t)
+	next := d.AddDays(1)
+	lo, hi := t, time.Date(next.Year, next.Month, next.Day, 0, 0, 0, 0, c.Location())
+	for i := 0; !d.Before(c.DayOf(hi)) || !hi.After(lo); i++ {
+		if i == 48 {
+			return lo // no day of more than two days
+		}
+		hi = hi.Add(time.Hour)
+	}
+	// lo is on d, hi on a later day.
+	for hi.Sub(lo) > time.Second {
+		mid := lo.Add((hi.Sub(lo) / 2).Truncate(time.Second))
+		if d.Before(c.DayOf(mid)) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return lo
+}
+
 // ExpiresAt is the end of retention of a snapshot of kind k created at created: 14 days for nightly,
 // manual and uploaded snapshots, 3 calendar months for weekly ones, 1 calendar year for monthly ones,
 // exact to the instant on the wall clock of the calendar's zone (a weekly made 03:18 on 3 December
@@ -173,10 +199,10 @@ func addMonths(t time.Time, n int) time.Time {
 // of seconds in [0, spread), the same for the same environment every night, so that thousands of dumps
 // do not start in the same minute and each environment backs up at about the same time each night.
 func Offset(envID string, spread time.Duration) time.Duration {
-	seconds := uint64(spread / time.Second)
-	if seconds == 0 {
+	if spread < time.Second {
 		return 0
 	}
+	seconds := uint64(spread / time.Second)
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(envID))
 	return time.Duration(h.Sum64()%seconds) * time.Second
