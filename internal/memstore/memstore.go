@@ -28,6 +28,7 @@ type Store struct {
 	uploads      map[string]backup.Upload
 	scheduleRuns map[string]backup.ScheduleRun // by day
 	activeLists  int                           // calls of ListActiveOperations, for tests (ActiveLists)
+	walkPage     int                           // environments per page of WalkEnvironments; tests lower it
 }
 
 var (
@@ -52,12 +53,14 @@ func New() *Store {
 		archives:     map[string]backup.Archive{},
 		uploads:      map[string]backup.Upload{},
 		scheduleRuns: map[string]backup.ScheduleRun{},
+		walkPage:     defaultWalkPage,
 	}
 }
 
 // Stores returns the store as every domain store.
 func (s *Store) Stores() backup.Stores {
-	return backup.Stores{Environments: s, Grants: s, Settings: s, Activity: s, Rejected: s, Snapshots: s, Operations: s, Restores: s, Archives: s, Uploads: s}
+	return backup.Stores{Environments: s, Grants: s, Settings: s, Activity: s, Rejected: s, Snapshots: s,
+		Operations: s, Restores: s, Archives: s, Uploads: s, Schedule: s}
 }
 
 func key(a, b string) string { return a + "\x00" + b }

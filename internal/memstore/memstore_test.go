@@ -19,3 +19,12 @@ func TestRestoreConformance(t *testing.T) {
 	storetest.RunRestores(t, func(*testing.T) backup.Stores { return New().Stores() })
 	storetest.RunTransfers(t, func(*testing.T) backup.Stores { return New().Stores() })
 }
+
+// TestScheduleConformance pages the walk by 3 environments, so that the suite's few dozen cross pages.
+func TestScheduleConformance(t *testing.T) {
+	storetest.RunSchedule(t, func(*testing.T) backup.Stores {
+		s := New()
+		s.walkPage = 3
+		return s.Stores()
+	})
+}

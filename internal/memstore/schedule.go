@@ -15,10 +15,10 @@ import (
 
 var _ backup.ScheduleStore = (*Store)(nil)
 
-// walkPage is how many environments WalkEnvironments takes per look at the map. fn runs without the
-// lock (it may call the store), and each page starts after the last key seen, as tablestore's pages
-// do, so environments written during a walk show up when their key is still ahead.
-const walkPage = 100
+// defaultWalkPage is how many environments WalkEnvironments takes per look at the map (Store.walkPage).
+// fn runs without the lock (it may call the store), and each page starts after the last key seen, as
+// tablestore's pages do, so environments written during a walk show up when their key is still ahead.
+const defaultWalkPage = 100
 
 // compareEnvKey orders environments by (namespace, id), as Table Storage orders (PartitionKey, RowKey):
 // not as the text "<namespace>|<id>", which would put "a-b|x" before "a|x".
@@ -37,14 +37,14 @@ func (s *Store) WalkEnvironments(ctx context.Context, after string, fn func(back
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		page := s.environmentsAfter(ns, id, walkPage)
+		page := s.environmentsAfter(ns, id, s.walkPage)
 		for _, e := range page {
 			more, err := fn(e)
 			if err != nil || !more {
 				return err
 			}
 		}
-		if len(page) < walkPage {
+		if len(page) < s.walkPage {
 			return nil
 		}
 		last := page[len(page)-1]

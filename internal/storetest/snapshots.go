@@ -43,6 +43,7 @@ func testSnapshotRoundTrip(t *testing.T, s backup.Stores) {
 	ctx := context.Background()
 	env := uuid.NewString()
 	want := sampleSnapshot(env, time.Date(2026, 11, 1, 2, 3, 4, 5, time.UTC))
+	want.Kind, want.AutomaticDay, want.AutomaticAttempt, want.Expired = backup.KindNightly, "2026-11-01", 1<<31+2, true
 	if err := s.Snapshots.CreateSnapshot(ctx, want); err != nil {
 		t.Fatal(err)
 	}

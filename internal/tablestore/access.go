@@ -23,7 +23,8 @@ var (
 
 // Stores returns the store as every domain store.
 func (s *Store) Stores() backup.Stores {
-	return backup.Stores{Environments: s, Grants: s, Settings: s, Activity: s, Rejected: s, Snapshots: s, Operations: s, Restores: s, Archives: s, Uploads: s}
+	return backup.Stores{Environments: s, Grants: s, Settings: s, Activity: s, Rejected: s, Snapshots: s,
+		Operations: s, Restores: s, Archives: s, Uploads: s, Schedule: s}
 }
 
 // environmentEntity: PartitionKey = namespace, RowKey = environment id.
