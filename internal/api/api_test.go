@@ -20,6 +20,8 @@ import (
 	"github.com/mxazure/backups/internal/backup"
 	"github.com/mxazure/backups/internal/blobstore"
 	"github.com/mxazure/backups/internal/memstore"
+	"github.com/mxazure/backups/internal/ncrontab"
+	"github.com/mxazure/backups/internal/schedule"
 )
 
 // tokenAuth is a fake authenticator: "Bearer <principal>" authenticates as that principal. The real
@@ -113,7 +115,7 @@ func newFixture(t *testing.T, opts ...fixtureOption) *fixture {
 	transfers := &fakeTransfers{}
 	svc := backup.NewService(backup.Deps{Stores: stores, Now: func() time.Time { return now },
 		Publisher: nopPublisher{}, Archives: nopArchives{}, Layout: blobstore.Layout{}, Log: log,
-		Links: transfers, Uploads: transfers, UploadMaxBytes: 1 << 30})
+		Links: transfers, Uploads: transfers, UploadMaxBytes: 1 << 30, Plan: testPlan(t)})
 	ctx := context.Background()
 	events := []string{
 		`{"type":"namespace.permissions","event_id":"p1","occurred_at":"2026-11-20T07:00:00Z","namespace":"ns-a","principal_id":"manager","permissions":["ManageAppsBackups"]}`,
@@ -469,4 +471,19 @@ func TestSnapshotRequests(t *testing.T) {
 	if resp.StatusCode != 200 || body["total"] != float64(2) || len(body["snapshots"].([]any)) != 1 {
 		t.Errorf("list: %d %v", resp.StatusCode, body)
 	}
+}
+
+// testPlan is the default schedule: nightly at 01:00 UTC Monday to Saturday, weekly on Sundays other
+// than the first, monthly on the first, spread over 2 hours.
+func testPlan(t *testing.T) schedule.Plan {
+	t.Helper()
+	plan := schedule.Plan{Calendar: schedule.UTC, Spread: 2 * time.Hour}
+	for _, expr := range []string{"0 0 1 * * 1-6", "0 0 1 8-31 * 0", "0 0 1 1-7 * 0"} {
+		s, err := ncrontab.Parse(expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan.Timers = append(plan.Timers, s)
+	}
+	return plan
 }

@@ -309,16 +309,17 @@ func TestOpenAPIResponsesMatchBodies(t *testing.T) {
 func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	doc := loadOpenAPI(t)
 	types := map[string]reflect.Type{
-		"Problem":       reflect.TypeFor[Problem](),
-		"Health":        reflect.TypeFor[healthReport](),
-		"Environment":   reflect.TypeFor[environmentJSON](),
-		"Settings":      reflect.TypeFor[settingsJSON](),
-		"ActivityEntry": reflect.TypeFor[activityJSON](),
-		"Snapshot":      reflect.TypeFor[snapshotJSON](),
-		"Restore":       reflect.TypeFor[restoreJSON](),
-		"Archive":       reflect.TypeFor[archiveJSON](),
-		"Upload":        reflect.TypeFor[uploadJSON](),
-		"Progress":      reflect.TypeFor[backup.Progress](),
+		"Problem":             reflect.TypeFor[Problem](),
+		"Health":              reflect.TypeFor[healthReport](),
+		"Environment":         reflect.TypeFor[environmentJSON](),
+		"Settings":            reflect.TypeFor[settingsJSON](),
+		"ActivityEntry":       reflect.TypeFor[activityJSON](),
+		"Snapshot":            reflect.TypeFor[snapshotJSON](),
+		"Restore":             reflect.TypeFor[restoreJSON](),
+		"Archive":             reflect.TypeFor[archiveJSON](),
+		"Upload":              reflect.TypeFor[uploadJSON](),
+		"Progress":            reflect.TypeFor[backup.Progress](),
+		"NextAutomaticBackup": reflect.TypeFor[nextBackupJSON](),
 	}
 	for name := range doc.Components.Schemas {
 		if _, ok := types[name]; !ok {

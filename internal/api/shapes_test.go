@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mxazure/backups/internal/backup"
+	"github.com/mxazure/backups/internal/schedule"
 )
 
 // getRaw returns the status and the exact body of an authenticated GET.
@@ -124,9 +125,13 @@ func TestSettingsAndEnvironmentJSONGolden(t *testing.T) {
 		got != `{"backups_enabled":true,"updated_at":"2026-11-20T08:00:00Z","updated_by":"manager"}` {
 		t.Errorf("settings: %d %s", code, got)
 	}
+	// The fixture's clock is Friday 2026-11-20 08:00 UTC: the next run is Saturday's nightly at 01:00 UTC,
+	// plus the environment's offset in the 2-hour spread.
+	nextAt := time.Date(2026, 11, 21, 1, 0, 0, 0, time.UTC).Add(schedule.Offset(envA, 2*time.Hour)).Format(time.RFC3339)
 	want := `{"environments":[{"environment_id":"` + envA + `","namespace":"ns-a","app_id":"app","name":"acceptance","state":"Stopped",` +
 		`"deployed":true,"deployment_package":"p.mda","model_version":"1.0.0.1","can_create_backup":true,"reason":"",` +
-		`"file_store_objects":0,"file_store_bytes":0}]}`
+		`"file_store_objects":0,"file_store_bytes":0,"next_automatic_backup":{"at":"` + nextAt + `","day":"2026-11-21","kind":"nightly"},` +
+		`"last_finished_snapshot_at":"2026-11-20T08:00:00Z"}]}`
 	if code, got := f.getRaw(t, "/api/v1/namespaces/ns-a/environments"); code != 200 || got != want {
 		t.Errorf("environments: %d\n got %s\nwant %s", code, got, want)
 	}
