@@ -535,6 +535,8 @@ func TestLastSecond(t *testing.T) {
 		{"UTC", "UTC", "2026-11-04T01:00:00Z", "2026-11-04T23:59:59Z"},
 		{"UTC midnight", "UTC", "2026-11-04T00:00:00Z", "2026-11-04T23:59:59Z"},
 		{"UTC last second", "UTC", "2026-11-04T23:59:59Z", "2026-11-04T23:59:59Z"},
+		{"UTC, within the last second", "UTC", "2026-11-04T23:59:59.5Z", "2026-11-04T23:59:59Z"},
+		{"UTC, a fraction of a second", "UTC", "2026-11-04T01:00:00.25Z", "2026-11-04T23:59:59Z"},
 		{"Los Angeles", "America/Los_Angeles", "2026-11-04T12:00:00Z", "2026-11-05T07:59:59Z"},
 		{"Amsterdam, 23-hour day", "Europe/Amsterdam", "2026-03-29T01:00:00Z", "2026-03-29T21:59:59Z"},
 		{"Amsterdam, 25-hour day", "Europe/Amsterdam", "2026-10-25T01:00:00Z", "2026-10-25T22:59:59Z"},

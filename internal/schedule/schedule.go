@@ -135,14 +135,14 @@ func (c Calendar) DayOf(t time.Time) Day {
 	return Day{y, m, d}
 }
 
-// lastSecond is the last whole second of the day of t (a whole second), so that the first occurrence
-// after it is on a later day. It searches rather than trusting time.Date at midnight: where a zone skips
+// lastSecond is the last whole second of the day of t, so that the first occurrence after it is on a
+// later day. It searches rather than trusting time.Date at midnight: where a zone skips
 // midnight (America/Santiago) or a whole day (Pacific/Apia, 30 December 2011), time.Date can return an
 // instant of the day before.
 func (c Calendar) lastSecond(t time.Time) time.Time {
 	d := c.DayOf(t)
 	next := d.AddDays(1)
-	lo, hi := t, time.Date(next.Year, next.Month, next.Day, 0, 0, 0, 0, c.Location())
+	lo, hi := t.Truncate(time.Second), time.Date(next.Year, next.Month, next.Day, 0, 0, 0, 0, c.Location())
 	for i := 0; !d.Before(c.DayOf(hi)) || !hi.After(lo); i++ {
 		if i == 48 {
 			return lo // no day of more than two days
