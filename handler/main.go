@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mxazure/backups/internal/config"
+	"github.com/mxazure/backups/internal/schedule"
 )
 
 // gcPercent is the handler's GOGC unless the environment sets one.
@@ -48,6 +49,7 @@ func run() int {
 	}
 	cfg.Version = version
 	log.Info().Interface("config", cfg).Msg("starting")
+	warnScheduleCoverage(cfg, time.Now(), log)
 
 	// A backup keeps about 45 MiB of buffers live and churns through short-lived ones (a Storage response
 	// per file document); the default GOGC=100 lets the heap reach twice the live size before collecting.
@@ -101,4 +103,29 @@ func run() int {
 	}
 	log.Info().Msg("stopped")
 	return 0
+}
+
+// coverageDays is how far ahead the schedules are checked at start.
+const coverageDays = 60
+
+// warnScheduleCoverage logs the days of the next coverageDays on which no timer fires (no automatic
+// backup that day) or more than one does (harmless, the day's second run makes nothing, but likely a
+// mistake in NIGHTLY_SCHEDULE, WEEKLY_SCHEDULE or MONTHLY_SCHEDULE).
+func warnScheduleCoverage(cfg config.Config, now time.Time, log zerolog.Logger) {
+	shared, missing := cfg.SchedulePlan().Coverage(now, coverageDays)
+	days := func(ds []schedule.Day) []string {
+		out := make([]string, len(ds))
+		for i, d := range ds {
+			out[i] = d.String()
+		}
+		return out
+	}
+	if len(missing) > 0 {
+		log.Warn().Strs("days", days(missing)).Str("time_zone", cfg.ScheduleTimeZone).
+			Msgf("no automatic backup timer fires on %d of the next %d days; check the schedules", len(missing), coverageDays)
+	}
+	if len(shared) > 0 {
+		log.Warn().Strs("days", days(shared)).Str("time_zone", cfg.ScheduleTimeZone).
+			Msgf("more than one automatic backup timer fires on %d of the next %d days; a day still gets one automatic snapshot", len(shared), coverageDays)
+	}
 }

@@ -28,13 +28,27 @@ const maxSearch = 4 * 400
 
 // next is the first occurrence of any timer strictly after t, or the zero time.
 func (p Plan) next(t time.Time) time.Time {
+	first, _ := p.firing(t)
+	return first
+}
+
+// firing is the first occurrence of any timer strictly after t and how many timers fire at that
+// instant (two timers with the same time on the same day are two runs started, of which one makes
+// something).
+func (p Plan) firing(t time.Time) (time.Time, int) {
 	var first time.Time
+	n := 0
 	for _, s := range p.Timers {
-		if n := s.Next(t); !n.IsZero() && (first.IsZero() || n.Before(first)) {
-			first = n
+		next := s.Next(t)
+		switch {
+		case next.IsZero():
+		case first.IsZero() || next.Before(first):
+			first, n = next, 1
+		case next.Equal(first):
+			n++
 		}
 	}
-	return first
+	return first, n
 }
 
 // NextRun is the next automatic backup of environment envID after now: the first day's first
@@ -70,7 +84,7 @@ func (p Plan) Coverage(from time.Time, days int) (shared, missing []Day) {
 	counts := map[Day]int{}
 	// Occurrences from a day before, so that the first day's are all seen whatever the zone.
 	for t := from.Add(-48 * time.Hour); ; {
-		fire := p.next(t)
+		fire, n := p.firing(t)
 		if fire.IsZero() {
 			break
 		}
@@ -80,7 +94,7 @@ func (p Plan) Coverage(from time.Time, days int) (shared, missing []Day) {
 			break
 		}
 		// Two make a day shared; more need not be counted.
-		if counts[day]++; counts[day] > 1 {
+		if counts[day] += n; counts[day] > 1 {
 			t = p.Calendar.lastSecond(fire)
 		}
 	}

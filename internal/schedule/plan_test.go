@@ -390,6 +390,10 @@ func TestCoverage(t *testing.T) {
 			missing: days(t, "2026-11-01")},
 		{name: "overlapping", timers: overlap, from: "2026-11-02T00:00:00Z", days: 14,
 			shared: days(t, "2026-11-08", "2026-11-15")},
+		// The nightly timer on every day and the default Sunday timers fire at the same instant on Sundays:
+		// two runs start, one makes the snapshot.
+		{name: "two timers at the same instant", timers: []string{"0 0 1 * * *", "0 0 1 8-31 * 0", "0 0 1 1-7 * 0"},
+			from: "2026-11-02T00:00:00Z", days: 14, shared: days(t, "2026-11-08", "2026-11-15")},
 		{name: "twice a day", timers: []string{"0 0 1,13 * * *"}, from: "2026-11-02T00:00:00Z", days: 3,
 			shared: days(t, "2026-11-02", "2026-11-03", "2026-11-04")},
 		{name: "every minute", timers: []string{"0 * * * * *"}, from: "2026-11-02T00:00:00Z", days: 2,
