@@ -114,6 +114,15 @@ func TestInvalidSettingsNameTheVariable(t *testing.T) {
 		{"uploads container is the snapshots container", func(e map[string]string) { e["UPLOADS_CONTAINER"] = "snapshots" }, "UPLOADS_CONTAINER"},
 		{"uploads container invalid", func(e map[string]string) { e["UPLOADS_CONTAINER"] = "Up" }, "UPLOADS_CONTAINER"},
 		{"bad log level", func(e map[string]string) { e["LOG_LEVEL"] = "loud" }, "LOG_LEVEL"},
+		{"nightly schedule of seven fields", func(e map[string]string) { e["NIGHTLY_SCHEDULE"] = "0 1 * * 1-6 x x" }, "NIGHTLY_SCHEDULE"},
+		{"weekly schedule out of range", func(e map[string]string) { e["WEEKLY_SCHEDULE"] = "0 0 25 8-31 * 0" }, "WEEKLY_SCHEDULE"},
+		{"monthly schedule that never fires", func(e map[string]string) { e["MONTHLY_SCHEDULE"] = "0 0 1 31 2 *" }, "MONTHLY_SCHEDULE"},
+		{"unknown time zone", func(e map[string]string) { e["SCHEDULE_TIME_ZONE"] = "Europe/Atlantis" }, "SCHEDULE_TIME_ZONE"},
+		{"the machine's zone", func(e map[string]string) { e["SCHEDULE_TIME_ZONE"] = "Local" }, "SCHEDULE_TIME_ZONE"},
+		{"spread beyond 6 hours", func(e map[string]string) { e["SCHEDULE_SPREAD"] = "7h" }, "SCHEDULE_SPREAD"},
+		{"negative spread", func(e map[string]string) { e["SCHEDULE_SPREAD"] = "-1m" }, "SCHEDULE_SPREAD"},
+		{"spread not a duration", func(e map[string]string) { e["SCHEDULE_SPREAD"] = "2 hours" }, "SCHEDULE_SPREAD"},
+		{"keep last good not a boolean", func(e map[string]string) { e["KEEP_LAST_GOOD_SNAPSHOT"] = "yes" }, "KEEP_LAST_GOOD_SNAPSHOT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -207,5 +216,34 @@ func writeTestCA(t *testing.T, path string) {
 	}
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestScheduleSettings: the defaults are the documented schedules, UTC, 2 hours and the safety floor
+// on; set values are read, and the plan holds the three timers in the zone.
+func TestScheduleSettings(t *testing.T) {
+	c, err := load(t, validEnv())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NightlySchedule != "0 0 1 * * 1-6" || c.WeeklySchedule != "0 0 1 8-31 * 0" || c.MonthlySchedule != "0 0 1 1-7 * 0" ||
+		c.ScheduleTimeZone != "UTC" || c.ScheduleSpread != 2*time.Hour || !c.KeepLastGoodSnapshot {
+		t.Errorf("defaults: %+v", c)
+	}
+	env := validEnv()
+	env["NIGHTLY_SCHEDULE"], env["SCHEDULE_TIME_ZONE"], env["SCHEDULE_SPREAD"], env["KEEP_LAST_GOOD_SNAPSHOT"] = "0 30 2 * * 1-6", "Europe/Amsterdam", "45m", "FALSE"
+	if c, err = load(t, env); err != nil {
+		t.Fatal(err)
+	}
+	if c.KeepLastGoodSnapshot || c.ScheduleSpread != 45*time.Minute {
+		t.Errorf("overrides: keep %v spread %s", c.KeepLastGoodSnapshot, c.ScheduleSpread)
+	}
+	plan := c.SchedulePlan()
+	if len(plan.Timers) != 3 || plan.Spread != 45*time.Minute || plan.Calendar.Location().String() != "Europe/Amsterdam" {
+		t.Fatalf("plan: %d timers, spread %s, zone %s", len(plan.Timers), plan.Spread, plan.Calendar.Location())
+	}
+	// Monday 2026-12-07 02:30 UTC is the nightly timer's first occurrence after Sunday noon.
+	if got, want := plan.Timers[0].Next(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)), time.Date(2026, 12, 7, 2, 30, 0, 0, time.UTC); !got.Equal(want) {
+		t.Errorf("nightly timer: next %s, want %s", got, want)
 	}
 }
