@@ -136,7 +136,7 @@ func TestTimersFiringAgainTheSameDaySendNothing(t *testing.T) {
 		trigger string
 		at      time.Time
 	}{
-		{"NightlyBackups", start.Add(time.Second)},    // the same timer twice
+		{"NightlyBackups", start.Add(time.Second)},      // the same timer twice
 		{"NightlyBackups", start.Add(30 * time.Minute)}, // past due, run late
 		{"WeeklyBackups", start.Add(3 * time.Hour)},     // an overlapping schedule
 		{"MonthlyBackups", utc(2026, 12, 2, 23, 59)},    // the last minute of the day
@@ -655,13 +655,27 @@ func TestAutomaticMessagesThatAreDropped(t *testing.T) {
 		}, false},
 		{"not JSON", func(_ *testing.T, _ *schedFixture, m *backup.Message) { m.Body = []byte("nightly please") }, false},
 		{"empty object", func(_ *testing.T, _ *schedFixture, m *backup.Message) { m.Body = []byte("{}") }, false},
-		{"a manual kind", func(t *testing.T, _ *schedFixture, m *backup.Message) { edit(t, m, func(b *autoBody) { b.Kind = "manual" }) }, false},
-		{"a fourth try", func(t *testing.T, _ *schedFixture, m *backup.Message) { edit(t, m, func(b *autoBody) { b.Attempt = 3 }) }, false},
-		{"a negative try", func(t *testing.T, _ *schedFixture, m *backup.Message) { edit(t, m, func(b *autoBody) { b.Attempt = -1 }) }, false},
-		{"no day", func(t *testing.T, _ *schedFixture, m *backup.Message) { edit(t, m, func(b *autoBody) { b.Day = "2026-13-02" }) }, false},
-		{"a bad namespace", func(t *testing.T, _ *schedFixture, m *backup.Message) { edit(t, m, func(b *autoBody) { b.Namespace = "NS_A" }) }, false},
-		{"a bad environment id", func(t *testing.T, _ *schedFixture, m *backup.Message) { edit(t, m, func(b *autoBody) { b.EnvironmentID = "env-1" }) }, false},
-		{"no run start", func(t *testing.T, _ *schedFixture, m *backup.Message) { edit(t, m, func(b *autoBody) { b.RunStartedAt = time.Time{} }) }, false},
+		{"a manual kind", func(t *testing.T, _ *schedFixture, m *backup.Message) {
+			edit(t, m, func(b *autoBody) { b.Kind = "manual" })
+		}, false},
+		{"a fourth try", func(t *testing.T, _ *schedFixture, m *backup.Message) {
+			edit(t, m, func(b *autoBody) { b.Attempt = 3 })
+		}, false},
+		{"a negative try", func(t *testing.T, _ *schedFixture, m *backup.Message) {
+			edit(t, m, func(b *autoBody) { b.Attempt = -1 })
+		}, false},
+		{"no day", func(t *testing.T, _ *schedFixture, m *backup.Message) {
+			edit(t, m, func(b *autoBody) { b.Day = "2026-13-02" })
+		}, false},
+		{"a bad namespace", func(t *testing.T, _ *schedFixture, m *backup.Message) {
+			edit(t, m, func(b *autoBody) { b.Namespace = "NS_A" })
+		}, false},
+		{"a bad environment id", func(t *testing.T, _ *schedFixture, m *backup.Message) {
+			edit(t, m, func(b *autoBody) { b.EnvironmentID = "env-1" })
+		}, false},
+		{"no run start", func(t *testing.T, _ *schedFixture, m *backup.Message) {
+			edit(t, m, func(b *autoBody) { b.RunStartedAt = time.Time{} })
+		}, false},
 		{"delivered after the try window", func(_ *testing.T, f *schedFixture, _ *backup.Message) { f.now = late.Add(time.Second) }, false},
 		{"delivered at the end of the try window", func(_ *testing.T, f *schedFixture, _ *backup.Message) { f.now = late }, true},
 	}

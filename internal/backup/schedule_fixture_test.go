@@ -327,4 +327,6 @@ func ofType(evs []backup.OutboundEvent, typ string) []backup.OutboundEvent {
 }
 
 // utc is a UTC instant.
-func utc(y int, m time.Month, d, h, mi int) time.Time { return time.Date(y, m, d, h, mi, 0, 0, time.UTC) }
+func utc(y int, m time.Month, d, h, mi int) time.Time {
+	return time.Date(y, m, d, h, mi, 0, 0, time.UTC)
+}
