@@ -86,8 +86,9 @@ type Store struct {
 	svc     *aztables.ServiceClient
 	prefix  string
 	options *aztables.ClientOptions // as built, for tests
-	// pageSize is the page size of the walk over every environment and of the expiry index's reads; 0
-	// is 1,000, Azure's most. Tests lower it to cross pages with a few entities.
+	// pageSize is the page size of the reads the schedule and the expiry make (the walk over every
+	// environment, the enabled namespaces, the schedule's runs, the expiry index and its backfill); 0 is
+	// 1,000, Azure's most. Tests lower it to cross pages with a few entities.
 	pageSize int
 }
 
