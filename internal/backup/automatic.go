@@ -56,28 +56,32 @@ type automaticMessage struct {
 	// At is when this try was scheduled; RunStartedAt when the day's run started.
 	At           time.Time `json:"at"`
 	RunStartedAt time.Time `json:"run_started_at"`
+	// Recheck marks the tries that follow recovery's resend of a lost first try: the day's first tries
+	// may have been sent (and lost) already, and the queue drops a MessageId it saw that day, so these
+	// tries have ids of their own.
+	Recheck bool `json:"recheck,omitempty"`
 }
 
 // idempotencyKey is the environment's key for a day: the MessageId of the day's first try.
 func idempotencyKey(envID, day string) string { return envID + "/" + day }
 
-// messageID is the MessageId of a try: the key for the first, the key and the try for the others (and
-// the key and a suffix for recovery's resend), so duplicate detection drops a repeated send of the
-// same try and not the next one.
-func (m automaticMessage) messageID(suffix string) string {
+// messageID is the MessageId of a try: the key for the first, the key and the try for the others, and
+// "/recheck" after either for recovery's resend and the tries that follow it, so duplicate detection
+// drops a repeated send of the same try and not the next one.
+func (m automaticMessage) messageID() string {
 	id := idempotencyKey(m.EnvironmentID, m.Day)
 	if m.Attempt > 0 {
 		id += "/" + strconv.Itoa(m.Attempt)
 	}
-	if suffix != "" {
-		id += "/" + suffix
+	if m.Recheck {
+		id += "/recheck"
 	}
 	return id
 }
 
-func (m automaticMessage) encode(suffix string) Message {
+func (m automaticMessage) encode() Message {
 	body, _ := json.Marshal(m)
-	return Message{ID: m.messageID(suffix), Body: body, ContentType: "application/json", ScheduledAt: m.At}
+	return Message{ID: m.messageID(), Body: body, ContentType: "application/json", ScheduledAt: m.At}
 }
 
 // automaticNamespace seeds the derived ids of automatic snapshots.
@@ -184,7 +188,7 @@ func (s *Service) fanOut(ctx context.Context, run ScheduleRun, now time.Time, lo
 		}
 		m := automaticMessage{Namespace: e.Namespace, EnvironmentID: e.ID, Day: run.Day, Kind: run.Kind,
 			At: run.StartedAt.Add(schedule.Offset(e.ID, run.Spread)), RunStartedAt: run.StartedAt}
-		batch = append(batch, m.encode(""))
+		batch = append(batch, m.encode())
 		if len(batch) == fanOutBatch {
 			return true, flush(cursor)
 		}
@@ -340,7 +344,7 @@ func (s *Service) tryLater(ctx context.Context, m automaticMessage, reason strin
 	if m.Attempt+1 < schedule.MaxAttempts {
 		next := m
 		next.Attempt, next.At = m.Attempt+1, now.Add(schedule.RetryDelay)
-		if err := s.publisher.Publish(ctx, QueueAutomatic, next.encode("")); err != nil {
+		if err := s.publisher.Publish(ctx, QueueAutomatic, next.encode()); err != nil {
 			return Wrap(CodeTransient, err, "schedule the next try of the automatic backup")
 		}
 		log.Info().Str("reason", reason).Time("next_try", next.At).Msg("automatic backup not possible now; trying again later")
@@ -368,15 +372,18 @@ func (s *Service) retryFailedAutomatic(ctx context.Context, sn Snapshot) error {
 		return nil
 	}
 	now := s.now()
-	runStart := now
+	runStart, checked := now, false
 	if run, err := s.stores.Schedule.GetScheduleRun(ctx, sn.AutomaticDay); err == nil {
-		runStart = run.StartedAt
+		runStart, checked = run.StartedAt, run.Checked
 	} else if !IsNotFound(err) {
 		return err
 	}
+	// The snapshot does not say whether recovery's resend made it. Once the run was checked it may have:
+	// the next try then takes a recheck id, as the first tries' ids may have been used that day (and a
+	// try made before the check had its snapshot, so nothing was resent for it: the id is free too).
 	next := automaticMessage{Namespace: sn.Namespace, EnvironmentID: sn.EnvironmentID, Day: sn.AutomaticDay, Kind: sn.Kind,
-		Attempt: sn.AutomaticAttempt + 1, At: now.Add(schedule.RetryDelay), RunStartedAt: runStart}
-	if err := s.publisher.Publish(ctx, QueueAutomatic, next.encode("")); err != nil {
+		Attempt: sn.AutomaticAttempt + 1, At: now.Add(schedule.RetryDelay), RunStartedAt: runStart, Recheck: checked}
+	if err := s.publisher.Publish(ctx, QueueAutomatic, next.encode()); err != nil {
 		return Wrap(CodeTransient, err, "schedule the next try of the automatic backup")
 	}
 	return nil

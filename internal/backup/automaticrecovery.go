@@ -127,8 +127,9 @@ func (s *Service) resendMissing(ctx context.Context, run ScheduleRun, envs []Env
 	var msgs []Message
 	for i, e := range envs {
 		if missing[i] {
-			m := automaticMessage{Namespace: e.Namespace, EnvironmentID: e.ID, Day: run.Day, Kind: run.Kind, At: now, RunStartedAt: run.StartedAt}
-			msgs = append(msgs, m.encode("recheck"))
+			m := automaticMessage{Namespace: e.Namespace, EnvironmentID: e.ID, Day: run.Day, Kind: run.Kind, At: now,
+				RunStartedAt: run.StartedAt, Recheck: true}
+			msgs = append(msgs, m.encode())
 		}
 	}
 	if len(msgs) == 0 {
