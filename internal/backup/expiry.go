@@ -29,7 +29,7 @@ func (s *Service) ExpireSnapshots(ctx context.Context, now time.Time, log zerolo
 	var stats ExpiryStats
 	var errs []error
 	dueByEnv := map[string]map[string]bool{} // the environment's due snapshots, decided once per run
-	err := s.walkSnapshotsDue(ctx, now, func(sn Snapshot) (bool, error) {
+	err := s.stores.Snapshots.WalkSnapshotsDue(ctx, now, func(sn Snapshot) (bool, error) {
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
@@ -140,16 +140,3 @@ func (s *Service) finishExpiry(ctx context.Context, sn Snapshot, log zerolog.Log
 	return nil
 }
 
-// walkSnapshotsDue calls fn with every snapshot due at before, the earliest first.
-func (s *Service) walkSnapshotsDue(ctx context.Context, before time.Time, fn func(Snapshot) (bool, error)) error {
-	due, err := s.stores.Snapshots.ListSnapshotsDue(ctx, before, maxSnapshotsPerEnvironment)
-	if err != nil {
-		return err
-	}
-	for _, sn := range due {
-		if more, err := fn(sn); err != nil || !more {
-			return err
-		}
-	}
-	return nil
-}

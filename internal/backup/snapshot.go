@@ -198,10 +198,13 @@ type SnapshotStore interface {
 	UpdateSnapshot(ctx context.Context, namespace, envID, id string, fn UpdateFunc[Snapshot]) (Snapshot, bool, error)
 	// DeleteSnapshot removes the record; deleting a missing record is not an error.
 	DeleteSnapshot(ctx context.Context, namespace, envID, id string) error
-	// ListSnapshotsDue returns at most limit snapshots (of any environment, marked ones included) whose
-	// ExpiresAt is set and before before, the earliest expiry first. It must not scan every snapshot:
-	// stores keep an index by ExpiresAt, which may hold stale entries but never misses a snapshot.
-	ListSnapshotsDue(ctx context.Context, before time.Time, limit int) ([]Snapshot, error)
+	// WalkSnapshotsDue calls fn with every snapshot (of any environment, marked ones included) whose
+	// ExpiresAt is set and before before, the earliest expiry first, reading page by page; fn returns
+	// false to stop, and may delete what it was given. It must not scan every snapshot: stores keep an
+	// index by ExpiresAt, which may hold stale entries but never misses a snapshot. A walk, not a list
+	// with a limit: snapshots kept past their expiry (the last good one) stay due and come first, and
+	// must not hold back the others.
+	WalkSnapshotsDue(ctx context.Context, before time.Time, fn func(Snapshot) (bool, error)) error
 }
 
 // OperationStore keeps operations and environment locks.

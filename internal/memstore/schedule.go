@@ -82,27 +82,36 @@ func (s *Store) ListEnabledNamespaces(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// ListSnapshotsDue returns the snapshots whose ExpiresAt is set and before before, earliest first. Ties
-// are ordered as tablestore's index orders them: by the text "<namespace>|<environment>|<id>".
-func (s *Store) ListSnapshotsDue(ctx context.Context, before time.Time, limit int) ([]backup.Snapshot, error) {
+// WalkSnapshotsDue calls fn with the snapshots whose ExpiresAt is set and before before, earliest first,
+// as they were when the walk started (fn runs without the lock, so it may change the store). Ties are
+// ordered as tablestore's index orders them: by the text "<namespace>|<environment>|<id>".
+func (s *Store) WalkSnapshotsDue(ctx context.Context, before time.Time, fn func(backup.Snapshot) (bool, error)) error {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := []backup.Snapshot{}
+	var due []backup.Snapshot
 	for _, sn := range s.snapshots {
 		if !sn.ExpiresAt.IsZero() && sn.ExpiresAt.Before(before) {
-			out = append(out, cloneSnapshot(sn))
+			due = append(due, cloneSnapshot(sn))
 		}
 	}
-	slices.SortFunc(out, func(a, b backup.Snapshot) int {
+	s.mu.Unlock()
+	slices.SortFunc(due, func(a, b backup.Snapshot) int {
 		if c := a.ExpiresAt.Compare(b.ExpiresAt); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Namespace+"|"+a.EnvironmentID+"|"+a.ID, b.Namespace+"|"+b.EnvironmentID+"|"+b.ID)
 	})
-	return out[:min(max(limit, 0), len(out))], nil
+	for _, sn := range due {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if more, err := fn(sn); err != nil || !more {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Store) GetScheduleRun(ctx context.Context, day string) (backup.ScheduleRun, error) {

@@ -28,6 +28,7 @@ func RunSchedule(t *testing.T, newStores func(t *testing.T) backup.Stores) {
 	t.Run("snapshots due by expiry", func(t *testing.T) { testSnapshotsDue(t, newStores(t)) })
 	t.Run("snapshots due follow updates and deletions", func(t *testing.T) { testSnapshotsDueChanges(t, newStores(t)) })
 	t.Run("snapshots due limit", func(t *testing.T) { testSnapshotsDueLimit(t, newStores(t)) })
+	t.Run("snapshots due walk while deleting", func(t *testing.T) { testSnapshotsDueWalkDeleting(t, newStores(t)) })
 	t.Run("schedule run round trip", func(t *testing.T) { testScheduleRunRoundTrip(t, newStores(t)) })
 	t.Run("schedule run update decisions", func(t *testing.T) { testScheduleRunDecisions(t, newStores(t)) })
 	t.Run("concurrent schedule run updates lose nothing", func(t *testing.T) { testScheduleRunConcurrent(t, newStores(t)) })
@@ -196,10 +197,23 @@ func testEnabledNamespaces(t *testing.T, s backup.Stores) {
 	}
 }
 
-// dueIDs returns the ids of ListSnapshotsDue(before, limit).
+// DueSnapshots walks the snapshots due before before and returns the first limit of them.
+func DueSnapshots(ctx context.Context, s backup.SnapshotStore, before time.Time, limit int) ([]backup.Snapshot, error) {
+	out := []backup.Snapshot{}
+	if limit <= 0 {
+		return out, nil
+	}
+	err := s.WalkSnapshotsDue(ctx, before, func(sn backup.Snapshot) (bool, error) {
+		out = append(out, sn)
+		return len(out) < limit, nil
+	})
+	return out, err
+}
+
+// dueIDs returns the ids of the first limit snapshots due before before.
 func dueIDs(t *testing.T, s backup.Stores, before time.Time, limit int) []string {
 	t.Helper()
-	due, err := s.Snapshots.ListSnapshotsDue(context.Background(), before, limit)
+	due, err := DueSnapshots(context.Background(), s.Snapshots, before, limit)
 	if err != nil {
 		t.Fatalf("snapshots due before %v: %v", before, err)
 	}
@@ -266,7 +280,7 @@ func testSnapshotsDue(t *testing.T, s backup.Stores) {
 	if got := dueIDs(t, s, first.ExpiresAt, 100); len(got) != 0 {
 		t.Errorf("due before the earliest expiry: got %q, want none", got)
 	}
-	due, err := s.Snapshots.ListSnapshotsDue(ctx, cutoff, 100)
+	due, err := DueSnapshots(ctx, s.Snapshots, cutoff, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,6 +350,36 @@ func testSnapshotsDueLimit(t *testing.T, s backup.Stores) {
 	}
 	if got := dueIDs(t, s, cutoff, 0); len(got) != 0 {
 		t.Errorf("limit 0: got %q", got)
+	}
+}
+
+// testSnapshotsDueWalkDeleting: the expiry deletes each snapshot as the walk gives it; the walk still
+// gives every due snapshot once, in order, across pages and point-read batches, and an error from fn
+// ends it with that error.
+func testSnapshotsDueWalkDeleting(t *testing.T, s backup.Stores) {
+	ctx := context.Background()
+	firstListing(t, s)
+	cutoff := time.Date(2026, 11, 20, 3, 0, 0, 0, time.UTC)
+	var want []string
+	for i := range 40 {
+		sn := createSnapshot(t, s, dueSnapshot("ns-a", fmt.Sprintf("env-%d", i%4), cutoff.Add(-time.Duration(40-i)*time.Minute)))
+		want = append(want, sn.ID)
+	}
+	var got []string
+	err := s.Snapshots.WalkSnapshotsDue(ctx, cutoff, func(sn backup.Snapshot) (bool, error) {
+		got = append(got, sn.ID)
+		return true, s.Snapshots.DeleteSnapshot(ctx, sn.Namespace, sn.EnvironmentID, sn.ID)
+	})
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("walk deleting: err %v\n got %q\nwant %q", err, got, want)
+	}
+	if left := dueIDs(t, s, cutoff, 100); len(left) != 0 {
+		t.Errorf("due after deleting every one: %q", left)
+	}
+	createSnapshot(t, s, dueSnapshot("ns-a", "env-0", cutoff.Add(-time.Hour)))
+	boom := fmt.Errorf("boom")
+	if err := s.Snapshots.WalkSnapshotsDue(ctx, cutoff, func(backup.Snapshot) (bool, error) { return true, boom }); err != boom {
+		t.Errorf("walk with a failing fn: got %v, want its error", err)
 	}
 }
 

@@ -61,21 +61,19 @@ func (s *Store) indexExpiry(ctx context.Context, namespace, envID, id string, ex
 	return upsert(ctx, s.table(tableSnapshotExpiry), &indexEntity{PartitionKey: expiryPartition, RowKey: rk, IndexedAt: time.Now()})
 }
 
-// ListSnapshotsDue reads the expiry entries before before, earliest first (a range query of the index's
-// small rows), and point-reads their snapshots, indexConcurrency at a time, until limit snapshots are
-// found. A snapshot is listed from the entry of its own ExpiresAt only, so once; stale entries are
-// dropped as they are met (see the top of this file). Ties are in the order of the keys' text: by
-// "<namespace>|<environment>|<id>".
-func (s *Store) ListSnapshotsDue(ctx context.Context, before time.Time, limit int) ([]backup.Snapshot, error) {
-	out := []backup.Snapshot{}
-	if limit <= 0 {
-		return out, ctx.Err()
-	}
+// WalkSnapshotsDue reads the expiry entries before before, earliest first (a range query of the index's
+// small rows, page by page), point-reads their snapshots indexConcurrency at a time, and calls fn with
+// each due one in entry order. A snapshot is given from the entry of its own ExpiresAt only, so once;
+// stale entries are dropped as they are met (see the top of this file). Ties are in the order of the
+// keys' text: by "<namespace>|<environment>|<id>". fn may delete what it is given: the range is read
+// on by its continuation key, which a deleted entry does not move.
+func (s *Store) WalkSnapshotsDue(ctx context.Context, before time.Time, fn func(backup.Snapshot) (bool, error)) error {
 	if err := s.backfillExpiry(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	filter := "PartitionKey eq " + odataString(expiryPartition) + " and RowKey lt " + odataString(formatTime(before))
 	var batch []indexEntry
+	more := true
 	flush := func() error {
 		found := make([]*backup.Snapshot, len(batch))
 		err := forEach(ctx, len(batch), indexConcurrency, func(ctx context.Context, i int) error {
@@ -85,31 +83,32 @@ func (s *Store) ListSnapshotsDue(ctx context.Context, before time.Time, limit in
 			}
 			return err
 		})
+		batch = batch[:0]
+		if err != nil {
+			return err
+		}
 		for _, sn := range found {
-			if sn != nil {
-				out = append(out, *sn)
+			if sn == nil {
+				continue
+			}
+			if more, err = fn(*sn); err != nil || !more {
+				return err
 			}
 		}
-		batch = batch[:0]
-		return err
+		return nil
 	}
 	err := s.readEntries(ctx, tableSnapshotExpiry, filter, s.pageSize, func(e indexEntry) (bool, error) {
-		batch = append(batch, e)
-		// A batch never holds more entries than snapshots are still wanted: each lists at most one.
-		if len(batch) >= min(indexConcurrency, limit-len(out)) {
+		if batch = append(batch, e); len(batch) >= indexConcurrency {
 			if err := flush(); err != nil {
 				return false, err
 			}
 		}
-		return len(out) < limit, nil
+		return more, nil
 	})
-	if err == nil && len(batch) > 0 {
+	if err == nil && more && len(batch) > 0 {
 		err = flush()
 	}
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return err
 }
 
 // dueSnapshot reads the snapshot of an expiry entry and reports whether it is due by that entry; a stale

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mxazure/backups/internal/backup"
 	"github.com/mxazure/backups/internal/dev/devstack/azurite"
+	"github.com/mxazure/backups/internal/storetest"
 )
 
 // writeBatch adds entities to table tbl in transactions of 100 of one partition: far fewer requests
@@ -134,7 +135,7 @@ func TestSnapshotsDueDropsStaleEntries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	due, err := s.ListSnapshotsDue(ctx, cutoff, 10)
+	due, err := storetest.DueSnapshots(ctx, s, cutoff, 10)
 	if err != nil || len(due) != 1 || due[0].ID != sn.ID {
 		t.Fatalf("due: %+v, %v; want only %s, once", due, err, sn.ID)
 	}
@@ -174,7 +175,7 @@ func TestSnapshotsDueBackfill(t *testing.T) {
 
 	list := func(before time.Time) []string {
 		t.Helper()
-		got, err := s.ListSnapshotsDue(ctx, before, 1000)
+		got, err := storetest.DueSnapshots(ctx, s, before, 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -221,7 +222,7 @@ func TestSnapshotsDueDoesNotScan(t *testing.T) {
 	rec := &recorder{}
 	s := newStore(t, az, WithPolicy(rec))
 	ctx := context.Background()
-	if _, err := s.ListSnapshotsDue(ctx, time.Now(), 1); err != nil { // the backfill of the empty table
+	if _, err := storetest.DueSnapshots(ctx, s, time.Now(), 1); err != nil { // the backfill of the empty table
 		t.Fatal(err)
 	}
 	cutoff := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
@@ -242,7 +243,7 @@ func TestSnapshotsDueDoesNotScan(t *testing.T) {
 	writeBatch(t, s, tableSnapshots, records...)
 	writeBatch(t, s, tableSnapshotExpiry, entries...)
 	rec.take()
-	got, err := s.ListSnapshotsDue(ctx, cutoff, 10)
+	got, err := storetest.DueSnapshots(ctx, s, cutoff, 10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -147,7 +147,7 @@ func (s *Store) ListSnapshots(ctx context.Context, namespace, envID string, offs
 }
 
 // CreateSnapshot writes the snapshot's expiry entry first, so that the index never misses a snapshot (an
-// entry without its snapshot, left by a crash in between, is dropped by ListSnapshotsDue).
+// entry without its snapshot, left by a crash in between, is dropped by WalkSnapshotsDue).
 func (s *Store) CreateSnapshot(ctx context.Context, sn backup.Snapshot) error {
 	if err := s.indexExpiry(ctx, sn.Namespace, sn.EnvironmentID, sn.ID, sn.ExpiresAt); err != nil {
 		return err
@@ -156,7 +156,7 @@ func (s *Store) CreateSnapshot(ctx context.Context, sn backup.Snapshot) error {
 }
 
 // UpdateSnapshot writes the expiry entry of a new ExpiresAt before the write that sets it. The entry of
-// the old ExpiresAt is left: ListSnapshotsDue drops it when it reaches it. Removing it here would race
+// the old ExpiresAt is left: WalkSnapshotsDue drops it when it reaches it. Removing it here would race
 // with an update that sets the old time again (its entry written, then removed by this one).
 func (s *Store) UpdateSnapshot(ctx context.Context, namespace, envID, id string, fn backup.UpdateFunc[backup.Snapshot]) (backup.Snapshot, bool, error) {
 	indexFirst := func(cur backup.Snapshot, exists bool) (backup.Snapshot, bool, error) {
@@ -173,7 +173,7 @@ func (s *Store) UpdateSnapshot(ctx context.Context, namespace, envID, id string,
 }
 
 // DeleteSnapshot deletes the record, then its expiry entry (best effort: a failure leaves a stale entry,
-// which ListSnapshotsDue drops). The record is read first for its ExpiresAt, and deleted only while
+// which WalkSnapshotsDue drops). The record is read first for its ExpiresAt, and deleted only while
 // unchanged, so the entry removed is the deleted record's; the entry is read before the record is
 // deleted and removed only while unchanged, so that a snapshot created again with the same id in
 // between keeps the entry it wrote.
