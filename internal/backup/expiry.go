@@ -55,16 +55,15 @@ func (s *Service) ExpireSnapshots(ctx context.Context, now time.Time, log zerolo
 				return true, nil
 			}
 			marked, _, err := s.markDeleted(ctx, sn.Namespace, sn.EnvironmentID, sn.ID, true)
-			switch CodeOf(err) {
-			case "":
-			case CodeSnapshotInUse, CodeSnapshotNotReady, CodeConflict:
-				stats.Busy++
-				l.Info().Err(err).Msg("expired snapshot in use; it is deleted once that has ended")
-				return true, nil
-			case CodeNotFound:
-				return true, nil
-			default:
-				errs = append(errs, err)
+			if err != nil { // CodeOf(nil) is CodeInternal: the codes are decided only for an error
+				switch CodeOf(err) {
+				case CodeSnapshotInUse, CodeSnapshotNotReady, CodeConflict:
+					stats.Busy++
+					l.Info().Err(err).Msg("expired snapshot in use; it is deleted once that has ended")
+				case CodeNotFound:
+				default:
+					errs = append(errs, err)
+				}
 				return true, nil
 			}
 			sn = marked
@@ -139,4 +138,3 @@ func (s *Service) finishExpiry(ctx context.Context, sn Snapshot, log zerolog.Log
 	log.Info().Str("kind", string(sn.Kind)).Time("expires_at", sn.ExpiresAt).Msg("snapshot expired and deleted")
 	return nil
 }
-

@@ -83,10 +83,12 @@ type schedFixture struct {
 	snap  *fakeSnapshotter
 	blobs *fakeBlobs
 	pub   *hookPublisher
-	now   time.Time
-	user  backup.Principal
-	plan  schedule.Plan
-	seq   int // orders the environment events the fixture applies
+	// worker restores (for tests of a restore reading a snapshot).
+	worker *modelWorker
+	now    time.Time
+	user   backup.Principal
+	plan   schedule.Plan
+	seq    int // orders the environment events the fixture applies
 }
 
 // newSchedFixture builds the fixture with the default timers in zone ("" is UTC), a spread of
@@ -97,7 +99,7 @@ func newSchedFixture(t *testing.T, zone string, now time.Time) *schedFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &schedFixture{st: memstore.New(), now: now, user: backup.Principal{ID: "user-1"},
+	f := &schedFixture{st: memstore.New(), now: now, user: backup.Principal{ID: "user-1"}, worker: newModelWorker(),
 		pub:  &hookPublisher{fakePublisher: &fakePublisher{msgs: map[string][]backup.Message{}}, history: map[string][]backup.Message{}},
 		plan: schedule.Plan{Calendar: cal, Timers: parseTimers(t, defaultTimers...), Spread: testSpread}}
 	f.blobs = &fakeBlobs{paths: map[string]time.Time{}, now: func() time.Time { return f.now }, undeletable: map[string]bool{}}
@@ -124,7 +126,7 @@ func parseTimers(t *testing.T, exprs ...string) []*ncrontab.Schedule {
 func (f *schedFixture) rebuild(plan schedule.Plan, keepLastGood bool) {
 	f.plan = plan
 	f.svc = backup.NewService(backup.Deps{Stores: f.st.Stores(), Publisher: f.pub, Snapshotter: f.snap, Archives: f.blobs,
-		Layout: layout{}, Now: func() time.Time { return f.now }, Log: zerolog.Nop(), Plan: plan, KeepLastGood: keepLastGood})
+		Layout: layout{}, Restorer: f.worker, Now: func() time.Time { return f.now }, Log: zerolog.Nop(), Plan: plan, KeepLastGood: keepLastGood})
 }
 
 // testEnvID is a UUID naming the i-th test environment; ids sort as i does.
@@ -167,11 +169,11 @@ func (f *schedFixture) enable(t *testing.T, ns string, on bool) {
 	}
 }
 
-// grant gives the fixture's user ManageAppsBackups on ns.
-func (f *schedFixture) grant(t *testing.T, ns string) {
+// grant gives the fixture's user ManageAppsBackups on ns, and the other permissions named.
+func (f *schedFixture) grant(t *testing.T, ns string, more ...backup.Permission) {
 	t.Helper()
 	_, _, err := f.st.UpdateGrant(context.Background(), ns, f.user.ID, func(backup.Grant, bool) (backup.Grant, bool, error) {
-		return backup.Grant{Namespace: ns, PrincipalID: f.user.ID, Permissions: []backup.Permission{backup.PermManageAppsBackups}}, true, nil
+		return backup.Grant{Namespace: ns, PrincipalID: f.user.ID, Permissions: append([]backup.Permission{backup.PermManageAppsBackups}, more...)}, true, nil
 	})
 	if err != nil {
 		t.Fatal(err)
