@@ -48,6 +48,10 @@ type Options struct {
 	Logger         zerolog.Logger
 	// HandlerLogger receives the local host's and the handler's logs (default Logger).
 	HandlerLogger *zerolog.Logger
+	// Clock is the local host's clock (default the real one): the time it sends in envelopes, and that
+	// times its timers and Service Bus (a funchost.OffsetClock runs the stack as of another day). It is
+	// kept across RestartHost.
+	Clock funchost.Clock
 }
 
 // Stack is a running local service.
@@ -66,6 +70,7 @@ type Stack struct {
 	listen  string
 	hostLog zerolog.Logger
 	env     map[string]string // the handler's settings
+	clock   funchost.Clock    // the host's; nil for the real one
 }
 
 // Start brings everything up. On error, whatever started is stopped again.
@@ -146,7 +151,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if st.listen == "" {
 		st.listen = "127.0.0.1:0"
 	}
-	st.appDir, st.env = opts.AppDir, env
+	st.appDir, st.env, st.clock = opts.AppDir, env, opts.Clock
 	log.Info().Str("app", opts.AppDir).Msg("starting the local Functions host and the handler")
 	if err := st.startHost(ctx, env); err != nil {
 		return nil, err
@@ -155,7 +160,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 }
 
 func (st *Stack) startHost(ctx context.Context, env map[string]string) error {
-	h, err := funchost.New(funchost.Options{AppRoot: st.appDir, Listen: st.listen, Env: env, Logger: st.hostLog})
+	h, err := funchost.New(funchost.Options{AppRoot: st.appDir, Listen: st.listen, Env: env, Logger: st.hostLog, Clock: st.clock})
 	if err != nil {
 		return fmt.Errorf("local functions host: %w", err)
 	}
@@ -167,8 +172,8 @@ func (st *Stack) startHost(ctx context.Context, env map[string]string) error {
 }
 
 // RestartHost replaces the local Functions host (and so the handler) by one whose handler settings are
-// the stack's with extra on top. Azurite, PostgreSQL and the issuer keep running with their data; the
-// host's in-memory Service Bus starts empty.
+// the stack's with extra on top, on the same clock. Azurite, PostgreSQL and the issuer keep running with
+// their data; the host's in-memory Service Bus starts empty.
 func (st *Stack) RestartHost(ctx context.Context, extra map[string]string) error {
 	if st.Host != nil {
 		stopCtx, cancel := context.WithTimeout(ctx, time.Minute)
