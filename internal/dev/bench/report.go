@@ -52,6 +52,7 @@ type Report struct {
 	Transfers TransferReport
 	Levels    []LevelResult // incremental backups at each compression level on the largest database
 	List      ListResult
+	FanOut    FanOutReport // the day's run of automatic backups over thousands of environments
 	// DefaultLevel is the compression level of Sizes and Nightly (the service's default).
 	DefaultLevel int
 	// Skipped names what was not measured to stay within the run's time budget.
@@ -205,6 +206,7 @@ func (r Report) Render(w io.Writer) {
 			fmt.Sprintf("%.2f", ratio(hi, lo)), fmt.Sprintf("<= %.2f", FlatTolerance), verdict(hi <= FlatTolerance*lo, true))
 	}
 	r.renderLevels(p)
+	r.renderFanOut(p)
 	l := r.List
 	if l.Calls == 0 {
 		return
