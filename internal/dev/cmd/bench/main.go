@@ -24,6 +24,10 @@
 //     uploaded, `tar xzf` it, `pg_restore -j2 --no-owner --no-acl` of its db.backup into an empty
 //     database, and upload its tree/ files into an empty container 16 at a time (the handler's
 //     BACKUP_FILE_WORKERS, how many copies a restore runs at once), each step timed;
+//  8. first of all, on the same Azurite, the fan-out of a day's automatic backups (bench.FanOut: the
+//     schedule timer's RunSchedule) over -fanout environments (1,000 and 10,000) seeded in tables of
+//     their own, with its time, Table Storage calls, Publish calls, messages and estimated Service Bus
+//     batches, and the largest size against the smallest (-fanout-only runs this part alone);
 //
 // plus the handler's peak RSS at both database sizes and the latency of listing 1,000 snapshots, and
 // prints a table with the targets, also written to .local/bench-results.txt. What the targets need is
@@ -50,6 +54,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,11 +101,14 @@ type config struct {
 	uploadMB           int
 	budget             time.Duration
 	out                string
+	fanOut             []int // environments of each fan-out measurement, smallest first
+	fanOutRuns         int
+	fanOutOnly         bool
 }
 
 func main() {
 	var cfg config
-	var levels string
+	var levels, fanOut string
 	defaultScale := 1.0
 	if v := os.Getenv("BENCH_SCALE"); v != "" {
 		s, err := strconv.ParseFloat(v, 64)
@@ -117,6 +125,10 @@ The backup benchmark (make bench): first backups, nightly backups after 1%% of t
 storage of 14 nightly backups, the download archive and a restore of the first snapshot, each against
 the naive pipeline, on the reference dataset. A full run takes about 12.5 minutes on 2 cores (at most
 -budget).
+
+The fan-out of a day's automatic backups over 1,000 and 10,000 environments runs first (about two
+minutes); -fanout-only runs it alone, on an Azurite of its own, e.g.
+  go run ./internal/dev/cmd/bench -fanout-only -fanout 1000,10000 -fanout-runs 5
 
 For a quick check of the benchmark itself, shrink the dataset: -scale 0.05 (or BENCH_SCALE=0.05)
 makes 1,000 files and databases of 35 MB and 9 MB; fewer runs make it quicker still, e.g.
@@ -143,8 +155,32 @@ Flags:
 	flag.IntVar(&cfg.calls, "list-calls", 100, "timed list calls")
 	flag.IntVar(&cfg.uploadMB, "upload-mb", 1000, "size of the archive uploaded (validated and stored) through the API, MB; 0: no upload")
 	flag.DurationVar(&cfg.budget, "budget", 20*time.Minute, "time the whole run should take: the nightly series stops early (its storage is then projected), and the other first backups are skipped, when they would not fit")
-	flag.StringVar(&cfg.out, "out", filepath.Join(".local", "bench-results.txt"), "where the table is written too")
+	flag.StringVar(&cfg.out, "out", filepath.Join(".local", "bench-results.txt"), "where the table is written too (with -fanout-only: .local/bench-fanout.txt unless set)")
+	flag.StringVar(&fanOut, "fanout", "1000,10000", "environments of each fan-out measurement of the day's automatic backups, comma-separated; \"\" for none")
+	flag.IntVar(&cfg.fanOutRuns, "fanout-runs", 5, "timed fan-out runs per size (after an untimed one), each for another day; the median is reported")
+	flag.BoolVar(&cfg.fanOutOnly, "fanout-only", false, "measure only the fan-out, on an Azurite of its own (no handler, no PostgreSQL, no dataset)")
 	flag.Parse()
+	outSet := false
+	flag.Visit(func(f *flag.Flag) { outSet = outSet || f.Name == "out" })
+	if cfg.fanOutOnly && !outSet {
+		cfg.out = filepath.Join(".local", "bench-fanout.txt")
+	}
+	for _, f := range strings.Split(fanOut, ",") {
+		if strings.TrimSpace(f) == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: -fanout: %q is not a number of environments\n", f)
+			os.Exit(2)
+		}
+		cfg.fanOut = append(cfg.fanOut, n)
+	}
+	slices.Sort(cfg.fanOut)
+	if cfg.fanOutRuns < 1 || (cfg.fanOutOnly && len(cfg.fanOut) == 0) {
+		fmt.Fprintln(os.Stderr, "bench: -fanout-runs must be at least 1, and -fanout-only needs -fanout sizes")
+		os.Exit(2)
+	}
 	if cfg.scale <= 0 || cfg.scale > 1 {
 		fmt.Fprintf(os.Stderr, "bench: -scale %g is not in (0, 1]\n", cfg.scale)
 		os.Exit(2)
@@ -172,10 +208,19 @@ Flags:
 	defer stop()
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stdout, TimeFormat: time.TimeOnly}).With().Timestamp().Logger()
 	report := &bench.Report{Started: time.Now(), CPUs: runtime.NumCPU(), DefaultLevel: cfg.defaultLevel, Scale: cfg.scale}
-	err := run(ctx, cfg, log, report)
+	var err error
+	if cfg.fanOutOnly {
+		err = runFanOutOnly(ctx, cfg, log, report)
+	} else {
+		err = run(ctx, cfg, log, report)
+	}
 	report.Total = time.Since(report.Started)
 	var buf bytes.Buffer
-	report.Render(&buf)
+	if cfg.fanOutOnly {
+		report.RenderFanOut(&buf)
+	} else {
+		report.Render(&buf)
+	}
 	if err != nil {
 		fmt.Fprintf(&buf, "\nINCOMPLETE: %v\n", err)
 	}
@@ -242,6 +287,11 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 	}()
 	pg := lab.Stack.Postgres
 	if report.Postgres, err = bench.ServerVersion(ctx, pg.DSN("postgres")); err != nil {
+		return err
+	}
+	// The fan-out first, on a quiet machine and an Azurite that holds nothing else yet; its tables are
+	// removed afterwards.
+	if err := measureFanOut(ctx, lab.Stack.Azurite.ConnectionString(), cfg, report, log); err != nil {
 		return err
 	}
 	sizes := []size{{label: fmt.Sprintf("%d MB", cfg.largeMB), db: "bench_large", mb: cfg.largeMB}}
@@ -466,6 +516,44 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Repo
 	log.Info().Msgf("listing %d snapshots, %d calls", cfg.listRecords, cfg.calls)
 	report.List, err = lab.ListLatency(ctx, listEnvID, cfg.listRecords, cfg.calls)
 	return err
+}
+
+// runFanOutOnly measures the fan-out alone, on an Azurite of its own.
+func runFanOutOnly(ctx context.Context, cfg config, log zerolog.Logger, report *bench.Report) (err error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	root, err := azurite.FindRepoRoot(wd)
+	if err != nil {
+		return err
+	}
+	log.Info().Msg("starting Azurite")
+	az, err := azurite.Start(ctx, azurite.Options{RepoRoot: root, Logger: log.Level(zerolog.WarnLevel)})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if serr := az.Stop(context.WithoutCancel(ctx)); serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}()
+	return measureFanOut(ctx, az.ConnectionString(), cfg, report, log)
+}
+
+// measureFanOut runs the fan-out of the day's automatic backups over each of -fanout environments.
+func measureFanOut(ctx context.Context, conn string, cfg config, report *bench.Report, log zerolog.Logger) error {
+	for _, n := range cfg.fanOut {
+		log.Info().Msgf("fan-out of the day's automatic backups over %d environments: seeding, then %d runs", n, cfg.fanOutRuns)
+		r, err := bench.FanOut(ctx, bench.FanOutOptions{ConnectionString: conn, Environments: n, Runs: cfg.fanOutRuns, Log: log})
+		if err != nil {
+			return err
+		}
+		report.FanOut.Runs = append(report.FanOut.Runs, r)
+		log.Info().Msgf("fan-out over %d environments: %s (median of %d), %d Table calls, %d Publish calls, %d messages",
+			n, bench.Elapsed(r.Wall()), len(r.Walls), r.Table.Total(), r.Publish.Calls, r.Publish.Messages)
+	}
+	return nil
 }
 
 // measureRestore restores the series' first (full) snapshot into the restore's target, a new stopped
