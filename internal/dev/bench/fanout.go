@@ -274,11 +274,12 @@ type fanOutMessage struct {
 	Attempt       int       `json:"attempt"`
 	At            time.Time `json:"at"`
 	RunStartedAt  time.Time `json:"run_started_at"`
+	Recheck       bool      `json:"recheck"`
 }
 
 // CheckFanOut verifies one run's messages: one per eligible environment (eligible maps
 // "<namespace>|<id>" of each), every MessageId unique, each for that day's run started at start, its
-// first try, scheduled within [start, start+spread) and at the time its body says.
+// first try (not a recheck), scheduled within [start, start+spread) and at the time its body says.
 func CheckFanOut(msgs []backup.Message, eligible map[string]bool, day string, start time.Time, spread time.Duration) error {
 	var errs []error
 	bad := func(format string, args ...any) {
@@ -307,8 +308,9 @@ func CheckFanOut(msgs []backup.Message, eligible map[string]bool, day string, st
 			bad("message %q for %s, which is not an eligible environment", m.ID, key)
 		case envs[key]:
 			bad("environment %s got two messages", key)
-		case b.Day != day || b.Attempt != 0 || !b.RunStartedAt.Equal(start):
-			bad("message %q: day %s, try %d, run started %s; want %s, 0, %s", m.ID, b.Day, b.Attempt, b.RunStartedAt, day, start)
+		case b.Day != day || b.Attempt != 0 || b.Recheck || !b.RunStartedAt.Equal(start):
+			bad("message %q: day %s, try %d (recheck %v), run started %s; want %s, 0 (false), %s", m.ID, b.Day, b.Attempt, b.Recheck,
+				b.RunStartedAt, day, start)
 		case !m.ScheduledAt.Equal(b.At) || m.ScheduledAt.Before(start) || !m.ScheduledAt.Before(start.Add(max(spread, time.Second))):
 			bad("message %q: scheduled at %s (body %s), not within the spread from %s", m.ID, m.ScheduledAt, b.At, start)
 		}

@@ -235,7 +235,9 @@ func TestCheckFanOut(t *testing.T) {
 	start := time.Date(2030, 1, 2, 1, 0, 0, 0, time.UTC)
 	spread := 2 * time.Hour
 	msg := func(ns, env, day string, attempt int, at time.Time) backup.Message {
-		body, _ := json.Marshal(fanOutMessage{Namespace: ns, EnvironmentID: env, Day: day, Attempt: attempt, At: at, RunStartedAt: start})
+		recheck := attempt < 0 // -1: the first try, resent by recovery
+		body, _ := json.Marshal(fanOutMessage{Namespace: ns, EnvironmentID: env, Day: day, Attempt: max(attempt, 0), At: at,
+			RunStartedAt: start, Recheck: recheck})
 		return backup.Message{ID: env + "/" + day, Body: body, ScheduledAt: at}
 	}
 	eligible := map[string]bool{"a|e1": true, "a|e2": true, "b|e3": true}
@@ -264,6 +266,7 @@ func TestCheckFanOut(t *testing.T) {
 		}, "got two messages"},
 		{"another day", func(m []backup.Message) []backup.Message { m[0] = msg("a", "e1", "2030-01-03", 0, start); return m }, "day 2030-01-03"},
 		{"a retry", func(m []backup.Message) []backup.Message { m[0] = msg("a", "e1", "2030-01-02", 1, start); return m }, "try 1"},
+		{"a recheck", func(m []backup.Message) []backup.Message { m[0] = msg("a", "e1", "2030-01-02", -1, start); return m }, "try 0 (recheck true)"},
 		{"after the spread", func(m []backup.Message) []backup.Message {
 			m[0] = msg("a", "e1", "2030-01-02", 0, start.Add(spread))
 			return m
