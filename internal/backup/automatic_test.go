@@ -550,6 +550,36 @@ func TestTransientStateIsWaitedOut(t *testing.T) {
 	})
 }
 
+// Two tries of the day handled at once (a try and a later one, delivered late): the later one finds no
+// snapshot, then, once it holds the lock, the first one's. It must decide again under the lock.
+func TestTriesHandledAtOnceMakeOneSnapshot(t *testing.T) {
+	start := utc(2026, 12, 2, 1, 0)
+	f, first := oneEnv(t, "", start)
+	later := first
+	edit(t, &later, func(b *autoBody) { b.Attempt = 1 })
+	f.now = first.ScheduledAt.Add(schedule.RetryDelay)
+	f.ops.onGetLock = func() { // the first try runs to the end while the later one is about to take the lock
+		f.handle(t, first)
+		f.deliverJobs(t)
+	}
+	f.handle(t, later)
+	if f.ops.onGetLock != nil {
+		t.Fatal("test setup: the later try never looked at the lock")
+	}
+	snaps := f.snapshots(t, "ns-a", envID)
+	if len(snaps) != 1 || snaps[0].AutomaticAttempt != 0 || snaps[0].Status != backup.SnapshotFinished {
+		t.Errorf("snapshots: %+v, want the first try's only", snaps)
+	}
+	if jobs, msgs := len(f.pub.take(backup.QueueJobs)), len(f.automatic()); jobs != 0 || msgs != 0 {
+		t.Errorf("the later try queued %d jobs and %d tries", jobs, msgs)
+	}
+	if lock, _ := f.st.GetLock(context.Background(), "ns-a", envID); lock.OperationID != "" {
+		if op, _ := f.st.GetOperation(context.Background(), "ns-a", envID, lock.OperationID); !op.Phase.Done() {
+			t.Errorf("the lock is held by %+v", op)
+		}
+	}
+}
+
 var permanent = backup.Errorf(backup.CodeInvalidState, "pg_dump: the database acc_db does not exist")
 
 func TestFailedAutomaticSnapshotIsTriedAgain(t *testing.T) {

@@ -77,12 +77,32 @@ func (p *hookPublisher) sentIDs(entity string) map[string]bool {
 	return ids
 }
 
+// hookOperations lets a test run something when the service next looks at an environment lock: another
+// handler's whole work, as if it ran in between.
+type hookOperations struct {
+	backup.OperationStore
+	mu        sync.Mutex
+	onGetLock func()
+}
+
+func (o *hookOperations) GetLock(ctx context.Context, namespace, envID string) (backup.Lock, error) {
+	o.mu.Lock()
+	h := o.onGetLock
+	o.onGetLock = nil
+	o.mu.Unlock()
+	if h != nil {
+		h()
+	}
+	return o.OperationStore.GetLock(ctx, namespace, envID)
+}
+
 type schedFixture struct {
 	svc   *backup.Service
 	st    *memstore.Store
 	snap  *fakeSnapshotter
 	blobs *fakeBlobs
 	pub   *hookPublisher
+	ops   *hookOperations
 	// worker restores (for tests of a restore reading a snapshot).
 	worker *modelWorker
 	now    time.Time
@@ -104,6 +124,7 @@ func newSchedFixture(t *testing.T, zone string, now time.Time) *schedFixture {
 		plan: schedule.Plan{Calendar: cal, Timers: parseTimers(t, defaultTimers...), Spread: testSpread}}
 	f.blobs = &fakeBlobs{paths: map[string]time.Time{}, now: func() time.Time { return f.now }, undeletable: map[string]bool{}}
 	f.snap = &fakeSnapshotter{blobs: f.blobs, readStatus: func(backup.SnapshotRequest) string { return "" }}
+	f.ops = &hookOperations{OperationStore: f.st.Stores().Operations}
 	f.rebuild(f.plan, true)
 	return f
 }
@@ -125,7 +146,9 @@ func parseTimers(t *testing.T, exprs ...string) []*ncrontab.Schedule {
 // KEEP_LAST_GOOD_SNAPSHOT setting.
 func (f *schedFixture) rebuild(plan schedule.Plan, keepLastGood bool) {
 	f.plan = plan
-	f.svc = backup.NewService(backup.Deps{Stores: f.st.Stores(), Publisher: f.pub, Snapshotter: f.snap, Archives: f.blobs,
+	stores := f.st.Stores()
+	stores.Operations = f.ops
+	f.svc = backup.NewService(backup.Deps{Stores: stores, Publisher: f.pub, Snapshotter: f.snap, Archives: f.blobs,
 		Layout: layout{}, Restorer: f.worker, Now: func() time.Time { return f.now }, Log: zerolog.Nop(), Plan: plan, KeepLastGood: keepLastGood})
 }
 
