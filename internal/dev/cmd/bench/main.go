@@ -126,8 +126,8 @@ storage of 14 nightly backups, the download archive and a restore of the first s
 the naive pipeline, on the reference dataset. A full run takes about 12.5 minutes on 2 cores (at most
 -budget).
 
-The fan-out of a day's automatic backups over 1,000 and 10,000 environments runs first (about two
-minutes); -fanout-only runs it alone, on an Azurite of its own, e.g.
+The fan-out of a day's automatic backups over 1,000 and 10,000 environments runs first (about 20
+seconds); -fanout-only runs it alone, on an Azurite of its own, e.g.
   go run ./internal/dev/cmd/bench -fanout-only -fanout 1000,10000 -fanout-runs 5
 
 For a quick check of the benchmark itself, shrink the dataset: -scale 0.05 (or BENCH_SCALE=0.05)
