@@ -94,12 +94,10 @@ func automaticSnapshotID(namespace, envID, day string, attempt int) string {
 }
 
 // eligibleForRun reports whether an environment of an enabled namespace gets a message in the day's
-// run: not Deleted, and deployed or in a transient state (whose try is then repeated later that night).
+// run: deployed and not Deleted. One that is in a transient state when its try comes is tried again
+// later that night; one with nothing deployed (being created, say) has nothing to back up.
 func eligibleForRun(e Environment) bool {
-	if e.State == StateDeleted {
-		return false
-	}
-	return e.Deployed || transientState(e.State)
+	return e.State != StateDeleted && e.Deployed
 }
 
 // transientState reports whether a state is one an automatic try waits out: the try is repeated later.
@@ -141,7 +139,12 @@ func (s *Service) RunSchedule(ctx context.Context, trigger string, now time.Time
 		log.Info().Str("started_by", run.Trigger).Msg("the day's fan-out is under way; nothing to do")
 		return nil
 	default:
-		log.Warn().Str("cursor", run.Cursor).Msg("the day's fan-out stopped half-way; resuming it")
+		taken, ok, err := s.takeOverRun(ctx, run, now)
+		if err != nil || !ok {
+			return err // nil when recovery or another timer took it over first
+		}
+		log.Warn().Str("cursor", taken.Cursor).Msg("the day's fan-out stopped half-way; resuming it")
+		run = taken
 	}
 	return s.fanOut(ctx, run, now, log)
 }
@@ -268,12 +271,12 @@ func (s *Service) HandleAutomaticBackup(ctx context.Context, body []byte, now ti
 		}
 		return err
 	}
-	if transientState(env.State) {
-		return s.tryLater(ctx, m, env.BackupBlocker(), now, log)
-	}
 	if !env.Deployed {
 		log.Info().Msg("the environment has no deployed app any more; no automatic backup")
 		return nil
+	}
+	if transientState(env.State) {
+		return s.tryLater(ctx, m, env.BackupBlocker(), now, log)
 	}
 	_, err = s.startBackup(ctx, env, backupStart{kind: m.Kind, actor: ActorSchedule,
 		snapshotID: automaticSnapshotID(m.Namespace, m.EnvironmentID, m.Day, m.Attempt), automaticDay: m.Day, automaticAttempt: m.Attempt,
@@ -361,6 +364,13 @@ func (s *Service) tryLater(ctx context.Context, m automaticMessage, reason strin
 	}
 	s.activity(ctx, ActivityEntry{ID: "automatic:" + m.Day, Namespace: m.Namespace, EnvironmentID: m.EnvironmentID,
 		Time: m.At, Action: ActionBackup, Status: ActivityFailed, Actor: ActorSchedule, SnapshotID: sn.ID, Message: msg})
+	// Told like a failed job, so consumers learn that the day has no backup; a redelivery sends the same
+	// event id, which the broker drops.
+	ev := OutboundEvent{Type: EventSnapshotFailed, EventID: sn.ID + ":" + EventSnapshotFailed, OccurredAt: m.At,
+		Namespace: m.Namespace, EnvironmentID: m.EnvironmentID, SnapshotID: sn.ID, StatusMessage: sn.StatusMessage}
+	if err := s.publishEvent(ctx, ev); err != nil {
+		return Wrap(CodeTransient, err, "tell that the automatic backup was not made")
+	}
 	log.Warn().Str("reason", reason).Msg("automatic backup given up for the day")
 	return nil
 }

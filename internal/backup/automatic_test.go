@@ -33,9 +33,9 @@ func seedMixed(t *testing.T, f *schedFixture) []seededEnv {
 		{"ns-a", testEnvID(3), false, "stopped, nothing deployed"},
 		{"ns-a", testEnvID(4), false, "deleted"},
 		{"ns-a", testEnvID(5), true, "deploying (transient: tried, and again later)"},
-		{"ns-a", testEnvID(6), true, "creating (transient)"},
+		{"ns-a", testEnvID(6), false, "creating, nothing deployed yet"},
 		{"ns-a", testEnvID(7), true, "starting or stopping (transient)"},
-		{"ns-a", testEnvID(8), true, "creation failed (transient by rule 3)"},
+		{"ns-a", testEnvID(8), false, "creation failed, nothing deployed"},
 		{"ns-b", testEnvID(9), true, "running in another enabled namespace"},
 		{"ns-b", testEnvID(10), false, "deleted in another namespace"},
 		{"ns-off", testEnvID(11), false, "running in a namespace whose backups are off"},
@@ -464,6 +464,15 @@ func TestBusyEnvironmentIsTriedTwiceMoreThenRecordedFailed(t *testing.T) {
 	acts := activityOf(f.activity(t, "ns-a", envID), backup.ActionBackup, backup.ActivityFailed)
 	if len(acts) != 1 || acts[0].Actor != backup.ActorSchedule || acts[0].SnapshotID != sn.ID || acts[0].Message != sn.StatusMessage {
 		t.Errorf("FAILED activity: %+v, want one by the schedule naming %s with its reason", acts, sn.ID)
+	}
+	var failedEvents []backup.OutboundEvent
+	for _, ev := range f.events(t) {
+		if ev.Type == backup.EventSnapshotFailed {
+			failedEvents = append(failedEvents, ev)
+		}
+	}
+	if len(failedEvents) != 1 || failedEvents[0].SnapshotID != sn.ID || failedEvents[0].StatusMessage != sn.StatusMessage {
+		t.Errorf("snapshot.failed events: %+v, want one for %s with its reason", failedEvents, sn.ID)
 	}
 	// The last try again (redelivered): nothing more.
 	f.handle(t, m)

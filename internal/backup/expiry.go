@@ -16,6 +16,7 @@ type ExpiryStats struct {
 	Expired int // deleted (or their deletion finished)
 	Kept    int // due but kept as their environment's last good snapshot (KEEP_LAST_GOOD_SNAPSHOT)
 	Busy    int // due but being made or read: tried again next run
+	Left    int // marked, but a blob could not be deleted (an immutability policy, say): tried again next run
 }
 
 // ExpireSnapshots deletes the snapshots whose retention ended by now (the invocation's time): each is
@@ -68,17 +69,20 @@ func (s *Service) ExpireSnapshots(ctx context.Context, now time.Time, log zerolo
 			}
 			sn = marked
 		}
-		if err := s.finishExpiry(ctx, sn, l); err != nil {
+		switch gone, err := s.finishExpiry(ctx, sn, l); {
+		case err != nil:
 			errs = append(errs, err)
-			return true, nil
+		case gone:
+			stats.Expired++
+		default:
+			stats.Left++
 		}
-		stats.Expired++
 		return true, nil
 	})
 	if err != nil {
 		errs = append(errs, err)
 	}
-	log.Info().Int("expired", stats.Expired).Int("kept_last_good", stats.Kept).Int("busy", stats.Busy).Msg("snapshot expiry done")
+	log.Info().Int("expired", stats.Expired).Int("kept_last_good", stats.Kept).Int("busy", stats.Busy).Int("blobs_left", stats.Left).Msg("snapshot expiry done")
 	return stats, errors.Join(errs...)
 }
 
@@ -117,11 +121,11 @@ func (s *Service) dueSnapshots(ctx context.Context, namespace, envID string, now
 // keeps tens.
 const maxSnapshotsPerEnvironment = 100_000
 
-// finishExpiry tells about a snapshot the expiry marked (again, after a crash: the activity entry and
+// finishExpiry reports whether the record is gone. It tells about a snapshot the expiry marked (again, after a crash: the activity entry and
 // the event have fixed identities) and deletes its blobs and then its record. A deletion a user started
 // is only finished. The event is sent before anything is deleted, so a failure leaves the marked
 // snapshot for the next run, which sends it again.
-func (s *Service) finishExpiry(ctx context.Context, sn Snapshot, log zerolog.Logger) error {
+func (s *Service) finishExpiry(ctx context.Context, sn Snapshot, log zerolog.Logger) (bool, error) {
 	if sn.Expired {
 		msg := fmt.Sprintf("%s snapshot expired: it was kept until %s", sn.Kind, sn.ExpiresAt.In(s.calendar.Location()).Format("2 January 2006 15:04 MST"))
 		s.activity(ctx, ActivityEntry{ID: "expire:" + sn.ID, Namespace: sn.Namespace, EnvironmentID: sn.EnvironmentID, Time: sn.DeletedAt,
@@ -129,12 +133,13 @@ func (s *Service) finishExpiry(ctx context.Context, sn Snapshot, log zerolog.Log
 		ev := OutboundEvent{Type: EventSnapshotExpired, EventID: sn.ID + ":" + EventSnapshotExpired, OccurredAt: sn.DeletedAt,
 			Namespace: sn.Namespace, EnvironmentID: sn.EnvironmentID, SnapshotID: sn.ID}
 		if err := s.publishEvent(ctx, ev); err != nil {
-			return Wrap(CodeTransient, err, "tell that snapshot %s expired", sn.ID)
+			return false, Wrap(CodeTransient, err, "tell that snapshot %s expired", sn.ID)
 		}
 	}
-	if err := s.finishDeletion(ctx, sn.Namespace, sn.EnvironmentID, sn.ID, log); err != nil {
-		return err
+	gone, err := s.finishDeletionDone(ctx, sn.Namespace, sn.EnvironmentID, sn.ID, log)
+	if err != nil || !gone {
+		return gone, err
 	}
 	log.Info().Str("kind", string(sn.Kind)).Time("expires_at", sn.ExpiresAt).Msg("snapshot expired and deleted")
-	return nil
+	return true, nil
 }

@@ -348,9 +348,9 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, namespace, en
 // only if the readers seen (all of them ended) are still the record's, so a restore that starts reading
 // at the same moment either is seen or sees the mark.
 func (s *Service) markDeleted(ctx context.Context, namespace, envID, id string, expired bool) (Snapshot, bool, error) {
+	var readers []string // the readers seen, all ended: the mark is written only if they are still the record's
 	for try := 0; ; try++ {
 		var marked bool
-		var readers []string
 		out, _, err := s.stores.Snapshots.UpdateSnapshot(ctx, namespace, envID, id, func(sn Snapshot, ok bool) (Snapshot, bool, error) {
 			marked = false
 			switch {
@@ -387,11 +387,17 @@ func (s *Service) markDeleted(ctx context.Context, namespace, envID, id string, 
 // finishDeletion removes a marked snapshot's blobs and then its record. It leaves the record when a
 // blob could not be deleted, so the sweeper knows to try again.
 func (s *Service) finishDeletion(ctx context.Context, namespace, envID, id string, log zerolog.Logger) error {
+	_, err := s.finishDeletionDone(ctx, namespace, envID, id, log)
+	return err
+}
+
+// finishDeletionDone is finishDeletion reporting whether the record is gone (false: a blob was left).
+func (s *Service) finishDeletionDone(ctx context.Context, namespace, envID, id string, log zerolog.Logger) (bool, error) {
 	c := context.WithoutCancel(ctx)
 	if !s.removeSnapshotBlobs(c, namespace, envID, id, nil, log) {
-		return nil
+		return false, nil
 	}
-	return s.stores.Snapshots.DeleteSnapshot(c, namespace, envID, id)
+	return true, s.stores.Snapshots.DeleteSnapshot(c, namespace, envID, id)
 }
 
 // newID returns a time-ordered UUID (v7), so ids sort by creation.

@@ -320,10 +320,10 @@ func CheckFanOut(msgs []backup.Message, eligible map[string]bool, day string, st
 }
 
 // fanOutEnvironment is the i-th seeded environment (of per a namespace) and whether a run must send it
-// a message. Of every 50 environments of a namespace, one is Deleted and one Stopped with nothing
-// deployed (no message), one is Deploying with nothing deployed yet (a transient state: a message, its
-// try is repeated later that night), two are Stopped and deployed and the rest Running and deployed;
-// so 96 of 100 are eligible.
+// a message. Of every 50 environments of a namespace, one is Deleted, one Stopped with nothing deployed
+// and one Deploying with nothing deployed yet (no message: nothing to back up), one is Deploying an
+// update (deployed: a message, its try is repeated later that night), two are Stopped and deployed and
+// the rest Running and deployed; so 94 of 100 are eligible.
 func fanOutEnvironment(i, per int, dbHost string) (backup.Environment, bool) {
 	ns := fanOutNamespace(i / per)
 	j := i % per
@@ -341,7 +341,9 @@ func fanOutEnvironment(i, per int, dbHost string) (backup.Environment, bool) {
 	case j%50 == 19:
 		e.State, e.Deployed, eligible = backup.StateStopped, false, false
 	case j%50 == 31:
-		e.State, e.Deployed = backup.StateDeploying, false
+		e.State, e.Deployed, eligible = backup.StateDeploying, false, false
+	case j%50 == 43:
+		e.State = backup.StateDeploying
 	case j%25 == 3:
 		e.State = backup.StateStopped
 	}
