@@ -65,6 +65,9 @@ const (
 )
 
 // storageSettings are the handler settings that runState records.
+// demoScheduleSpread is SCHEDULE_SPREAD under make run.
+const demoScheduleSpread = "1m"
+
 func storageSettings() map[string]string {
 	return map[string]string{"TABLE_PREFIX": runTablePrefix, "SNAPSHOTS_CONTAINER": runSnapshotsContainer,
 		"FILE_STORE_CONTAINER": runFileStoreContainer}
@@ -125,7 +128,11 @@ func run(args []string) error {
 		return err
 	}
 	abs, _ := filepath.Abs(stateDir)
-	st, err := stack.Start(ctx, stack.Options{AppDir: absApp, Listen: *listen, StateDir: abs, Logger: log, Env: storageSettings()})
+	env := storageSettings()
+	// The demo's automatic backups run within a minute of a timer (POST /admin/functions/NightlyBackups),
+	// not spread over the two hours a deployment uses.
+	env["SCHEDULE_SPREAD"] = demoScheduleSpread
+	st, err := stack.Start(ctx, stack.Options{AppDir: absApp, Listen: *listen, StateDir: abs, Logger: log, Env: env})
 	if err != nil {
 		return err
 	}
