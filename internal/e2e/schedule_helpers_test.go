@@ -366,6 +366,23 @@ func (s *schedStack) published(t *testing.T, entity string) []funchost.MessageIn
 	return em.Published
 }
 
+// events counts the events on the backup-events topic by type and snapshot.
+func (s *schedStack) events(t *testing.T) map[string]map[string]int {
+	t.Helper()
+	out := map[string]map[string]int{}
+	for _, m := range s.published(t, backup.TopicBackupEvents) {
+		var ev backup.OutboundEvent
+		if err := json.Unmarshal([]byte(m.Body), &ev); err != nil {
+			t.Fatalf("an event on %s is not JSON: %v: %s", backup.TopicBackupEvents, err, m.Body)
+		}
+		if out[ev.Type] == nil {
+			out[ev.Type] = map[string]int{}
+		}
+		out[ev.Type][ev.SnapshotID]++
+	}
+	return out
+}
+
 // addMonths is t plus n calendar months on the same wall clock, the day clamped to the target month's
 // last (31 January + 3 months is 30 April): docs/schedule.md's rule, written out again here.
 func addMonths(t time.Time, n int) time.Time {

@@ -25,8 +25,9 @@ import (
 //
 // On a Thursday, the last Sunday of a month and the first Sunday of the next (all before today, so that
 // no expiry is due meanwhile), the day's timer makes exactly one snapshot per eligible environment, of
-// the day's kind, by the schedule, with the kind's expiry; the Deploying ones are tried again 30 host
-// minutes later, and the one Deploying at each of its 3 tries gets a Failed snapshot saying so. Firing the same or another timer again that day, or delivering a try again, makes nothing;
+// the day's kind, by the schedule, with the kind's expiry, its activity entries and its event; the
+// Deploying ones are tried again 30 host minutes later, and the one Deploying at each of its 3 tries
+// gets a Failed snapshot saying so (and a snapshot.failed event). Firing the same or another timer again that day, or delivering a try again, makes nothing;
 // recovery's check after the window finds nothing missing. Then the host's clock goes to just before
 // the first snapshot's expiry (the expiry deletes nothing), and past the last nightly's: the expiry
 // deletes exactly the nightly and Failed snapshots, records, blobs, API and all, with an expire activity
@@ -272,8 +273,12 @@ func (c *schedCheck) checkSnapshot(t *testing.T, e *schedEnv, sn backup.Snapshot
 	}
 	blobs := s.snapshotBlobs(t, sn)
 	entries := s.activity(t, e)
+	told := s.events(t)
 	switch w.status {
 	case backup.SnapshotFinished:
+		if n := told[backup.EventSnapshotFinished][sn.ID]; n != 1 {
+			t.Errorf("%s: %d snapshot.finished events of %s's snapshot, want 1", day, n, e)
+		}
 		if len(blobs) != 2 || !strings.HasSuffix(blobs[0], ".db.backup.gz") || !strings.HasSuffix(blobs[1], ".manifest.gz") {
 			t.Errorf("%s: the blobs of %s's snapshot: %v, want its dump and its manifest", day, e, blobs)
 		}
@@ -290,6 +295,9 @@ func (c *schedCheck) checkSnapshot(t *testing.T, e *schedEnv, sn backup.Snapshot
 		}
 		if !strings.Contains(sn.StatusMessage, w.message) {
 			t.Errorf("%s: the Failed snapshot of %s says %q, want %q", day, e, sn.StatusMessage, w.message)
+		}
+		if n := told[backup.EventSnapshotFailed][sn.ID]; n != 1 {
+			t.Errorf("%s: %d snapshot.failed events of %s's given-up snapshot, want 1", day, n, e)
 		}
 		if !hasEntry(entries, sn.ID, backup.ActionBackup, backup.ActivityFailed, backup.ActorSchedule, w.message) {
 			t.Errorf("%s: the activity of %s lacks the schedule's backup FAILED of %s: %+v", day, e, sn.ID, entries)
@@ -396,13 +404,7 @@ func (c *schedCheck) checkExpiry(t *testing.T, lastGood *schedEnv) {
 	if got, want := slices.Sorted(maps.Keys(after)), slices.Sorted(maps.Keys(kept)); !slices.Equal(got, want) {
 		t.Errorf("after the expiry the snapshots are %v, want %v", got, want)
 	}
-	expired := map[string]int{}
-	for _, m := range s.published(t, backup.TopicBackupEvents) {
-		var ev backup.OutboundEvent
-		if json.Unmarshal([]byte(m.Body), &ev) == nil && ev.Type == backup.EventSnapshotExpired {
-			expired[ev.SnapshotID]++
-		}
-	}
+	expired := s.events(t)[backup.EventSnapshotExpired]
 	for id, sn := range deleted {
 		e := s.envOf(sn)
 		if blobs := s.snapshotBlobs(t, sn); len(blobs) != 0 {
@@ -480,10 +482,8 @@ func (c *schedCheck) checkExpiry(t *testing.T, lastGood *schedEnv) {
 		t.Errorf("a second expiry run changed the snapshots: %v", slices.Sorted(maps.Keys(again)))
 	}
 	n := 0
-	for _, m := range s.published(t, backup.TopicBackupEvents) {
-		if strings.Contains(m.Body, `"`+backup.EventSnapshotExpired+`"`) {
-			n++
-		}
+	for _, k := range s.events(t)[backup.EventSnapshotExpired] {
+		n += k
 	}
 	if n != len(deleted) {
 		t.Errorf("%d snapshot.expired events after a second expiry run, want %d", n, len(deleted))
