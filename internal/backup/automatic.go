@@ -163,6 +163,10 @@ func (s *Service) fanOut(ctx context.Context, run ScheduleRun, now time.Time, lo
 		return err
 	}
 	var stats FanOutStats
+	// Progress is recorded in the invocation's time (as RunSchedule and recovery compare it), moved on
+	// by the time the fan-out has taken.
+	began := s.now()
+	progressAt := func() time.Time { return now.Add(s.now().Sub(began)) }
 	batch := make([]Message, 0, fanOutBatch)
 	cursor := run.Cursor
 	flush := func(last string) error {
@@ -176,7 +180,7 @@ func (s *Service) fanOut(ctx context.Context, run ScheduleRun, now time.Time, lo
 			if !exists {
 				return cur, false, Errorf(CodeNotFound, "the schedule run of %s disappeared", run.Day)
 			}
-			cur.Cursor, cur.Sent, cur.UpdatedAt = last, cur.Sent+n, s.now()
+			cur.Cursor, cur.Sent, cur.UpdatedAt = last, cur.Sent+n, progressAt()
 			return cur, true, nil
 		})
 		stats.Sent += n
@@ -207,13 +211,13 @@ func (s *Service) fanOut(ctx context.Context, run ScheduleRun, now time.Time, lo
 		if !exists || cur.FannedOut {
 			return cur, false, nil
 		}
-		cur.FannedOut, cur.FannedOutAt, cur.UpdatedAt = true, s.now(), s.now()
+		cur.FannedOut, cur.FannedOutAt, cur.UpdatedAt = true, progressAt(), progressAt()
 		return cur, true, nil
 	})
 	if err != nil {
 		return err
 	}
-	log.Info().Int("environments", stats.Environments).Int("sent", stats.Sent).Dur("took", s.now().Sub(now)).
+	log.Info().Int("environments", stats.Environments).Int("sent", stats.Sent).Dur("took", s.now().Sub(began)).
 		Msg("automatic backups of the day sent")
 	return nil
 }
