@@ -13,9 +13,10 @@ locals {
   suffix     = substr(sha1("${data.azurerm_client_config.current.subscription_id}/${local.resource_group_name}/${var.name}"), 0, 6)
   name_alnum = replace(var.name, "-", "")
 
-  storage_account_name = "${substr(local.name_alnum, 0, 16)}st${local.suffix}" # <= 24, lowercase alphanumeric
-  servicebus_name      = "${var.name}-sb-${local.suffix}"
-  function_app_name    = "${var.name}-${local.suffix}" # <= 32 characters: no host ID truncation collisions
+  storage_account_name         = "${substr(local.name_alnum, 0, 16)}st${local.suffix}" # <= 24, lowercase alphanumeric
+  runtime_storage_account_name = "${substr(local.name_alnum, 0, 16)}fn${local.suffix}" # the Functions runtime's
+  servicebus_name              = "${var.name}-sb-${local.suffix}"
+  function_app_name            = "${var.name}-${local.suffix}" # <= 32 characters: no host ID truncation collisions
 
   rg_name  = var.create_resource_group ? azurerm_resource_group.this[0].name : data.azurerm_resource_group.existing[0].name
   location = var.create_resource_group ? azurerm_resource_group.this[0].location : data.azurerm_resource_group.existing[0].location
@@ -56,8 +57,8 @@ resource "azurerm_user_assigned_identity" "app" {
 }
 
 # ---------------------------------------------------------------------------------------------------------
-# Storage: the Functions runtime's own state (AzureWebJobsStorage), the service's status tables and the
-# snapshot archives, in one account.
+# Storage: the service's status tables and snapshot archives in one account ("this"), the Functions
+# runtime's own state (AzureWebJobsStorage) in another ("runtime").
 # ---------------------------------------------------------------------------------------------------------
 
 resource "azurerm_storage_account" "this" {
@@ -71,12 +72,8 @@ resource "azurerm_storage_account" "this" {
   min_tls_version                 = "TLS1_2"
   https_traffic_only_enabled      = true
   allow_nested_items_to_be_public = false
-  # No shared key at all, not even for the Functions runtime: AzureWebJobsStorage is identity-based
-  # (AzureWebJobsStorage__accountName/__credential/__clientId) and the app needs no Azure Files content
-  # share, because its code is baked into the container image (WEBSITES_ENABLE_APP_SERVICE_STORAGE=false,
-  # content_share_force_disabled). Azure Files is the only part of the runtime that would need a key.
-  # Download/upload links are meant to be user-delegation SAS (signed with an Entra-issued key), which
-  # work with shared keys off; account-key SAS would not.
+  # No shared key at all. Download/upload links are user-delegation SAS (signed with an Entra-issued
+  # key), which work with shared keys off; account-key SAS would not.
   shared_access_key_enabled       = false
   default_to_oauth_authentication = true
 
@@ -92,7 +89,7 @@ resource "azurerm_storage_account" "this" {
       }
     }
 
-    # Cheap insurance against deleting a whole container (snapshots or the runtime's azure-webjobs-*).
+    # Cheap insurance against deleting a whole container.
     container_delete_retention_policy {
       days = 7
     }
@@ -103,8 +100,43 @@ resource "azurerm_storage_account" "this" {
   #   rule cannot target those (rules act on committed blobs); Azure garbage-collects uncommitted blocks
   #   by itself after 7 days, and they are never visible as a blob.
   # - Expiry of snapshots is the service's own retention (it deletes the blob and the record together).
-  # - Microsoft advises against lifecycle rules on the account the Functions runtime uses (function keys
-  #   and timer state live in azure-webjobs-* containers).
+
+  tags = var.tags
+}
+
+# The status tables (Environments, Snapshots, Operations, ...) are not declared here: the handler owns
+# them. It creates every table it uses at start (tablestore.EnsureTables), with the optional TABLE_PREFIX,
+# so a table added in code needs no infrastructure change; "Storage Table Data Contributor" on this
+# account lets it. infra/consistency_test.go fails if a table resource appears here.
+
+# The Functions runtime's own state: function keys and host secrets, the timers' schedule monitor, the
+# host's singleton/primary-host leases (azure-webjobs-hosts, azure-webjobs-secrets) and whatever queues
+# and tables the host decides to use. The host needs broad rights on its storage: it creates its
+# containers itself, so Microsoft documents "Storage Blob Data Owner" on the account (plus queue and
+# table roles for the features that use them). Those rights must not reach the archives and status
+# tables, so the runtime gets an account of its own and its broad roles stop there. Scoping the runtime's
+# roles to its containers in the data account instead would not work: the containers do not exist
+# before the host creates them, and which ones it uses is the host's business, not ours.
+resource "azurerm_storage_account" "runtime" {
+  name                     = local.runtime_storage_account_name
+  resource_group_name      = local.rg_name
+  location                 = local.location
+  account_kind             = "StorageV2"
+  account_tier             = "Standard"
+  account_replication_type = "LRS" # state the host recreates; nothing to keep across a region loss
+
+  min_tls_version                 = "TLS1_2"
+  https_traffic_only_enabled      = true
+  allow_nested_items_to_be_public = false
+  # No shared key, not even for the Functions runtime: AzureWebJobsStorage is identity-based
+  # (AzureWebJobsStorage__accountName/__credential/__clientId) and the app needs no Azure Files content
+  # share, because its code is baked into the container image (WEBSITES_ENABLE_APP_SERVICE_STORAGE=false,
+  # content_share_force_disabled). Azure Files is the only part of the runtime that would need a key.
+  shared_access_key_enabled       = false
+  default_to_oauth_authentication = true
+
+  # No lifecycle management policy: Microsoft advises against lifecycle rules on the account the
+  # Functions runtime uses (function keys and timer state live in azure-webjobs-* containers).
 
   tags = var.tags
 }
@@ -292,7 +324,7 @@ resource "azurerm_linux_function_app" "this" {
   # Identity-based AzureWebJobsStorage. The provider writes AzureWebJobsStorage__accountName itself from
   # these two arguments (and would fight a copy of it in app_settings); __credential and __clientId, which
   # select the user-assigned identity, are in app_settings below.
-  storage_account_name          = azurerm_storage_account.this.name
+  storage_account_name          = azurerm_storage_account.runtime.name
   storage_uses_managed_identity = true
   # No Azure Files content share (it needs a storage key; the code is in the image).
   content_share_force_disabled = true
@@ -402,8 +434,8 @@ resource "azurerm_linux_function_app" "this" {
 
   # The host needs its storage and Service Bus roles, and the platform needs AcrPull, on first start.
   depends_on = [
-    azurerm_role_assignment.storage,
-    azurerm_role_assignment.servicebus,
+    azurerm_role_assignment.runtime,
+    azurerm_role_assignment.app,
     azurerm_role_assignment.acr_pull,
   ]
 }
@@ -412,34 +444,77 @@ resource "azurerm_linux_function_app" "this" {
 # Role assignments of the managed identity
 # ---------------------------------------------------------------------------------------------------------
 
+# Least privilege: each role on the narrowest scope the code needs, no Owner role on the service's data,
+# nothing at namespace, resource-group or subscription scope. infra/consistency_test.go checks this list
+# against the queues, topic and containers the code uses, and fails on a role or scope not listed there.
 locals {
-  storage_roles = {
-    # Archives, plus the runtime's blobs (function keys, timer schedule monitor, leases). Owner for the
-    # user-delegation SAS of downloads and uploads: it includes generateUserDelegationKey, and a SAS can
-    # never grant more than its signer holds.
-    blob = "Storage Blob Data Owner"
-    # Status: snapshots, operations, environments, settings, activity.
-    table = "Storage Table Data Contributor"
-    # The Functions runtime (identity-based AzureWebJobsStorage uses queues internally).
+  app_roles = {
+    # The containers the service writes: archives, dumps and manifests; the file stores; the uploads it
+    # validates and deletes. Contributor = read, write, delete, list blobs of that container only.
+    snapshots_blobs      = { role = "Storage Blob Data Contributor", scope = azurerm_storage_container.snapshots.id }
+    snapshot_files_blobs = { role = "Storage Blob Data Contributor", scope = azurerm_storage_container.snapshot_files.id }
+    uploads_blobs        = { role = "Storage Blob Data Contributor", scope = azurerm_storage_container.snapshot_uploads.id }
+    # A user-delegation key (internal/blobstore/links.go: download (r) and upload (cw) links;
+    # sourceauth.go: the source SAS of an asynchronous copy) is asked of the blob service as a whole,
+    # so this role is on the account. The key itself grants nothing: a user-delegation SAS is honoured
+    # only for what its signer holds at the time of use, so the Contributor roles above (which include r,
+    # c and w on those containers) are what makes the download and upload links work, and a link can
+    # never reach a container the identity has no role on.
+    blob_delegator = { role = "Storage Blob Delegator", scope = azurerm_storage_account.this.id }
+    # The status tables, which the handler creates at start (EnsureTables; their names depend on
+    # TABLE_PREFIX): table scope is impossible before they exist, so the account.
+    data_tables = { role = "Storage Table Data Contributor", scope = azurerm_storage_account.this.id }
+
+    # Service Bus, per entity. Receiver on the queues the triggers read (function.json) and the health
+    # check peeks (environment-events, internal/bus/servicebus.go Ping; peek is a receive right).
+    backup_jobs_receive        = { role = "Azure Service Bus Data Receiver", scope = azurerm_servicebus_queue.backup_jobs.id }
+    automatic_backups_receive  = { role = "Azure Service Bus Data Receiver", scope = azurerm_servicebus_queue.automatic_backups.id }
+    environment_events_receive = { role = "Azure Service Bus Data Receiver", scope = azurerm_servicebus_queue.environment_events.id }
+    # Sender on what the service publishes to (scheduled messages are sends too): jobs (API and
+    # recovery), automatic-backup tries (the fan-out and the next try), outcome events.
+    backup_jobs_send       = { role = "Azure Service Bus Data Sender", scope = azurerm_servicebus_queue.backup_jobs.id }
+    automatic_backups_send = { role = "Azure Service Bus Data Sender", scope = azurerm_servicebus_queue.automatic_backups.id }
+    backup_events_send     = { role = "Azure Service Bus Data Sender", scope = azurerm_servicebus_topic.backup_events.id }
+  }
+
+  # The Functions runtime's account only (see azurerm_storage_account.runtime): Blob Data Owner is what
+  # Microsoft documents for identity-based AzureWebJobsStorage (the host creates its containers and
+  # manages blob leases); queues and tables for the host features that use them.
+  runtime_roles = {
+    blob  = "Storage Blob Data Owner"
     queue = "Storage Queue Data Contributor"
+    table = "Storage Table Data Contributor"
   }
 }
 
-resource "azurerm_role_assignment" "storage" {
-  for_each = local.storage_roles
+# Environments' own file containers are not created here, so neither are their roles: the operator
+# assigns the identity Storage Blob Data Reader (backups) or Contributor (restore targets) on each of
+# them (infra/README.md, "Environments' files"). The code names an environment's container without an
+# account (environment.updated "files.container"), so those containers are in the account of
+# STORAGE_BLOB_URL, azurerm_storage_account.this; the Blob Delegator role above covers the copy SAS
+# for them too, and grants no read by itself.
+resource "azurerm_role_assignment" "app" {
+  for_each = local.app_roles
 
-  scope                = azurerm_storage_account.this.id
+  scope                = each.value.scope
+  role_definition_name = each.value.role
+  principal_id         = azurerm_user_assigned_identity.app.principal_id
+  principal_type       = "ServicePrincipal"
+}
+
+resource "azurerm_role_assignment" "runtime" {
+  for_each = local.runtime_roles
+
+  scope                = azurerm_storage_account.runtime.id
   role_definition_name = each.value
   principal_id         = azurerm_user_assigned_identity.app.principal_id
   principal_type       = "ServicePrincipal"
 }
 
-# Sender (backup-jobs, backup-events, scheduled messages) and receiver (the triggers) on every entity.
-resource "azurerm_role_assignment" "servicebus" {
-  scope                = azurerm_servicebus_namespace.this.id
-  role_definition_name = "Azure Service Bus Data Owner"
-  principal_id         = azurerm_user_assigned_identity.app.principal_id
-  principal_type       = "ServicePrincipal"
+# The one assignment whose role and scope did not change keeps its identity across the rename.
+moved {
+  from = azurerm_role_assignment.storage["table"]
+  to   = azurerm_role_assignment.app["data_tables"]
 }
 
 resource "azurerm_role_assignment" "acr_pull" {
