@@ -38,6 +38,9 @@ var allTables = []string{tableEnvironments, tablePermissions, tableSettings, tab
 	tableOperationIndex, tableActivity, tableRejected, tableRestores, tableArchives, tableUploads,
 	tableSnapshotExpiry, tableScheduleRuns}
 
+// Tables lists the tables EnsureTables creates, without the prefix (for infra/consistency_test.go).
+func Tables() []string { return append([]string(nil), allTables...) }
+
 // The SDK's retry policy for every Table Storage call, set explicitly rather than left to azcore's
 // defaults, which have no TryTimeout: a try on a connection that hangs would wait as long as its
 // caller's context allows, and a worker's may allow hours. A table call is small (a point read or write
