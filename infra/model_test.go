@@ -378,7 +378,7 @@ type binding struct {
 }
 
 type function struct {
-	file     string // "functions/BackupJobs/function.json"
+	file     string    // "functions/BackupJobs/function.json"
 	Bindings []binding `json:"bindings"`
 }
 
