@@ -481,7 +481,17 @@ func iso(d time.Duration) string {
 	if d%(24*time.Hour) == 0 {
 		return fmt.Sprintf("P%dD", d/(24*time.Hour))
 	}
-	return "PT" + strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(d.String(), "0s"), "0m"))
+	out := "PT"
+	for _, u := range []struct {
+		unit time.Duration
+		name string
+	}{{time.Hour, "H"}, {time.Minute, "M"}, {time.Second, "S"}} {
+		if n := d / u.unit; n > 0 {
+			out += fmt.Sprintf("%d%s", n, u.name)
+			d -= n * u.unit
+		}
+	}
+	return out
 }
 
 func orUnknown(s string) string {
