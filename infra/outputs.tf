@@ -35,7 +35,13 @@ output "pg_user" {
 }
 
 output "storage_account_name" {
-  value = azurerm_storage_account.this.name
+  description = "The service's data account: snapshots, file stores, uploads, status tables (and the environments' file containers)."
+  value       = azurerm_storage_account.this.name
+}
+
+output "runtime_storage_account_name" {
+  description = "The Functions runtime's own account (AzureWebJobsStorage)."
+  value       = azurerm_storage_account.runtime.name
 }
 
 output "snapshots_container" {
