@@ -196,7 +196,17 @@ func (s *Store) UploadsContainer() string { return s.uploads }
 // container if missing (private access).
 func (s *Store) EnsureContainers(ctx context.Context) error {
 	for _, name := range []string{s.snapshots, s.files, s.uploads} {
-		_, err := s.client.CreateContainer(ctx, name, nil)
+		// Looked at before it is created: in Azure the containers come from infra and the identity's
+		// roles are scoped to each container, where creating one may be refused (403) even when it
+		// exists; reading its properties is allowed.
+		_, err := s.client.ServiceClient().NewContainerClient(name).GetProperties(ctx, nil)
+		if err == nil {
+			continue
+		}
+		if !bloberror.HasCode(err, bloberror.ContainerNotFound) {
+			return transient(err, "read the properties of container %s", name)
+		}
+		_, err = s.client.CreateContainer(ctx, name, nil)
 		if err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
 			return transient(err, "create container %s", name)
 		}

@@ -46,8 +46,9 @@ const storageScope = "https://storage.azure.com/.default"
 // the source container (Storage Blob Data Reader). Copy Blob From URL takes its bearer token in
 // x-ms-copy-source-authorization; Copy Blob does not (neither the REST API nor azblob's
 // StartCopyFromURLOptions has it), so the asynchronous copy gets a user-delegation SAS on the source
-// blob instead, signed with a delegation key the identity asks for (Storage Blob Delegator, which
-// Storage Blob Data Contributor includes). Azurite cannot issue delegation keys: tests check what this
+// blob instead, signed with a delegation key the identity asks for (Storage Blob Delegator on the
+// account: Storage Blob Data Contributor includes it only when assigned on the account, and infra scopes
+// Contributor to containers). Azurite cannot issue delegation keys: tests check what this
 // sends against a fake server.
 type identity struct {
 	cred    azcore.TokenCredential

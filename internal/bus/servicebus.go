@@ -172,8 +172,8 @@ func toSDK(m backup.Message) *azservicebus.Message {
 	return out
 }
 
-// Ping opens a sender to the jobs queue, which needs a working connection and the entity to exist.
-// The SDK opens AMQP links lazily, so a cheap peek on the queue is the reliable reachability check.
+// Ping peeks the environment-events queue, which needs a working connection, the entity to exist and
+// the Receiver role on it. The SDK opens AMQP links lazily, so a peek is the reliable reachability check.
 func (s *ServiceBus) Ping(ctx context.Context) error {
 	r, err := s.client.NewReceiverForQueue(backup.QueueEnvironmentEvents, &azservicebus.ReceiverOptions{ReceiveMode: azservicebus.ReceiveModePeekLock})
 	if err != nil {
