@@ -168,7 +168,7 @@ func (s *Service) Authorize(ctx context.Context, p Principal, namespace string, 
 func (s *Service) HandleEnvironmentEvent(ctx context.Context, messageID string, body []byte, log zerolog.Logger) error {
 	ev, err := ParseEvent(body, WithDatabaseHosts(s.databaseHosts))
 	if err != nil {
-		log.Error().Err(err).Str("message", messageID).Msg("malformed environment event rejected")
+		log.Error().Err(err).Str("message_id", messageID).Msg("malformed environment event rejected")
 		rec := RejectedEvent{Time: s.now(), MessageID: messageID, Reason: err.Error(), Body: string(body)}
 		if len(rec.Body) > maxRejectedBody {
 			rec.Body = rec.Body[:maxRejectedBody]

@@ -123,7 +123,7 @@ func ServiceBus(binding string, f func(ctx context.Context, m envelope.ServiceBu
 		if err != nil {
 			log.Warn().Err(err).Msg("some service bus metadata could not be read")
 		}
-		log = log.With().Str("message", m.MessageID).Int64("delivery", m.DeliveryCount).Logger()
+		log = log.With().Str("message_id", m.MessageID).Int64("delivery", m.DeliveryCount).Logger()
 		return f(ctx, m, log)
 	}
 }
