@@ -173,7 +173,7 @@ variable "auth_issuer_url" {
 }
 
 variable "auth_audience" {
-  description = "AUTH_AUDIENCE: audience of those tokens (the API's application ID URI or client id), e.g. api://mendix-backups."
+  description = "AUTH_AUDIENCE: the aud of those tokens: the API app registration's client id for Entra ID v2 tokens (the application ID URI only for v1 tokens)."
   type        = string
 
   validation {
