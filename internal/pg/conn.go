@@ -4,17 +4,19 @@
 // (Conn), the snapshot transaction, and the pg_dump child process; it writes nothing to the database.
 //
 // Contract, in short (details on each identifier):
-//   - Dumper.Start exports a REPEATABLE READ snapshot, reads the size and the file list in it, and starts
-//     `pg_dump -Fc -Z0 -O -x --snapshot=<id>` (pgDumpArgs) against it; the dump and the list describe the
-//     same moment.
+//   - Dumper.Start picks pg_dump by the server's major version among the configured Clients
+//     (clients.go: 15 for servers up to 15, 17 for 16 and 17), exports a REPEATABLE READ snapshot, reads
+//     the size and the file list in it, and starts `pg_dump -Fc -Z0 -O -x --snapshot=<id>` (pgDumpArgs)
+//     against it; the dump and the list describe the same moment.
 //   - pgx and pg_dump get the same conninfo (conninfo): sslmode (default verify-full) and sslrootcert
 //     travel in it, and a host off Conn.AllowedHosts is refused before any password or token is fetched.
 //   - Every error is a *backup.Error: backup.CodeTransient when a retry may succeed (connection trouble, a
 //     table lock held by the app), backup.CodeInvalidState when the environment's database cannot be dumped
-//     as configured (login refused, database missing, permission denied, server newer than pg_dump, host
-//     not allowed, certificate not verified), and backup.CodeInternal when this service is misconfigured
-//     (no pg_dump 12 to 15). Cancellation keeps context.Canceled in the chain. Message is a sentence for
-//     users; the detail (pg_dump's stderr, the connection) is only in the cause, for the log.
+//     as configured (login refused, database missing, permission denied, a server newer than every
+//     configured pg_dump, host not allowed, certificate not verified), and backup.CodeInternal when this
+//     service is misconfigured (a configured pg_dump missing, or not the version configured).
+//     Cancellation keeps context.Canceled in the chain. Message is a sentence for users; the detail
+//     (pg_dump's stderr, the connection) is only in the cause, for the log.
 //   - Nothing leaks: Dump.Wait or Dump.Abort (or the end of Start's context) ends pg_dump and the snapshot
 //     transaction.
 package pg

@@ -45,6 +45,11 @@ type Dump struct {
 	files    []File
 	warnings []string
 
+	client        Client // whose pg_dump runs
+	pgDumpVersion string // its version: "17.10"
+	serverVersion string // the server's server_version: "17.10", "16.4 (Debian 16.4-1)"
+	head          []byte // the first bytes of the output, up to the archive version
+
 	cmd     *exec.Cmd
 	out     *os.File // read end of pg_dump's stdout
 	stderr  *tailBuffer
@@ -74,6 +79,47 @@ func (dump *Dump) DatabaseSize() int64 { return dump.dbSize }
 // at most about 50 of them followed by a count of the rest.
 func (dump *Dump) Warnings() []string { return dump.warnings }
 
+// PgDumpVersion is the version of the pg_dump that makes the dump ("15.18"), chosen by the server's.
+func (dump *Dump) PgDumpVersion() string { return dump.pgDumpVersion }
+
+// ServerVersion is the database server's server_version ("17.10").
+func (dump *Dump) ServerVersion() string { return dump.serverVersion }
+
+// archiveHeaderLen is how much of a custom-format dump holds its archive version: "PGDMP" and one
+// byte each for major, minor and revision.
+const archiveHeaderLen = 8
+
+// ArchiveVersion is the archive version of the dump's header ("1.14"), read as it streamed past;
+// "" until Reader has handed out the header. Call it after reading Reader, from the same goroutine
+// or after synchronising with it.
+func (dump *Dump) ArchiveVersion() string { return archiveOf(dump.head) }
+
+// MendixWarning is a warning for the snapshot when the dump's archive version is newer than 1.14,
+// the newest Mendix Cloud is documented to accept (pg_dump 16 and later write newer ones, and a
+// server of PostgreSQL 16 or later needs them): the archive restores here, but an upload of it to
+// Mendix Cloud may be refused. "" otherwise, and before the header has streamed past.
+func (dump *Dump) MendixWarning() string {
+	v := dump.ArchiveVersion()
+	if !newerThanMendix(v) {
+		return ""
+	}
+	return fmt.Sprintf("the dump was made by pg_dump %d (archive version %s) because the database server runs PostgreSQL %s: "+
+		"Mendix Cloud may refuse to import it, as it accepts archive version 1.14 (pg_dump 15 and earlier)",
+		dump.client.Major, v, majorOf(dump.serverVersion))
+}
+
+// majorOf is the leading number of a version string: "17" of "17.10 (Debian)".
+func majorOf(version string) string {
+	end := 0
+	for end < len(version) && version[end] >= '0' && version[end] <= '9' {
+		end++
+	}
+	if end == 0 {
+		return version
+	}
+	return version[:end]
+}
+
 // Reader streams pg_dump's output: a custom-format archive with uncompressed data. It ends with io.EOF
 // only when pg_dump succeeded; when pg_dump failed or the dump was aborted, the final Read returns the
 // same error as Wait, so a truncated dump is never mistaken for a complete one. Read it from one
@@ -85,6 +131,9 @@ type dumpReader struct{ dump *Dump }
 func (r dumpReader) Read(p []byte) (int, error) {
 	n, err := r.dump.out.Read(p)
 	r.dump.read.Add(int64(n))
+	if h := r.dump.head; len(h) < archiveHeaderLen {
+		r.dump.head = append(h, p[:min(n, archiveHeaderLen-len(h))]...)
+	}
 	switch {
 	case err == nil:
 		return n, nil

@@ -1,7 +1,6 @@
 package pg
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,20 +23,18 @@ import (
 // Dumper.LockWaitTimeout is zero.
 const DefaultLockWaitTimeout = 2 * time.Minute
 
-// Supported pg_dump major versions: 12 to 15 write custom archives of version 1.14, the newest Mendix
-// Cloud accepts (pg_dump 16 writes 1.15, 17 writes 1.16).
-const (
-	MinPgDumpMajor = 12
-	MaxPgDumpMajor = 15
-)
-
 // ErrAborted is in the chain of the error Wait and the Reader return after Abort.
 var ErrAborted = errors.New("the database dump was aborted")
 
 // Dumper starts database dumps. Fill the fields, then use it from any number of goroutines; do not copy
 // it after first use.
 type Dumper struct {
-	// BinDir holds pg_dump (PostgreSQL 12 to 15, normally 15). Empty: pg_dump is looked up in PATH.
+	// Clients are the pg_dump programs to choose from by the server's major version (clients.go); the
+	// check of an uploaded dump picks pg_restore among them too. Check them with Clients.Check at start.
+	// Empty: BinDir's.
+	Clients Clients
+	// BinDir, when Clients is empty, holds the one pg_dump and pg_restore, of the major version
+	// `pg_dump --version` reports (12 or later). Empty too: they are looked up in PATH.
 	BinDir string
 	// LockWaitTimeout bounds each wait for a table lock (default DefaultLockWaitTimeout). An app holding
 	// a conflicting lock longer than that makes the dump fail with a transient error.
@@ -47,8 +44,7 @@ type Dumper struct {
 	// hookBeforeDump, when set (tests only), runs after the file list is read and before pg_dump starts.
 	hookBeforeDump func(ctx context.Context)
 
-	versionMu sync.Mutex
-	version   string // cached after the first successful check
+	tools toolbox
 }
 
 // File is one file document of the snapshot. Memory: about 72 bytes per file (the 36-byte UUID string
@@ -59,63 +55,90 @@ type File struct {
 	Size int64  // the size column; -1 when NULL. The blob's own size is authoritative.
 }
 
-// noPgDump is what users see when pg_dump is missing or of the wrong version; the log has the detail.
-const noPgDump = "the backup service has no pg_dump that can write archives Mendix Cloud accepts (PostgreSQL 12 to 15); an operator must fix its installation"
-
 var versionRE = regexp.MustCompile(`\(PostgreSQL\) ((\d+)[0-9A-Za-z.]*)`)
 
-// Version runs `pg_dump --version` and returns the version ("15.18"). The error is a *backup.Error
-// (CodeInternal) when pg_dump cannot run or its major version is outside MinPgDumpMajor..MaxPgDumpMajor,
-// whose archives Mendix Cloud would refuse. A successful check is remembered.
-func (d *Dumper) Version(ctx context.Context) (string, error) {
-	d.versionMu.Lock()
-	defer d.versionMu.Unlock()
-	if d.version != "" {
-		return d.version, nil
+// toolbox resolves and checks the client programs of a Dumper or Restorer: BinDir's major version
+// when no Clients are configured, and each Client's `pg_dump --version`, once. Its zero value is ready.
+type toolbox struct {
+	mu      sync.Mutex
+	single  Clients           // BinDir's (or PATH's) one client, once its major version is known
+	checked map[string]string // Client.Dir: pg_dump's version, once it reported the Client's Major
+}
+
+// clients returns configured when it is not empty, else the one client in binDir (or PATH's), whose
+// major version its pg_dump reports. The error is a *backup.Error (CodeInternal): the service is
+// misconfigured.
+func (t *toolbox) clients(ctx context.Context, configured Clients, binDir string) (Clients, error) {
+	if len(configured) > 0 {
+		return configured, nil
 	}
-	bin, err := d.pgDumpPath()
-	if err != nil {
-		return "", err
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.single != nil {
+		return t.single, nil
 	}
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "--version")
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	if binDir == "" {
+		p, err := exec.LookPath("pg_dump")
+		if err != nil {
+			return nil, backup.Wrap(backup.CodeInternal, err, "pg_dump is not in PATH and no client programs are configured (PG_BIN_DIRS)")
+		}
+		binDir = filepath.Dir(p)
+	}
+	version, major, err := ClientVersion(ctx, binDir)
 	if err != nil {
 		if ctx.Err() != nil {
-			return "", fmt.Errorf("%s --version: %w", bin, ctx.Err())
+			return nil, fmt.Errorf("%w: %w", ctx.Err(), err)
 		}
-		return "", backup.Wrap(backup.CodeInternal, fmt.Errorf("%s --version failed: %w: %s", bin, err, bytes.TrimSpace(stderr.Bytes())),
-			"%s", noPgDump)
+		return nil, backup.Wrap(backup.CodeInternal, err, "%s", noClient)
 	}
-	m := versionRE.FindSubmatch(out)
-	if m == nil {
-		return "", backup.Wrap(backup.CodeInternal, fmt.Errorf("%s --version printed %q, not a PostgreSQL version", bin, bytes.TrimSpace(out)),
-			"%s", noPgDump)
+	if major < MinClientMajor {
+		return nil, backup.Wrap(backup.CodeInternal,
+			fmt.Errorf("%s/pg_dump is version %s; the service needs PostgreSQL %d or later", binDir, version, MinClientMajor), "%s", noClient)
 	}
-	version := string(m[1])
-	major, _ := strconv.Atoi(string(m[2]))
-	if major < MinPgDumpMajor || major > MaxPgDumpMajor {
-		return version, backup.Wrap(backup.CodeInternal,
-			fmt.Errorf("%s is version %s; backups need pg_dump %d to %d (archive version 1.14, the newest Mendix Cloud accepts)",
-				bin, version, MinPgDumpMajor, MaxPgDumpMajor), "%s", noPgDump)
+	t.single = Clients{{Major: major, Dir: binDir}}
+	return t.single, nil
+}
+
+// noClient is what users see when the chosen pg_dump or pg_restore cannot run or is not the version
+// configured; the log has the detail.
+const noClient = "the backup service's PostgreSQL client programs (pg_dump, pg_restore) are missing or broken; an operator must fix its installation"
+
+// version runs c's `pg_dump --version` once and checks that it is c.Major. The error is a
+// *backup.Error (CodeInternal) naming nothing of the installation; its cause names the program.
+func (t *toolbox) version(ctx context.Context, c Client) (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if v, ok := t.checked[c.Dir]; ok {
+		return v, nil
 	}
-	d.version = version
+	version, major, err := ClientVersion(ctx, c.Dir)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return "", fmt.Errorf("%w: %w", ctx.Err(), err)
+	case err != nil:
+		return "", backup.Wrap(backup.CodeInternal, err, "%s", noClient)
+	case major != c.Major:
+		return "", backup.Wrap(backup.CodeInternal,
+			fmt.Errorf("%s is version %s, configured as PostgreSQL %d", c.pgDump(), version, c.Major), "%s", noClient)
+	}
+	if t.checked == nil {
+		t.checked = map[string]string{}
+	}
+	t.checked[c.Dir] = version
 	return version, nil
 }
 
-func (d *Dumper) pgDumpPath() (string, error) { return binPath(d.BinDir, "pg_dump") }
+// ErrNoClient is in the chain of the error when no configured client programs fit the server or the
+// archive (Clients.ForDump, Clients.ForRestore): nothing was started, and a retry cannot help.
+var ErrNoClient = errors.New("no configured PostgreSQL client programs fit")
 
-// binPath is the PostgreSQL client program name in binDir, or in PATH when binDir is empty.
-func binPath(binDir, name string) (string, error) {
-	if binDir != "" {
-		return filepath.Join(binDir, name), nil
+// noFit wraps the *backup.Error of a failed choice with the detail for the log.
+func noFit(err error, format string, args ...any) error {
+	var be *backup.Error
+	if !errors.As(err, &be) {
+		return err
 	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return "", backup.Wrap(backup.CodeInternal, err, "%s is not in PATH and no BinDir is configured", name)
-	}
-	return p, nil
+	return backup.Wrap(be.Code, fmt.Errorf("%w: %s", ErrNoClient, fmt.Sprintf(format, args...)), "%s", be.Message)
 }
 
 func (d *Dumper) lockWaitTimeout() time.Duration {
@@ -134,9 +157,11 @@ func ArchiveVersion(header []byte) (major, minor, rev byte, ok bool) {
 	return header[5], header[6], header[7], true
 }
 
-// Start begins a dump of conn's database. It checks pg_dump's version, connects, opens a REPEATABLE READ
-// READ ONLY transaction, exports its snapshot, reads the database size and the file list in it, and
-// starts pg_dump on that snapshot. The transaction stays open until the dump ends.
+// Start begins a dump of conn's database. It connects, reads the server's major version and picks the
+// pg_dump for it (Clients.ForDump: a server newer than every configured pg_dump is refused here, before
+// anything is written), opens a REPEATABLE READ READ ONLY transaction, exports its snapshot, reads the
+// database size and the file list in it, and starts pg_dump on that snapshot. The transaction stays
+// open until the dump ends.
 //
 // On success the caller must read Dump.Reader to its end and call Dump.Wait, or call Dump.Abort; the end
 // of ctx aborts the dump too. On error nothing is left open.
@@ -144,7 +169,7 @@ func (d *Dumper) Start(ctx context.Context, conn Conn) (*Dump, error) {
 	if err := conn.usable(ctx); err != nil {
 		return nil, err
 	}
-	version, err := d.Version(ctx)
+	clients, err := d.tools.clients(ctx, d.Clients, d.BinDir)
 	if err != nil {
 		return nil, err
 	}
@@ -155,29 +180,34 @@ func (d *Dumper) Start(ctx context.Context, conn Conn) (*Dump, error) {
 	log := d.Logger.With().Str("database", conn.Database).Str("host", conn.Host).Logger()
 	dump := &Dump{conn: conn, log: log, lockWait: d.lockWaitTimeout(), closeCtx: context.WithoutCancel(ctx),
 		exited: make(chan struct{}), ended: make(chan struct{})}
-	if err := dump.openSnapshot(ctx, pw, version); err != nil {
+	if err := dump.openSnapshot(ctx, pw, func(server int, serverVersion string) error {
+		client, err := clients.ForDump(server)
+		if err != nil {
+			return noFit(err, "database %s runs PostgreSQL %s; pg_dump is configured for %s", conn, serverVersion, clients)
+		}
+		dump.client = client
+		dump.pgDumpVersion, err = d.tools.version(ctx, client)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	if d.hookBeforeDump != nil {
 		d.hookBeforeDump(ctx)
 	}
-	bin, err := d.pgDumpPath()
-	if err == nil {
-		err = dump.startPgDump(bin, pw)
-	}
-	if err != nil {
+	if err := dump.startPgDump(dump.client.pgDump(), pw); err != nil {
 		dump.closeSnapshot()
 		return nil, err
 	}
 	go dump.watch(ctx)
 	log.Info().Str("snapshot", dump.snapshot).Int64("database_size", dump.dbSize).Int("files", len(dump.files)).
-		Int("warnings", len(dump.warnings)).Int("pid", dump.cmd.Process.Pid).Msg("pg_dump started")
+		Int("warnings", len(dump.warnings)).Str("server_version", dump.serverVersion).Str("pg_dump", dump.pgDumpVersion).
+		Int("pid", dump.cmd.Process.Pid).Msg("pg_dump started")
 	return dump, nil
 }
 
-// openSnapshot connects, exports the snapshot and reads the size and file list in it. On error the
-// connection is closed.
-func (dump *Dump) openSnapshot(ctx context.Context, pw, pgDumpVersion string) error {
+// openSnapshot connects, reads the server's version and hands it to choose (which picks pg_dump),
+// exports the snapshot and reads the size and file list in it. On error the connection is closed.
+func (dump *Dump) openSnapshot(ctx context.Context, pw string, choose func(server int, serverVersion string) error) error {
 	c := dump.conn
 	conn, err := connect(ctx, c, pw)
 	if err != nil {
@@ -188,7 +218,12 @@ func (dump *Dump) openSnapshot(ctx context.Context, pw, pgDumpVersion string) er
 		dump.closeSnapshot()
 		return err
 	}
-	if err := checkServerVersion(conn.PgConn().ParameterStatus("server_version"), c, pgDumpVersion); err != nil {
+	var num int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int, current_setting('server_version')").
+		Scan(&num, &dump.serverVersion); err != nil {
+		return fail(dump.queryError(ctx, err, "read the server version"))
+	}
+	if err := choose(serverMajor(num), dump.serverVersion); err != nil {
 		return fail(err)
 	}
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
@@ -220,27 +255,8 @@ func (dump *Dump) openSnapshot(ctx context.Context, pw, pgDumpVersion string) er
 	return nil
 }
 
-// checkServerVersion refuses a server newer than pg_dump, which pg_dump would refuse with a less clear
-// message after the snapshot work.
-func checkServerVersion(server string, c Conn, pgDumpVersion string) error {
-	sm, okS := leadingInt(server)
-	dm, okD := leadingInt(pgDumpVersion)
-	if okS && okD && sm > dm {
-		return backup.Errorf(backup.CodeInvalidState,
-			"database %s runs PostgreSQL %s, newer than this service's pg_dump %s; it cannot be dumped into an archive Mendix Cloud accepts",
-			c, server, pgDumpVersion)
-	}
-	return nil
-}
-
-func leadingInt(s string) (int, bool) {
-	end := 0
-	for end < len(s) && s[end] >= '0' && s[end] <= '9' {
-		end++
-	}
-	n, err := strconv.Atoi(s[:end])
-	return n, err == nil
-}
+// serverMajor is the major version in a server_version_num: 170002 is 17, 90624 is 9 (9.6).
+func serverMajor(num int) int { return num / 10000 }
 
 // pgDumpEnv is the environment of pg_dump: the worker's, without any libpq (PG*) variable that could
 // redirect or reconfigure the connection or leak the service's settings, plus the password, the

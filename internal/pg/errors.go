@@ -40,7 +40,7 @@ var dumpFailures = []stderrPattern{
 	{[][]string{{"permission denied"}},
 		backup.CodeInvalidState, "the backup service may not read every table and sequence of the app's database; its role needs SELECT on all of them"},
 	{[][]string{{"server version mismatch"}},
-		backup.CodeInvalidState, "the app's database server runs a newer PostgreSQL than the backup service can dump into an archive Mendix Cloud accepts"},
+		backup.CodeInvalidState, "the app's database server runs a newer PostgreSQL than the backup service's pg_dump; ask its operator to add that PostgreSQL's client tools (PG_BIN_DIRS)"},
 	{[][]string{{"certificate verify failed"}, {"server certificate for"}, {"root certificate file"}, {"certificate present, but not private key"}},
 		backup.CodeInvalidState, "the backup service could not verify the TLS certificate of the app's database server"},
 }

@@ -47,14 +47,21 @@ type DumpList struct {
 	Tables  int // tables whose data the dump holds
 }
 
-// CheckDump starts pg_restore --list (from BinDir, like pg_dump) reading a custom-format dump from
-// what is written to the DumpCheck, and the walk of its blocks. name is the dump as the user knows it,
-// for messages. Write the whole dump, then call Wait; or call Abort. The end of ctx kills pg_restore.
-func (d *Dumper) CheckDump(ctx context.Context, name string) (*DumpCheck, error) {
-	bin, err := binPath(d.BinDir, "pg_restore")
+// CheckDump starts pg_restore --list reading a custom-format dump from what is written to the
+// DumpCheck, and the walk of its blocks. head is the start of the dump (a few bytes are enough): its
+// archive version picks the pg_restore among the Dumper's clients (Clients.ForList), as a restore of
+// it will. name is the dump as the user knows it, for messages. Write the whole dump, then call Wait;
+// or call Abort. The end of ctx kills pg_restore.
+func (d *Dumper) CheckDump(ctx context.Context, name string, head []byte) (*DumpCheck, error) {
+	clients, err := d.tools.clients(ctx, d.Clients, d.BinDir)
 	if err != nil {
 		return nil, err
 	}
+	client := clients.ForList(archiveOf(head))
+	if _, err := d.tools.version(ctx, client); err != nil {
+		return nil, err
+	}
+	bin := client.pgRestore()
 	p := &pgRestore{log: d.Logger.With().Str("dump", name).Logger()}
 	if err := p.start(bin, []string{"--list"}, ""); err != nil {
 		return nil, err

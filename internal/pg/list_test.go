@@ -51,7 +51,7 @@ func listDumps(t *testing.T) (*pgcluster.Cluster, map[string][]byte) {
 
 func checkDump(t *testing.T, d *Dumper, dump []byte) (DumpList, error) {
 	t.Helper()
-	c, err := d.CheckDump(testContext(t), "db/db.backup")
+	c, err := d.CheckDump(testContext(t), "db/db.backup", dump)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestListDumps(t *testing.T) {
 
 	t.Run("pg_restore stops reading early", func(t *testing.T) {
 		dump := dumps["-Z0"]
-		chk, err := d.CheckDump(testContext(t), "db/db.backup")
+		chk, err := d.CheckDump(testContext(t), "db/db.backup", dump)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,12 +166,13 @@ func TestListDumps(t *testing.T) {
 	})
 
 	t.Run("refused early", func(t *testing.T) {
-		chk, err := d.CheckDump(testContext(t), "db/db.backup")
+		dump := patchVersion(dumps["-Z6"], 1, 16)
+		chk, err := d.CheckDump(testContext(t), "db/db.backup", dump)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer chk.Abort()
-		_, _ = chk.Write(patchVersion(dumps["-Z6"], 1, 16)[:4096])
+		_, _ = chk.Write(dump[:4096])
 		deadline := time.Now().Add(30 * time.Second)
 		for chk.Err() == nil && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
@@ -183,7 +184,7 @@ func TestListDumps(t *testing.T) {
 
 	t.Run("cancelled", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(testContext(t))
-		chk, err := d.CheckDump(ctx, "db/db.backup")
+		chk, err := d.CheckDump(ctx, "db/db.backup", dumps["-Z0"])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,7 +196,7 @@ func TestListDumps(t *testing.T) {
 	})
 
 	t.Run("aborted", func(t *testing.T) {
-		chk, err := d.CheckDump(testContext(t), "db/db.backup")
+		chk, err := d.CheckDump(testContext(t), "db/db.backup", dumps["-Z0"])
 		if err != nil {
 			t.Fatal(err)
 		}

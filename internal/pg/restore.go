@@ -11,6 +11,7 @@ package pg
 // current database (Conn.Database); the staging database and every restored object belong to it.
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -43,9 +44,14 @@ const (
 )
 
 // Restorer creates, fills, swaps and drops databases for a restore. Fill the fields, then use it from
-// any number of goroutines.
+// any number of goroutines; do not copy it after first use.
 type Restorer struct {
-	// BinDir holds pg_restore (the same major version as the Dumper's pg_dump). Empty: PATH.
+	// Clients are the pg_restore programs to choose from by the target server's major version and the
+	// dump's archive version (Clients.ForRestore); check them with Clients.Check at start. Empty:
+	// BinDir's.
+	Clients Clients
+	// BinDir, when Clients is empty, holds the one pg_restore, of the major version its directory's
+	// `pg_dump --version` reports. Empty too: PATH.
 	BinDir string
 	// MaintenanceDB is the database connected to for database-level statements (default "postgres"):
 	// a database cannot be renamed or dropped from a session connected to it.
@@ -56,6 +62,8 @@ type Restorer struct {
 	hookStarted func(pid int)
 	// swapAttempts bounds the renames tried when a session is still connected (0: defaultSwapAttempts).
 	swapAttempts int
+
+	tools toolbox
 }
 
 // RestoreResult describes a successful Restore.
@@ -350,7 +358,9 @@ var pgRestoreArgs = []string{"--no-owner", "--no-privileges", "--exit-on-error",
 
 // Restore runs pg_restore into database staging (<conn.Database>_restore_<hex>, made by
 // CreateStaging), reading the custom-format dump from dump, with --role set to staging's owner so
-// every object belongs to it. It returns after pg_restore has exited and the last Read of dump has
+// every object belongs to it. The pg_restore is the one for the server's major version and the dump's
+// archive version (Clients.ForRestore); when none fits, nothing is started and the error, with
+// ErrNoClient in its chain, says which PostgreSQL's client programs are missing. It returns after pg_restore has exited and the last Read of dump has
 // returned. The end of ctx kills pg_restore. On error the staging database is left as it is, for the
 // caller to drop.
 //
@@ -365,8 +375,10 @@ func (r *Restorer) Restore(ctx context.Context, conn Conn, staging string, dump 
 	if err != nil {
 		return RestoreResult{}, err
 	}
-	var owner string
-	err = db.QueryRow(ctx, `SELECT r.rolname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = $1`, staging).Scan(&owner)
+	var owner, serverVersion string
+	var serverNum int
+	err = db.QueryRow(ctx, `SELECT r.rolname, current_setting('server_version_num')::int, current_setting('server_version')
+		FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = $1`, staging).Scan(&owner, &serverNum, &serverVersion)
 	closeConn(db)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -374,17 +386,33 @@ func (r *Restorer) Restore(ctx context.Context, conn Conn, staging string, dump 
 	case err != nil:
 		return RestoreResult{}, stmtError(ctx, err, fmt.Sprintf("read the owner of database %q", staging))
 	}
-	bin, err := binPath(r.BinDir, "pg_restore")
+	clients, err := r.tools.clients(ctx, r.Clients, r.BinDir)
 	if err != nil {
 		return RestoreResult{}, err
 	}
+	// The dump's header says which pg_restore reads it. A failed Read is not an error yet: the reader
+	// keeps it, and pg_restore's copy meets it (run tells a broken stream from a failing pg_restore).
+	br := bufio.NewReaderSize(dump, 64<<10)
+	head, _ := br.Peek(archiveHeaderLen)
+	archive := archiveOf(head)
+	client, err := clients.ForRestore(serverMajor(serverNum), archive)
+	if err != nil {
+		return RestoreResult{}, noFit(err, "restore into %s, which runs PostgreSQL %s, of a dump of archive version %q; pg_restore is configured for %s",
+			conn, serverVersion, archive, clients)
+	}
+	pgRestoreVersion, err := r.tools.version(ctx, client)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	bin := client.pgRestore()
 	pw, err := conn.password(ctx)
 	if err != nil {
 		return RestoreResult{}, err
 	}
 	target := conn
 	target.Database = staging
-	p := &pgRestore{log: r.Logger.With().Str("database", staging).Str("host", conn.Host).Logger(), conn: target}
+	p := &pgRestore{log: r.Logger.With().Str("database", staging).Str("host", conn.Host).Str("server_version", serverVersion).
+		Str("archive_version", archive).Str("pg_restore", pgRestoreVersion).Logger(), conn: target}
 	args := append(append([]string{}, pgRestoreArgs...), "--role="+owner, "--dbname="+target.conninfo())
 	if err := p.start(bin, args, pw); err != nil {
 		return RestoreResult{}, err
@@ -392,7 +420,7 @@ func (r *Restorer) Restore(ctx context.Context, conn Conn, staging string, dump 
 	if r.hookStarted != nil {
 		r.hookStarted(p.cmd.Process.Pid)
 	}
-	return p.run(ctx, dump)
+	return p.run(ctx, br)
 }
 
 // pgRestore is one running pg_restore.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -49,6 +50,7 @@ func TestRestoreOps(t *testing.T) {
 		{"CancelKillsPgRestore", testRestoreCancelKills},
 		{"ConnectionFailuresTransient", testRestoreConnectionFailures},
 		{"RowCounts", testRowCounts},
+		{"PgRestoreByArchiveVersion", testPgRestoreByArchiveVersion},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -669,5 +671,46 @@ func TestSplitGUCList(t *testing.T) {
 	got, err := alterDatabaseSet("d", `search_path="$user", public`)
 	if want := `ALTER DATABASE "d" SET "search_path" = E'$user', E'public'`; err != nil || got != want {
 		t.Errorf("got %q, %v; want %q", got, err, want)
+	}
+}
+
+// testPgRestoreByArchiveVersion: the dump's header picks pg_restore. With pg_restore 15 only, an archive
+// of version 1.16 (pg_dump 17) is refused before pg_restore starts, permanently, saying which client
+// programs are missing; with 17 configured too, 17's runs (a stand-in: the machine has no pg_restore
+// 17), and a 1.14 archive still gets 15's, which restores it.
+func testPgRestoreByArchiveVersion(t *testing.T, e *env) {
+	ctx := testContext(t)
+	db := e.newDB(t, "app", seedSQL)
+	archive := e.dumpBytes(t, db)
+	newer := patchVersion(archive, 1, 16)
+	log := zerolog.New(zerolog.NewTestWriter(t))
+
+	only15 := &Restorer{Clients: Clients{{Major: 15, Dir: realBinDir}}, Logger: log}
+	staging := e.staged(t, only15, db, "a1")
+	res, err := only15.Restore(ctx, e.svcConn(db), staging, bytes.NewReader(newer))
+	want := "the database dump is of archive version 1.16 (pg_dump 17 or later), and this service has pg_restore for PostgreSQL 15 only, which cannot read it; ask its operator to add PostgreSQL 17's client tools (PG_BIN_DIRS)"
+	var be *backup.Error
+	if !errors.As(err, &be) || be.Message != want || be.Code != backup.CodeInvalidState || !errors.Is(err, ErrNoClient) || res.Bytes != 0 {
+		t.Errorf("got %+v, %v; want nothing read and %q", res, err, want)
+	}
+
+	stand17 := fakePgDump17(t)
+	marker := filepath.Join(t.TempDir(), "ran")
+	if err := os.WriteFile(filepath.Join(stand17, "pg_restore"), []byte("#!/bin/sh\ntouch "+marker+"\ncat >/dev/null\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	both := &Restorer{Clients: Clients{{Major: 15, Dir: realBinDir}, {Major: 17, Dir: stand17}}, Logger: log}
+	if _, err := both.Restore(ctx, e.svcConn(db), staging, bytes.NewReader(newer)); err == nil || errors.Is(err, ErrNoClient) {
+		t.Errorf("got %v, want the stand-in pg_restore 17's failure", err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("pg_restore 17 did not run for an archive of version 1.16: %v", err)
+	}
+	if err := both.DropDatabase(ctx, e.svcConn(db), staging); err != nil {
+		t.Fatal(err)
+	}
+	staging = e.staged(t, both, db, "a2")
+	if _, err := both.Restore(ctx, e.svcConn(db), staging, bytes.NewReader(archive)); err != nil {
+		t.Errorf("a 1.14 archive into PostgreSQL 15 with 15 and 17 configured: %v", err)
 	}
 }

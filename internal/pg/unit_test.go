@@ -178,70 +178,71 @@ func TestPgDumpEnv(t *testing.T) {
 	}
 }
 
-func TestVersion(t *testing.T) {
+func TestSingleClient(t *testing.T) {
 	ctx := t.Context()
 	tests := []struct {
-		name        string
-		script      string // body of a fake pg_dump; "" uses the real PostgreSQL 15 one
-		wantVersion string
-		wantErr     string
+		name      string
+		script    string // body of a fake pg_dump; "" uses the real PostgreSQL 15 one
+		wantMajor int
+		wantErr   string
 	}{
-		{"real pg_dump 15", "", "15.", ""},
-		{"pg_dump 12", `echo "pg_dump (PostgreSQL) 12.19"`, "12.19", ""},
-		{"debian suffix", `echo "pg_dump (PostgreSQL) 14.3 (Debian 14.3-1.pgdg110+1)"`, "14.3", ""},
-		{"pg_dump 16", `echo "pg_dump (PostgreSQL) 16.2"`, "16.2", "need pg_dump 12 to 15"},
-		{"pg_dump 17 beta", `echo "pg_dump (PostgreSQL) 17beta1"`, "17beta1", "need pg_dump 12 to 15"},
-		{"pg_dump 11", `echo "pg_dump (PostgreSQL) 11.22"`, "11.22", "need pg_dump 12 to 15"},
-		{"not pg_dump", `echo "hello"`, "", "not a PostgreSQL version"},
-		{"fails", `echo "boom" >&2; exit 3`, "", "boom"},
+		{"real pg_dump 15", "", 15, ""},
+		{"pg_dump 12", `echo "pg_dump (PostgreSQL) 12.19"`, 12, ""},
+		{"debian suffix", `echo "pg_dump (PostgreSQL) 14.3 (Debian 14.3-1.pgdg110+1)"`, 14, ""},
+		{"pg_dump 16", `echo "pg_dump (PostgreSQL) 16.2"`, 16, ""},
+		{"pg_dump 17 beta", `echo "pg_dump (PostgreSQL) 17beta1"`, 17, ""},
+		{"pg_dump 11", `echo "pg_dump (PostgreSQL) 11.22"`, 0, "needs PostgreSQL 12 or later"},
+		{"not pg_dump", `echo "hello"`, 0, "not a PostgreSQL version"},
+		{"fails", `echo "boom" >&2; exit 3`, 0, "boom"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := &Dumper{BinDir: realBinDir}
+			dir := realBinDir
 			if tt.script != "" {
-				d.BinDir = fakePgDump(t, tt.script)
+				dir = fakePgDump(t, tt.script)
 			}
-			got, err := d.Version(ctx)
-			if !strings.HasPrefix(got, tt.wantVersion) {
-				t.Errorf("got version %q, want prefix %q", got, tt.wantVersion)
-			}
+			var tools toolbox
+			got, err := tools.clients(ctx, nil, dir)
 			checkErr(t, err, tt.wantErr, backup.CodeInternal)
+			if err == nil && (len(got) != 1 || got[0].Major != tt.wantMajor || got[0].Dir != dir) {
+				t.Errorf("got %v, want %d=%s", got, tt.wantMajor, dir)
+			}
 		})
 	}
 	t.Run("missing binary", func(t *testing.T) {
-		d := &Dumper{BinDir: t.TempDir()}
-		_, err := d.Version(ctx)
+		var tools toolbox
+		_, err := tools.clients(ctx, nil, t.TempDir())
 		checkErr(t, err, "pg_dump", backup.CodeInternal)
 	})
+	t.Run("configured clients are used as they are", func(t *testing.T) {
+		var tools toolbox
+		cs := Clients{{Major: 15, Dir: "/nowhere"}}
+		if got, err := tools.clients(ctx, cs, realBinDir); err != nil || got.String() != "15=/nowhere" {
+			t.Errorf("got %v, %v; want the configured clients", got, err)
+		}
+	})
 	t.Run("refused at Start", func(t *testing.T) {
-		d := &Dumper{BinDir: fakePgDump(t, `echo "pg_dump (PostgreSQL) 16.2"`)}
+		d := &Dumper{BinDir: fakePgDump(t, `echo "pg_dump (PostgreSQL) 11.2"`)}
 		_, err := d.Start(ctx, Conn{Host: "127.0.0.1", Port: 1, Database: "d", User: "u", SSLMode: "disable"})
-		checkErr(t, err, "need pg_dump 12 to 15", backup.CodeInternal)
+		checkErr(t, err, "needs PostgreSQL 12 or later", backup.CodeInternal)
 	})
 }
 
-func TestCheckServerVersion(t *testing.T) {
-	c := Conn{Host: "h", Database: "d", User: "u"}
-	tests := []struct {
-		server, pgDump string
-		wantErr        bool
-	}{
-		{"15.4", "15.18", false},
-		{"12.20 (Ubuntu)", "15.18", false},
-		{"16.1", "15.18", true},
-		{"17devel", "15.18", true},
-		{"", "15.18", false}, // unknown: let pg_dump decide
+func TestClientVersionChecked(t *testing.T) {
+	ctx := t.Context()
+	var tools toolbox
+	if v, err := tools.version(ctx, Client{Major: 15, Dir: realBinDir}); err != nil || !strings.HasPrefix(v, "15.") {
+		t.Errorf("real pg_dump 15: got %q, %v", v, err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.server, func(t *testing.T) {
-			err := checkServerVersion(tt.server, c, tt.pgDump)
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("got error %v, want error %v", err, tt.wantErr)
-			}
-			if err != nil && backup.CodeOf(err) != backup.CodeInvalidState {
-				t.Errorf("got code %s, want %s", backup.CodeOf(err), backup.CodeInvalidState)
-			}
-		})
+	dir := fakePgDump(t, `echo "pg_dump (PostgreSQL) 17.2"`)
+	_, err := tools.version(ctx, Client{Major: 15, Dir: dir})
+	checkErr(t, err, "is version 17.2, configured as PostgreSQL 15", backup.CodeInternal)
+	var be *backup.Error
+	if errors.As(err, &be) && strings.Contains(be.Message, dir) {
+		t.Errorf("message %q names the directory; only the cause may", be.Message)
+	}
+	if v, err := tools.version(ctx, Client{Major: 17, Dir: dir}); err != nil || v != "17.2" {
+		t.Errorf("got %q, %v; want 17.2", v, err)
 	}
 }
 
@@ -345,8 +346,9 @@ func TestDumpFailureMessagesHideStderr(t *testing.T) {
 }
 
 func TestVersionMessagesHideOutput(t *testing.T) {
-	for _, script := range []string{`echo "hello LEAK"`, `echo "LEAK" >&2; exit 3`, `echo "pg_dump (PostgreSQL) 16.2 LEAK"`} {
-		_, err := (&Dumper{BinDir: fakePgDump(t, script)}).Version(t.Context())
+	for _, script := range []string{`echo "hello LEAK"`, `echo "LEAK" >&2; exit 3`, `echo "pg_dump (PostgreSQL) 11.2 LEAK"`} {
+		var tools toolbox
+		_, err := tools.clients(t.Context(), nil, fakePgDump(t, script))
 		var be *backup.Error
 		if !errors.As(err, &be) {
 			t.Fatalf("%s: got %v, want a *backup.Error", script, err)
