@@ -37,7 +37,7 @@ func TestAgainstPostgres17(t *testing.T) {
 
 	t.Run("pg_dump 15 only is refused before it starts", func(t *testing.T) {
 		for name, d := range map[string]*Dumper{
-			"PG_BIN_DIRS 15":  {Clients: Clients{{Major: 15, Dir: realBinDir}}, Logger: log},
+			"PG_BIN_DIRS 15":   {Clients: Clients{{Major: 15, Dir: realBinDir}}, Logger: log},
 			"legacy BinDir 15": {BinDir: realBinDir, Logger: log},
 		} {
 			started := false // the snapshot was taken and pg_dump was about to start
