@@ -57,8 +57,14 @@ var fixtures atomic.Int64 // numbers the fixtures' databases and containers
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ctx := t.Context()
 	cluster, az := sharedStack(t)
+	return newFixtureOn(t, cluster, az)
+}
+
+// newFixtureOn is newFixture with the database in cluster (a PostgreSQL 17 one, say).
+func newFixtureOn(t *testing.T, cluster *pgcluster.Cluster, az *azurite.Azurite) *fixture {
+	t.Helper()
+	ctx := t.Context()
 	blobs, err := blobstore.NewFromConnectionString(az.ConnectionString(), snapshotsContainer)
 	if err != nil {
 		t.Fatal(err)

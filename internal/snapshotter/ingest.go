@@ -45,7 +45,8 @@ func (s *Snapshotter) uploads() UploadSource {
 }
 
 // dumpHeadBytes is how much of db/db.backup is read before the dump writer starts: enough for the
-// custom-format header, which says whether the dump's data is compressed already.
+// custom-format header, which says whether the dump's data is compressed already and which pg_restore
+// reads its archive version.
 const dumpHeadBytes = 4096
 
 // compressedDumpLevel is the gzip level of the dump blob of a dump whose data pg_dump compressed
@@ -172,7 +173,7 @@ func (in *ingest) writeDump(r io.Reader, size int64) error {
 		opts.Level = compressedDumpLevel
 	}
 	in.level = opts.Level
-	if in.check, err = in.s.Dumper.CheckDump(in.ctx, archive.DumpName); err != nil {
+	if in.check, err = in.s.Dumper.CheckDump(in.ctx, archive.DumpName, head); err != nil {
 		return err
 	}
 	in.dump = archive.NewDumpWriter(in.ctx, stagedSink{in.s.Blobs.NewBlockSink(in.req.DumpPath), in.prog.staged}, opts)

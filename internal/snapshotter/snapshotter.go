@@ -158,16 +158,23 @@ func (s *Snapshotter) Create(ctx context.Context, req backup.SnapshotRequest) (b
 	for _, u := range stored.Missing {
 		missing.add(u)
 	}
+	// A dump of a PostgreSQL 16 or later server is made by a pg_dump whose archive Mendix Cloud may
+	// refuse: that comes first, before the warnings about file document rows.
+	dumpWarnings := dump.Warnings()
+	if w := dump.MendixWarning(); w != "" {
+		dumpWarnings = append([]string{w}, dumpWarnings...)
+	}
 	s.Log.Info().Str("dump", req.DumpPath).Int64("dump_blob", verified.Size).Int64("dump_size", res.RawSize).
 		Int("files", len(stored.Entries)).Int("new_files", stored.NewFiles).Int64("new_bytes", stored.NewBytes).
 		Int("store_objects", stored.StoreObjects).Dur("dump_done", dumpEnded).Dur("files_done", filesEnded).
-		Dur("committed", committed).Dur("verified", time.Since(start)).Msg("snapshot written")
+		Dur("committed", committed).Dur("verified", time.Since(start)).Str("pg_dump", dump.PgDumpVersion()).
+		Str("archive_version", dump.ArchiveVersion()).Msg("snapshot written")
 	return backup.SnapshotResult{
 		SizeBytes: res.RawSize + stored.FilesBytes, SHA256: verified.SHA256, DatabaseSizeBytes: dump.DatabaseSize(),
 		DumpSizeBytes: res.RawSize, DumpBlobBytes: verified.Size, FilesBytes: stored.FilesBytes, FilesCount: len(stored.Entries),
 		NewFilesCount: stored.NewFiles, NewFilesBytes: stored.NewBytes, StoredBytes: verified.Size + manifestSize + stored.NewBytes,
 		StoreObjects: stored.StoreObjects, StoreBytes: stored.StoreBytes,
-		Warnings: warnings(dump.Warnings(), missing, env.Files.Container),
+		Warnings: warnings(dumpWarnings, missing, env.Files.Container),
 	}, nil
 }
 
