@@ -146,6 +146,9 @@ func (r *Restorer) restoreDatabase(ctx context.Context, conn pg.Conn, staging st
 	dump := &dumpReader{r: io.TeeReader(gz, counter), prog: prog}
 	res, err := r.DB.Restore(ctx, conn, staging, dump)
 	if err != nil {
+		if errors.Is(err, pg.ErrNoClient) {
+			return databaseResult{}, err // no pg_restore fits the server or the dump; none started
+		}
 		if dump.err != nil && !isTransient(dump.err) {
 			return databaseResult{}, damaged(snap, dump.err) // the stream broke, not pg_restore
 		}
