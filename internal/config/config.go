@@ -3,6 +3,7 @@
 package config
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/mxazure/backups/internal/backup"
 	"github.com/mxazure/backups/internal/ncrontab"
+	"github.com/mxazure/backups/internal/pg"
 	"github.com/mxazure/backups/internal/schedule"
 )
 
@@ -83,11 +85,16 @@ type Config struct {
 	AuthAudience  string
 
 	// Environments' databases: the service's own role (PG_USER; in Azure the managed identity's Entra
-	// role name), its password (PG_PASSWORD; empty in Azure, where an Entra token is used instead) and
-	// where pg_dump/pg_restore 15 are (PG_BIN_DIR).
+	// role name) and its password (PG_PASSWORD; empty in Azure, where an Entra token is used instead).
 	PGUser     string
 	PGPassword Secret
-	PGBinDir   string
+	// PGBinDirs are the PostgreSQL client programs (pg_dump, pg_restore) by major version (PG_BIN_DIRS,
+	// comma-separated <major>=<dir>, default pg.DefaultClients, 15=/usr/lib/postgresql/15/bin): a
+	// server of major M is dumped by the smallest configured major >= M. PG_BIN_DIR, the older form, is
+	// one directory whose major version FromEnv reads from its pg_dump --version; setting both is refused.
+	PGBinDirs pg.Clients
+	// pgBinDirsFrom names the variable PGBinDirs came from, for Validate's messages.
+	pgBinDirsFrom string
 	// PGSSLMode is libpq's sslmode for pgx and pg_dump alike (PG_SSLMODE, default "verify-full").
 	// PGSSLRootCert is the PEM file of the CAs that verify the servers (PG_SSLROOTCERT); with verify-ca or
 	// verify-full it defaults to the OS bundle, DefaultSSLRootCert. It must be a file: pg_dump 15 knows
@@ -164,7 +171,6 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		PGPassword:                 Secret(getenv("PG_PASSWORD")),
 		PGSSLMode:                  orDefault(getenv("PG_SSLMODE"), "verify-full"),
 		PGSSLRootCert:              getenv("PG_SSLROOTCERT"),
-		PGBinDir:                   orDefault(getenv("PG_BIN_DIR"), "/usr/lib/postgresql/15/bin"),
 		NightlySchedule:            orDefault(getenv("NIGHTLY_SCHEDULE"), DefaultNightlySchedule),
 		WeeklySchedule:             orDefault(getenv("WEEKLY_SCHEDULE"), DefaultWeeklySchedule),
 		MonthlySchedule:            orDefault(getenv("MONTHLY_SCHEDULE"), DefaultMonthlySchedule),
@@ -178,6 +184,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("FUNCTIONS_CUSTOMHANDLER_PORT: %q is not a number", port))
 		}
 		c.Port = p
+	}
+	if err := c.readBinDirs(getenv("PG_BIN_DIRS"), getenv("PG_BIN_DIR")); err != nil {
+		errs = append(errs, err)
 	}
 	if c.PGSSLRootCert == "" && strings.HasPrefix(c.PGSSLMode, "verify-") {
 		c.PGSSLRootCert = DefaultSSLRootCert
@@ -227,6 +236,62 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		errs = append(errs, fmt.Errorf("KEEP_LAST_GOOD_SNAPSHOT: %q must be true or false", v))
 	}
 	return c, errors.Join(errs...)
+}
+
+// readBinDirs fills PGBinDirs from PG_BIN_DIRS (dirs) or PG_BIN_DIR (dir), of which one at most may be
+// set; PG_BIN_DIR's major version is its pg_dump's. Validate checks the directories.
+func (c *Config) readBinDirs(dirs, dir string) error {
+	switch {
+	case dirs != "" && dir != "":
+		c.pgBinDirsFrom = "PG_BIN_DIRS"
+		return errors.New("PG_BIN_DIRS and PG_BIN_DIR: set one or the other, not both (PG_BIN_DIR is the older form of one PG_BIN_DIRS entry)")
+	case dir != "":
+		c.pgBinDirsFrom = "PG_BIN_DIR"
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, major, err := pg.ClientVersion(ctx, dir)
+		if err != nil {
+			return fmt.Errorf("PG_BIN_DIR: %w (PG_BIN_DIRS lists <major>=<dir> without running it)", err)
+		}
+		c.PGBinDirs = pg.Clients{{Major: major, Dir: dir}}
+		return nil
+	}
+	c.pgBinDirsFrom = "PG_BIN_DIRS"
+	clients, err := pg.ParseClients(orDefault(dirs, pg.DefaultClients))
+	if err != nil {
+		return fmt.Errorf("PG_BIN_DIRS: %w", err)
+	}
+	c.PGBinDirs = clients
+	return nil
+}
+
+// checkBinDirs reports what makes PGBinDirs unusable: no entry, a major version out of range or
+// repeated (a Config written by hand), a directory without pg_dump and pg_restore of its major version.
+func (c Config) checkBinDirs(bad func(format string, args ...any)) {
+	name := orDefault(c.pgBinDirsFrom, "PG_BIN_DIRS")
+	if len(c.PGBinDirs) == 0 {
+		bad("%s: lists no PostgreSQL client programs; want <major>=<dir>, like %s", name, pg.DefaultClients)
+		return
+	}
+	seen := map[int]bool{}
+	for _, cl := range c.PGBinDirs {
+		switch {
+		case cl.Major < pg.MinClientMajor || cl.Major > pg.MaxClientMajor:
+			bad("%s: PostgreSQL %d (%s) is not a major version from %d to %d", name, cl.Major, cl.Dir, pg.MinClientMajor, pg.MaxClientMajor)
+			return
+		case seen[cl.Major]:
+			bad("%s: PostgreSQL %d appears twice", name, cl.Major)
+			return
+		}
+		seen[cl.Major] = true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, cl := range c.PGBinDirs {
+		if err := (pg.Clients{cl}).Check(ctx); err != nil {
+			bad("%s: %v", name, err)
+		}
+	}
 }
 
 // Defaults of the schedule settings (UTC: the timers' schedules are read in UTC). Day-of-month and
@@ -337,6 +402,7 @@ func (c Config) Validate() error {
 			bad("PG_SSLROOTCERT: %v", err)
 		}
 	}
+	c.checkBinDirs(bad)
 	if c.PGAllowedHosts.IsZero() {
 		bad("PG_ALLOWED_HOSTS: must list the database servers environments may name")
 	}

@@ -247,3 +247,86 @@ func TestScheduleSettings(t *testing.T) {
 		t.Errorf("nightly timer: next %s, want %s", got, want)
 	}
 }
+
+// fakeClientDir writes pg_dump (reporting version) and pg_restore scripts into a new directory.
+func fakeClientDir(t *testing.T, version string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range map[string]string{"pg_dump": `echo "pg_dump (PostgreSQL) ` + version + `"`, "pg_restore": "exit 0"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestPGBinDirs: PG_BIN_DIRS maps majors to directories (default 15=/usr/lib/postgresql/15/bin), and
+// PG_BIN_DIR, the older form, is one directory whose major its pg_dump reports; every entry is checked
+// at start, and each refusal names the variable.
+func TestPGBinDirs(t *testing.T) {
+	d15, d17 := fakeClientDir(t, "15.18"), fakeClientDir(t, "17.10 (Debian 17.10-1.pgdg120+1)")
+	accepted := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"default", nil, "15=/usr/lib/postgresql/15/bin"},
+		{"15 and 17", map[string]string{"PG_BIN_DIRS": "17=" + d17 + ", 15=" + d15}, "15=" + d15 + ",17=" + d17},
+		{"PG_BIN_DIR, the real 15", map[string]string{"PG_BIN_DIR": "/usr/lib/postgresql/15/bin"}, "15=/usr/lib/postgresql/15/bin"},
+		{"PG_BIN_DIR of a 17", map[string]string{"PG_BIN_DIR": d17}, "17=" + d17},
+	}
+	for _, tt := range accepted {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			c, err := load(t, env)
+			if err != nil || c.PGBinDirs.String() != tt.want {
+				t.Errorf("got %v, %v; want %s", c.PGBinDirs, err, tt.want)
+			}
+		})
+	}
+	noRestore := t.TempDir()
+	if err := os.WriteFile(filepath.Join(noRestore, "pg_dump"), []byte("#!/bin/sh\necho 'pg_dump (PostgreSQL) 15.2'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	refused := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"both set", map[string]string{"PG_BIN_DIRS": "15=" + d15, "PG_BIN_DIR": d15}, "PG_BIN_DIRS and PG_BIN_DIR: set one or the other"},
+		{"no major", map[string]string{"PG_BIN_DIRS": d15}, "PG_BIN_DIRS: \"" + d15 + "\" is not <major>=<directory>"},
+		{"major out of range", map[string]string{"PG_BIN_DIRS": "11=" + d15}, "PG_BIN_DIRS: \"11=" + d15 + "\": the major version \"11\" is not a whole number from 12 to 30"},
+		{"major twice", map[string]string{"PG_BIN_DIRS": "15=" + d15 + ",15=" + d17}, "PG_BIN_DIRS: PostgreSQL 15 appears twice"},
+		{"directory missing", map[string]string{"PG_BIN_DIRS": "15=" + d15 + ",17=/nonexistent/17/bin"}, "PG_BIN_DIRS: PostgreSQL 17: stat /nonexistent/17/bin/pg_dump"},
+		{"no pg_restore", map[string]string{"PG_BIN_DIRS": "15=" + noRestore}, "PG_BIN_DIRS: PostgreSQL 15: stat " + noRestore + "/pg_restore"},
+		{"another major than said", map[string]string{"PG_BIN_DIRS": "15=" + d17}, "PG_BIN_DIRS: PostgreSQL 15: " + d17 + "/pg_dump is version 17.10, not 15"},
+		{"PG_BIN_DIR missing", map[string]string{"PG_BIN_DIR": "/nonexistent/bin"}, "PG_BIN_DIR: /nonexistent/bin/pg_dump --version failed"},
+		{"PG_BIN_DIR of an 11", map[string]string{"PG_BIN_DIR": fakeClientDir(t, "11.22")}, "PG_BIN_DIR: PostgreSQL 11 ("},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			_, err := load(t, env)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+	// The start-up log shows the list as it is set.
+	c, err := load(t, validEnv())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	log := zerolog.New(&sb)
+	log.Info().Interface("config", c).Msg("start")
+	if !strings.Contains(sb.String(), `"PGBinDirs":"15=/usr/lib/postgresql/15/bin"`) {
+		t.Errorf("got log %s, want PG_BIN_DIRS in it", sb.String())
+	}
+}

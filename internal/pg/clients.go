@@ -92,6 +92,9 @@ func (cs Clients) String() string {
 	return strings.Join(parts, ",")
 }
 
+// MarshalText is String, so that a logged configuration shows the list as it is set.
+func (cs Clients) MarshalText() ([]byte, error) { return []byte(cs.String()), nil }
+
 // majors names the configured majors for messages: "15", "15 and 17", "14, 15 and 17".
 func (cs Clients) majors() string {
 	names := make([]string, len(cs))
