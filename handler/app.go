@@ -104,7 +104,7 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 	}
 
 	snap := &snapshotter.Snapshotter{
-		Dumper:      &pg.Dumper{BinDir: cfg.PGBinDir, LockWaitTimeout: cfg.PGLockWaitTimeout, Logger: log},
+		Dumper:      &pg.Dumper{Clients: cfg.PGBinDirs, LockWaitTimeout: cfg.PGLockWaitTimeout, Logger: log},
 		Blobs:       a.blobs,
 		Conn:        databaseConn(cfg, credential),
 		FileWorkers: cfg.FileWorkers,
@@ -115,7 +115,7 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 		Log: log,
 	}
 	restores := &restorer.Restorer{
-		DB:    &pg.Restorer{BinDir: cfg.PGBinDir, Logger: log},
+		DB:    &pg.Restorer{Clients: cfg.PGBinDirs, Logger: log},
 		Blobs: a.blobs,
 		Files: &restorer.Files{Blobs: a.blobs, Workers: cfg.FileWorkers, Log: log},
 		Conn:  snap.Conn,
