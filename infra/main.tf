@@ -411,8 +411,8 @@ resource "azurerm_linux_function_app" "this" {
       AUTH_ISSUER_URL      = var.auth_issuer_url
       AUTH_AUDIENCE        = var.auth_audience
       PG_USER              = local.pg_user
-      PG_SSLMODE           = "verify-full"                # with PG_SSLROOTCERT, the Azure root CAs in the image (Dockerfile)
-      PG_BIN_DIR           = "/usr/lib/postgresql/15/bin" # where postgresql-client-15 installs (Dockerfile)
+      PG_SSLMODE           = "verify-full" # with PG_SSLROOTCERT, the Azure root CAs in the image (Dockerfile)
+      PG_BIN_DIRS          = "15=/usr/lib/postgresql/15/bin,17=/usr/lib/postgresql/17/bin"
       PG_LOCK_WAIT_TIMEOUT = var.pg_lock_wait_timeout
       RESTORE_UNDO_HOURS   = tostring(var.restore_undo_hours)
       UPLOAD_LINK_HOURS    = tostring(var.upload_link_hours)
