@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -162,6 +163,25 @@ func TestListDumps(t *testing.T) {
 					t.Fatalf("%s cut at %d of %d bytes: walked as whole (%+v)", name, cut, len(dump), res)
 				}
 			}
+		}
+	})
+
+	t.Run("the header picks pg_restore", func(t *testing.T) {
+		stand17 := fakePgDump17(t)
+		marker := filepath.Join(t.TempDir(), "ran")
+		if err := os.WriteFile(filepath.Join(stand17, "pg_restore"), []byte("#!/bin/sh\ntouch "+marker+"\ncat >/dev/null\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		both := &Dumper{Clients: Clients{{Major: 15, Dir: c.BinDir}, {Major: 17, Dir: stand17}}, Logger: d.Logger}
+		if res, err := checkDump(t, both, dumps["-Z6"]); err != nil || res.Tables != 3 {
+			t.Errorf("archive 1.14 with 15 and 17: %+v, %v; want pg_restore 15's acceptance", res, err)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Fatal("pg_restore 17 listed an archive of version 1.14; 15's should have")
+		}
+		_, _ = checkDump(t, both, patchVersion(dumps["-Z6"], 1, 16)) // the stand-in's listing proves nothing
+		if _, err := os.Stat(marker); err != nil {
+			t.Errorf("pg_restore 17 did not list an archive of version 1.16: %v", err)
 		}
 	})
 
