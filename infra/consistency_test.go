@@ -21,6 +21,8 @@ var absentInAzure = map[string]string{
 	"FUNCTIONS_HTTPWORKER_PORT":    "legacy name of the port, set by older hosts",
 	// Set by the image (infra/Dockerfile ENV), next to the bundle it names.
 	"PG_SSLROOTCERT": "set by infra/Dockerfile to the Azure root CAs it installs",
+	// The older single-directory form: infra sets PG_BIN_DIRS, and config refuses both.
+	"PG_BIN_DIR": "older form of one PG_BIN_DIRS entry; infra sets PG_BIN_DIRS and config refuses both set",
 	// Defaults that suit Azure; an operator overrides them through var.extra_app_settings.
 	"PG_ALLOWED_HOSTS":          "defaults to Azure Flexible Server (.postgres.database.azure.com)",
 	"SHUTDOWN_TIMEOUT":          "default 25s fits the host's shutdown grace",
