@@ -306,10 +306,10 @@ resource "azurerm_service_plan" "this" {
   tags                         = var.tags
 }
 
-# A custom container, because the worker must run pg_dump/pg_restore of PostgreSQL 15 exactly: Mendix
-# Cloud accepts custom-format archives of version 1.14, which is what pg_dump 15 writes (16 writes 1.15).
+# A custom container, because the worker runs pg_dump/pg_restore: those of PostgreSQL 15 for servers up
+# to 15 (archive version 1.14, which Mendix Cloud accepts), those of 17 for servers 16 and 17 (PG_BIN_DIRS).
 # The stock Functions images have no PostgreSQL client at all. The image (infra/Dockerfile) is the
-# Functions base image + postgresql-client-15 + the `make package` output in /home/site/wwwroot.
+# Functions base image + postgresql-client-15 and -17 + the `make package` output in /home/site/wwwroot.
 resource "azurerm_linux_function_app" "this" {
   name                = local.function_app_name
   resource_group_name = local.rg_name
