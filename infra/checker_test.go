@@ -40,13 +40,8 @@ type codeFacts struct {
 	HostSettings map[string]string
 }
 
-// Service Bus limits the checks rely on.
-const (
-	// maxLockDuration is the longest peek-lock Service Bus grants.
-	maxLockDuration = 5 * time.Minute
-	// defaultLockDuration is what a queue or subscription gets without lock_duration.
-	defaultLockDuration = time.Minute
-)
+// maxLockDuration is the longest peek-lock Service Bus grants.
+const maxLockDuration = 5 * time.Minute
 
 // problems collects the sentences of the failures.
 type problems []string

@@ -128,15 +128,6 @@ func (tf *terraform) ofType(typ string) []*resource {
 	return out
 }
 
-func (tf *terraform) get(addr string) *resource {
-	for _, r := range tf.resources {
-		if r.addr() == addr {
-			return r
-		}
-	}
-	return nil
-}
-
 // named finds the resource of that type whose name attribute is the literal name.
 func (tf *terraform) named(typ, name string) *resource {
 	for _, r := range tf.ofType(typ) {

@@ -75,7 +75,7 @@ func ensureInstalled(ctx context.Context, root string, log zerolog.Logger) (laun
 	if installed(root, l, want) {
 		return l, nil
 	}
-	unlock, err := lockInstall(ctx, root)
+	unlock, err := LockInstall(ctx, root)
 	if err != nil {
 		return launcher{}, err
 	}
@@ -146,9 +146,10 @@ func installed(root string, l launcher, want map[string]string) bool {
 	return true
 }
 
-// lockInstall takes an exclusive flock shared by every process installing into root. The lock file
-// lives in the temp dir (not in the repository, and not in node_modules, which npm ci deletes).
-func lockInstall(ctx context.Context, root string) (unlock func(), err error) {
+// LockInstall takes an exclusive flock shared by every process installing npm packages into root
+// (Azurite's installer and pgcluster's embedded server). The lock file lives in the temp dir (not in
+// the repository, and not in node_modules, which npm ci deletes).
+func LockInstall(ctx context.Context, root string) (unlock func(), err error) {
 	sum := sha256.Sum256([]byte(root))
 	path := filepath.Join(os.TempDir(), "devstack-npm-"+hex.EncodeToString(sum[:8])+".lock")
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)

@@ -8,18 +8,15 @@ package pgcluster
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
-	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/mxazure/backups/internal/dev/devstack/azurite"
 )
 
 // EmbeddedPackage is the npm package of the embedded server binaries.
@@ -35,7 +32,7 @@ func EmbeddedBinDir(ctx context.Context, root string, log zerolog.Logger) (strin
 		if err != nil {
 			return "", fmt.Errorf("embedded postgres: %w", err)
 		}
-		if root, err = findRepoRoot(wd); err != nil {
+		if root, err = azurite.FindRepoRoot(wd); err != nil {
 			return "", fmt.Errorf("embedded postgres: %w", err)
 		}
 	}
@@ -48,7 +45,7 @@ func EmbeddedBinDir(ctx context.Context, root string, log zerolog.Logger) (strin
 	if embeddedInstalled(pkg, want) {
 		return bin, nil
 	}
-	unlock, err := lockNpm(ctx, root)
+	unlock, err := azurite.LockInstall(ctx, root)
 	if err != nil {
 		return "", err
 	}
@@ -106,52 +103,4 @@ func embeddedInstalled(pkg, want string) bool {
 		Version string `json:"version"`
 	}
 	return json.Unmarshal(b, &meta) == nil && meta.Version == want
-}
-
-// findRepoRoot walks up from dir to the first directory that holds go.mod.
-func findRepoRoot(dir string) (string, error) {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return "", fmt.Errorf("find repo root: %w", err)
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("find repo root: no go.mod in %s or its parents", dir)
-		}
-	}
-}
-
-// lockNpm takes the exclusive flock that every process installing npm packages into root shares
-// (the same file as Azurite's installer: devstack-npm-<hash of root>.lock in the temp directory).
-func lockNpm(ctx context.Context, root string) (unlock func(), err error) {
-	sum := sha256.Sum256([]byte(root))
-	path := filepath.Join(os.TempDir(), "devstack-npm-"+hex.EncodeToString(sum[:8])+".lock")
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("install lock: %w", err)
-	}
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() {
-				_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-				f.Close()
-			}, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("install lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("install lock %s: %w", path, ctx.Err())
-		case <-tick.C:
-		}
-	}
 }
