@@ -8,9 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
 	"github.com/mxazure/backups/internal/backup"
@@ -60,7 +58,7 @@ func TestAgainstPostgres17(t *testing.T) {
 				t.Errorf("%s: got cause %q, want ErrNoClient, the server's version and the clients for the log", name, err)
 			}
 		}
-		waitNoSessions(t, e)
+		e.assertNoSessions(t, db)
 	})
 
 	t.Run("pg_dump 17 is chosen when configured and the snapshot is warned", func(t *testing.T) {
@@ -83,7 +81,7 @@ func TestAgainstPostgres17(t *testing.T) {
 		if !strings.HasPrefix(dump.ServerVersion(), "17.") {
 			t.Errorf("got server version %q", dump.ServerVersion())
 		}
-		waitNoSessions(t, e)
+		e.assertNoSessions(t, db)
 	})
 
 	t.Run("pg_restore 15 only is refused before it starts", func(t *testing.T) {
@@ -128,29 +126,4 @@ printf 'PGDMP\001\020\000stand-in'
 		}
 	}
 	return dir
-}
-
-// waitNoSessions waits until the server has no session of this package's application name left.
-func waitNoSessions(t *testing.T, e *env) {
-	t.Helper()
-	ctx := testContext(t)
-	conn, err := pgx.Connect(ctx, e.c.DSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var n int
-		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", ApplicationName).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d sessions named %s are still open", n, ApplicationName)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
