@@ -21,6 +21,7 @@ import (
 	"github.com/mxazure/backups/internal/blobstore"
 	"github.com/mxazure/backups/internal/bus"
 	"github.com/mxazure/backups/internal/config"
+	"github.com/mxazure/backups/internal/console"
 	"github.com/mxazure/backups/internal/envelope"
 	"github.com/mxazure/backups/internal/pg"
 	"github.com/mxazure/backups/internal/restorer"
@@ -36,6 +37,7 @@ type app struct {
 	blobs     *blobstore.Store
 	publisher backup.Publisher
 	api       *api.Server
+	console   *console.Handler
 	triggers  *triggers.Dispatcher
 	ready     chan struct{} // closed once storage is initialised (tables and containers exist)
 }
@@ -137,6 +139,13 @@ func newApp(ctx context.Context, cfg config.Config, log zerolog.Logger) (*app, e
 		},
 	})
 
+	// The web console: static files and its sign-in settings; everything it shows comes from the API.
+	if a.console, err = console.New(console.Config{IssuerURL: cfg.AuthIssuerURL, ClientID: cfg.ConsoleClientID,
+		Scopes: cfg.ConsoleScopes, DefaultNamespace: cfg.ConsoleNamespace, Version: cfg.Version,
+		Endpoints: authn.Endpoints, BlobURL: a.blobs.Client().URL(), Log: log}); err != nil {
+		return nil, err
+	}
+
 	a.triggers = triggers.NewDispatcher(log)
 	// Inbound environment and permission events from other services (queue environment-events).
 	a.triggers.Register("EnvironmentEvents", triggers.ServiceBus("msg",
@@ -232,6 +241,9 @@ func (a *app) handler() http.Handler {
 		_, _ = w.Write([]byte(`{"status":"listening"}`))
 	})
 	mux.Handle("/api/health", a.api)
+	// The console needs no storage: it serves files, and the API it calls waits for readiness itself.
+	mux.Handle("/api/console", a.console)
+	mux.Handle("/api/console/", a.console)
 	mux.Handle("/api/", a.whenReady(a.api, apiReadyWait, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "application/problem+json")
 		w.WriteHeader(http.StatusServiceUnavailable)

@@ -93,6 +93,18 @@ resource "azurerm_storage_account" "this" {
     container_delete_retention_policy {
       days = 7
     }
+
+    # The web console (/api/console/) uploads archives from the browser straight to an upload link
+    # (Put Block, Put Block List), so the blob service must allow the app's origin. Only PUT: downloads
+    # are plain navigations, which CORS does not govern. The hostname is computed, not read from the
+    # function app, which depends on this account.
+    cors_rule {
+      allowed_origins    = ["https://${local.function_app_name}.azurewebsites.net"]
+      allowed_methods    = ["PUT", "OPTIONS"]
+      allowed_headers    = ["content-type", "x-ms-blob-type", "x-ms-blob-content-type", "x-ms-version", "x-ms-date", "x-ms-client-request-id"]
+      exposed_headers    = ["etag", "x-ms-request-id", "x-ms-error-code"]
+      max_age_in_seconds = 600
+    }
   }
 
   # No lifecycle management policy on purpose:
@@ -418,6 +430,11 @@ resource "azurerm_linux_function_app" "this" {
       UPLOAD_LINK_HOURS    = tostring(var.upload_link_hours)
       UPLOAD_MAX_BYTES     = tostring(var.upload_max_bytes)
       LOG_LEVEL            = var.log_level
+
+      # The web console's sign-in: its SPA client at the issuer (docs/deploy.md, "The web console").
+      CONSOLE_CLIENT_ID         = var.console_client_id
+      CONSOLE_SCOPES            = var.console_scopes
+      CONSOLE_DEFAULT_NAMESPACE = var.console_default_namespace
 
       # Automatic backups. The host reads the three schedules (function.json: "%NIGHTLY_SCHEDULE%"), in
       # UTC; the handler reads them too, to show each environment's next automatic backup.

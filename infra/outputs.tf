@@ -11,6 +11,11 @@ output "api_base_url" {
   value       = "https://${azurerm_linux_function_app.this.default_hostname}/api/v1"
 }
 
+output "console_url" {
+  description = "The web console; register <console_url>callback as the SPA redirect URI of console_client_id."
+  value       = "https://${azurerm_linux_function_app.this.default_hostname}/api/console/"
+}
+
 output "health_url" {
   value = "https://${azurerm_linux_function_app.this.default_hostname}/api/health"
 }

@@ -182,6 +182,29 @@ variable "auth_audience" {
   }
 }
 
+variable "console_client_id" {
+  description = "CONSOLE_CLIENT_ID: client id of the web console's app registration (an SPA platform with redirect URI https://<function app>.azurewebsites.net/api/console/callback). Empty leaves the console's sign-in off; it then says so."
+  type        = string
+  default     = ""
+}
+
+variable "console_scopes" {
+  description = "CONSOLE_SCOPES: what the console asks for at sign-in, space-separated: openid, profile and the API's scope, e.g. \"openid profile api://<API client id>/access_as_user\", so that the access token's audience is auth_audience."
+  type        = string
+  default     = "openid profile"
+
+  validation {
+    condition     = contains(split(" ", var.console_scopes), "openid")
+    error_message = "console_scopes: must include openid."
+  }
+}
+
+variable "console_default_namespace" {
+  description = "CONSOLE_DEFAULT_NAMESPACE: the namespace the console opens when its link names none (?namespace=...); empty asks the user."
+  type        = string
+  default     = ""
+}
+
 variable "pg_user" {
   description = "PG_USER: the Entra role name of the managed identity on the environments' PostgreSQL Flexible Servers. null: the identity's name, which is what pgaadauth_create_principal and the Entra admin blade use by default."
   type        = string

@@ -57,12 +57,13 @@ type OIDC struct {
 	base     context.Context // values only (never cancelled), for background issuer requests
 	now      func() time.Time
 
-	mu       sync.Mutex
-	verifier *oidc.IDTokenVerifier // set once discovery succeeded
-	inflight chan struct{}         // closed when the running discovery attempt ends
-	lastErr  error                 // why the last discovery attempt failed
-	failures int                   // consecutive failed attempts
-	retryAt  time.Time             // no new attempt before this time
+	mu        sync.Mutex
+	verifier  *oidc.IDTokenVerifier // set once discovery succeeded
+	endpoints Endpoints             // from the same discovery
+	inflight  chan struct{}         // closed when the running discovery attempt ends
+	lastErr   error                 // why the last discovery attempt failed
+	failures  int                   // consecutive failed attempts
+	retryAt   time.Time             // no new attempt before this time
 }
 
 var _ Authenticator = (*OIDC)(nil)
@@ -247,7 +248,7 @@ func (o *OIDC) ensureVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error
 func (o *OIDC) discover(done chan struct{}) {
 	ctx, cancel := context.WithTimeout(o.base, discoveryTimeout)
 	defer cancel()
-	v, err := o.newVerifier(ctx)
+	v, endpoints, err := o.newVerifier(ctx)
 
 	o.mu.Lock()
 	if err != nil {
@@ -257,7 +258,7 @@ func (o *OIDC) discover(done chan struct{}) {
 		o.retryAt = o.now().Add(wait)
 		o.log.Warn().Err(err).Int("attempt", o.failures).Dur("retry_in", wait).Msg("oidc discovery failed")
 	} else {
-		o.verifier = v
+		o.verifier, o.endpoints = v, endpoints
 		o.lastErr = nil
 		o.failures = 0
 		o.log.Info().Msg("oidc discovery done")
@@ -267,35 +268,68 @@ func (o *OIDC) discover(done chan struct{}) {
 	close(done)
 }
 
-// newVerifier fetches the discovery document and builds a verifier on the issuer's JWKS.
-func (o *OIDC) newVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
+// newVerifier fetches the discovery document and builds a verifier on the issuer's JWKS. It also
+// returns the issuer's sign-in endpoints, for the console.
+func (o *OIDC) newVerifier(ctx context.Context) (*oidc.IDTokenVerifier, Endpoints, error) {
 	p, err := oidc.NewProvider(ctx, o.issuer)
 	if err != nil {
-		return nil, fmt.Errorf("discover %s: %w", o.issuer, err)
+		return nil, Endpoints{}, fmt.Errorf("discover %s: %w", o.issuer, err)
 	}
 	var meta struct {
 		JWKSURL string `json:"jwks_uri"`
 	}
 	if err := p.Claims(&meta); err != nil {
-		return nil, fmt.Errorf("read discovery document: %w", err)
+		return nil, Endpoints{}, fmt.Errorf("read discovery document: %w", err)
 	}
 	if meta.JWKSURL == "" {
-		return nil, errors.New("discovery document has no jwks_uri")
+		return nil, Endpoints{}, errors.New("discovery document has no jwks_uri")
 	}
 	jwksURL, err := url.Parse(meta.JWKSURL)
 	if err == nil {
 		err = checkEndpointURL(jwksURL)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("jwks_uri: %w", err)
+		return nil, Endpoints{}, fmt.Errorf("jwks_uri: %w", err)
 	}
+	// Sign-in endpoints are optional for verifying tokens; an issuer without them just cannot sign
+	// users in to the console, which Endpoints reports.
+	endpoints := Endpoints{Authorization: p.Endpoint().AuthURL, Token: p.Endpoint().TokenURL}
 	keys := &keySet{remote: oidc.NewRemoteKeySet(o.base, meta.JWKSURL)}
 	return oidc.NewVerifier(o.issuer, keys, &oidc.Config{
 		ClientID:             o.audience,
 		SupportedSigningAlgs: allowedAlgs,
 		// exp and nbf are checked by checkTimes, with a symmetric ClockSkew and clearer errors.
 		SkipExpiryCheck: true,
-	}), nil
+	}), endpoints, nil
+}
+
+// Endpoints are an issuer's OAuth 2.0 endpoints for signing users in (authorization code with PKCE).
+type Endpoints struct {
+	Authorization string // authorization_endpoint
+	Token         string // token_endpoint
+}
+
+// Endpoints returns the issuer's sign-in endpoints from its discovery document, running discovery if it
+// has not succeeded yet. Errors are *backup.Error: CodeTransient while the issuer is unreachable,
+// CodeInternal when its document names no usable endpoints.
+func (o *OIDC) Endpoints(ctx context.Context) (Endpoints, error) {
+	if _, err := o.ensureVerifier(ctx); err != nil {
+		return Endpoints{}, err
+	}
+	o.mu.Lock()
+	e := o.endpoints
+	o.mu.Unlock()
+	for name, raw := range map[string]string{"authorization_endpoint": e.Authorization, "token_endpoint": e.Token} {
+		u, err := url.Parse(raw)
+		if err == nil {
+			err = checkEndpointURL(u)
+		}
+		if raw == "" || err != nil {
+			return Endpoints{}, backup.Wrap(backup.CodeInternal, fmt.Errorf("discovery document %s %q: %v", name, raw, err),
+				"the identity provider does not offer sign-in for the console")
+		}
+	}
+	return e, nil
 }
 
 // keySet wraps the remote key set to record, in the request context, how the signature check ended.

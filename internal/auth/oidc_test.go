@@ -665,3 +665,53 @@ func TestNewOIDCValidatesConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestEndpoints: the console's sign-in endpoints come from the same discovery as the verifier; an
+// issuer without them, or with a plain-http one on another host, cannot sign users in.
+func TestEndpoints(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		authorize, tok  string
+		wantErrContains string
+	}{
+		{name: "both", authorize: "/authorize", tok: "/token"},
+		{name: "no token endpoint", authorize: "/authorize", wantErrContains: "does not offer sign-in"},
+		{name: "no authorization endpoint", tok: "/token", wantErrContains: "does not offer sign-in"},
+		{name: "plain http elsewhere", authorize: "http://login.example.com/authorize", tok: "/token", wantErrContains: "does not offer sign-in"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mux := http.NewServeMux()
+			srv := httptest.NewServer(mux)
+			t.Cleanup(srv.Close)
+			abs := func(p string) string {
+				if p == "" || strings.HasPrefix(p, "http") {
+					return p
+				}
+				return srv.URL + p
+			}
+			mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+				_ = json.NewEncoder(w).Encode(map[string]any{"issuer": srv.URL, "jwks_uri": srv.URL + "/keys",
+					"authorization_endpoint": abs(tc.authorize), "token_endpoint": abs(tc.tok)})
+			})
+			o := newAuth(t, srv.URL, srv.Client(), newClock())
+			e, err := o.Endpoints(t.Context())
+			if tc.wantErrContains != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErrContains) || backup.CodeOf(err) != backup.CodeInternal {
+					t.Fatalf("got %+v, %v; want an INTERNAL error with %q", e, err, tc.wantErrContains)
+				}
+				return
+			}
+			if err != nil || e.Authorization != srv.URL+"/authorize" || e.Token != srv.URL+"/token" {
+				t.Fatalf("got %+v, %v", e, err)
+			}
+		})
+	}
+	t.Run("issuer down", func(t *testing.T) {
+		srv := httptest.NewServer(http.NotFoundHandler())
+		srv.Close()
+		o := newAuth(t, srv.URL, srv.Client(), newClock())
+		if _, err := o.Endpoints(t.Context()); backup.CodeOf(err) != backup.CodeTransient {
+			t.Fatalf("got %v, want TEMPORARILY_UNAVAILABLE", err)
+		}
+	})
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -83,6 +84,14 @@ type Config struct {
 	// OIDC issuer and audience of the bearer tokens the portal sends (AUTH_ISSUER_URL, AUTH_AUDIENCE).
 	AuthIssuerURL string
 	AuthAudience  string
+	// The web console signs users in with the same issuer: ConsoleClientID is its public client's id
+	// (CONSOLE_CLIENT_ID; empty turns the console's sign-in off, and it says so), ConsoleScopes what it
+	// asks for (CONSOLE_SCOPES, space-separated, default "openid profile"; with Entra ID add the API's
+	// scope, e.g. api://<client id>/access_as_user, so that the access token's audience is the API),
+	// ConsoleNamespace the namespace it opens when its link names none (CONSOLE_DEFAULT_NAMESPACE).
+	ConsoleClientID  string
+	ConsoleScopes    string
+	ConsoleNamespace string
 
 	// Environments' databases: the service's own role (PG_USER; in Azure the managed identity's Entra
 	// role name) and its password (PG_PASSWORD; empty in Azure, where an Entra token is used instead).
@@ -166,6 +175,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		ManagedIdentityClientID:    getenv("AZURE_CLIENT_ID"),
 		AuthIssuerURL:              getenv("AUTH_ISSUER_URL"),
 		AuthAudience:               getenv("AUTH_AUDIENCE"),
+		ConsoleClientID:            getenv("CONSOLE_CLIENT_ID"),
+		ConsoleScopes:              strings.Join(strings.Fields(orDefault(getenv("CONSOLE_SCOPES"), "openid profile")), " "),
+		ConsoleNamespace:           getenv("CONSOLE_DEFAULT_NAMESPACE"),
 		LogLevel:                   orDefault(getenv("LOG_LEVEL"), "info"),
 		PGUser:                     getenv("PG_USER"),
 		PGPassword:                 Secret(getenv("PG_PASSWORD")),
@@ -388,6 +400,14 @@ func (c Config) Validate() error {
 	}
 	if c.AuthAudience == "" {
 		bad("AUTH_AUDIENCE: must be set to the audience (application ID URI or client id) the tokens are issued for")
+	}
+	if c.ConsoleNamespace != "" {
+		if err := backup.ValidateNamespace(c.ConsoleNamespace); err != nil {
+			bad("CONSOLE_DEFAULT_NAMESPACE: %q is not a namespace name (1-63 lowercase letters, digits, dashes)", c.ConsoleNamespace)
+		}
+	}
+	if c.ConsoleClientID != "" && !slices.Contains(strings.Fields(c.ConsoleScopes), "openid") {
+		bad("CONSOLE_SCOPES: must include openid (the console signs users in with OpenID Connect)")
 	}
 	if c.PGUser == "" {
 		bad("PG_USER: must be set to the role the service uses on the environments' PostgreSQL servers")

@@ -81,6 +81,10 @@ func TestInvalidSettingsNameTheVariable(t *testing.T) {
 		{"two service bus modes", func(e map[string]string) { e["SERVICEBUS_NAMESPACE"] = "x.servicebus.windows.net" }, "set exactly one"},
 		{"no issuer", func(e map[string]string) { delete(e, "AUTH_ISSUER_URL") }, "AUTH_ISSUER_URL"},
 		{"no audience", func(e map[string]string) { delete(e, "AUTH_AUDIENCE") }, "AUTH_AUDIENCE"},
+		{"bad console namespace", func(e map[string]string) { e["CONSOLE_DEFAULT_NAMESPACE"] = "Demo_NS" }, "CONSOLE_DEFAULT_NAMESPACE"},
+		{"console scopes without openid", func(e map[string]string) {
+			e["CONSOLE_CLIENT_ID"], e["CONSOLE_SCOPES"] = "console", "profile api://x/access"
+		}, "CONSOLE_SCOPES: must include openid"},
 		{"bad container", func(e map[string]string) { e["SNAPSHOTS_CONTAINER"] = "Snap_Shots" }, "SNAPSHOTS_CONTAINER"},
 		{"bad file-store container", func(e map[string]string) { e["FILE_STORE_CONTAINER"] = "x" }, "FILE_STORE_CONTAINER"},
 		{"one container for both", func(e map[string]string) { e["FILE_STORE_CONTAINER"] = "snapshots" }, "FILE_STORE_CONTAINER"},
