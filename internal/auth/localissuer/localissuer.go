@@ -1,7 +1,17 @@
 // Package localissuer is a small OpenID Connect issuer for `make run` and tests. It serves a discovery
-// document and a JWKS over HTTP and mints RS256 tokens for any subject; it has no login, authorization or
-// token endpoint. The service authenticates its tokens exactly like Entra ID's, through package auth,
-// which trusts plain-http issuers on loopback hosts only.
+// document and a JWKS over HTTP, mints RS256 tokens for any subject, and signs a browser app (the web
+// console) in with the authorization code flow. The service authenticates its tokens exactly like Entra
+// ID's, through package auth, which trusts plain-http issuers on loopback hosts only.
+//
+// # Sign-in
+//
+// The authorization code flow with PKCE (RFC 6749 §4.1, RFC 7636, S256 only) is for public clients, as
+// Entra ID runs it for single-page apps. RegisterClient declares a client: its exact redirect URIs and the
+// audience of its access tokens. There is no login form: AuthorizePath signs in whoever SetSignInUser
+// set, at once, and redirects back with a single-use code valid for a minute; TokenPath redeems it for an
+// access token and an id token (aud the client ID, with the request's nonce), each living
+// SetAccessTokenTTL. The token endpoint answers CORS requests from the origins of registered redirect
+// URIs; there are no refresh tokens, a client signs in again.
 //
 // # Key file
 //
@@ -72,6 +82,10 @@ type Issuer struct {
 	issuer string
 	keys   []signingKey // oldest first; the last one signs
 	info   os.FileInfo  // of the key file when keys were read; nil for in-memory keys
+
+	flow flowState // the authorization code flow's clients, user and codes (authorize.go)
+	// now is the clock of authorization code expiry; nil means time.Now. Tests set it before serving.
+	now func() time.Time
 }
 
 // New loads (or creates) the key file and returns the issuer.
@@ -217,16 +231,22 @@ func (i *Issuer) Token(req TokenRequest) (string, error) {
 	return jws.CompactSerialize()
 }
 
-// Handler serves DiscoveryPath and JWKSPath. Mount it at the root of the issuer URL (behind
-// http.StripPrefix when the issuer URL has a path).
+// Handler serves DiscoveryPath, JWKSPath, AuthorizePath and TokenPath. Mount it at the root of the
+// issuer URL (behind http.StripPrefix when the issuer URL has a path).
 func (i *Issuer) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+DiscoveryPath, i.serveDiscovery)
 	mux.HandleFunc("GET "+JWKSPath, i.serveJWKS)
+	mux.HandleFunc("GET "+AuthorizePath, i.serveAuthorize)
+	mux.HandleFunc("POST "+AuthorizePath, i.serveAuthorize)
+	mux.HandleFunc("POST "+TokenPath, i.serveToken)
+	mux.HandleFunc("OPTIONS "+TokenPath, i.serveTokenPreflight)
 	return mux
 }
 
 func (i *Issuer) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
+	// Public metadata: any page may read it, as Entra's.
+	w.Header().Set("Access-Control-Allow-Origin", "*")
 	issuer := i.URL()
 	if issuer == "" {
 		http.Error(w, "issuer URL not set", http.StatusServiceUnavailable)
@@ -235,14 +255,22 @@ func (i *Issuer) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, map[string]any{
 		"issuer":                                issuer,
 		"jwks_uri":                              issuer + JWKSPath,
+		"authorization_endpoint":                issuer + AuthorizePath,
+		"token_endpoint":                        issuer + TokenPath,
 		"id_token_signing_alg_values_supported": []string{string(jose.RS256)},
-		"response_types_supported":              []string{"id_token"},
+		"response_types_supported":              []string{"code", "id_token"},
+		"response_modes_supported":              []string{"query"},
+		"grant_types_supported":                 []string{"authorization_code"},
+		"code_challenge_methods_supported":      []string{"S256"},
+		"scopes_supported":                      []string{"openid", "profile"},
+		"token_endpoint_auth_methods_supported": []string{"none"},
 		"subject_types_supported":               []string{"public"},
-		"claims_supported":                      []string{"iss", "sub", "aud", "exp", "nbf", "iat", "oid", "name"},
+		"claims_supported":                      []string{"iss", "sub", "aud", "exp", "nbf", "iat", "oid", "name", "nonce"},
 	})
 }
 
 func (i *Issuer) serveJWKS(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
 	i.mu.Lock()
 	err := i.refreshLocked()
 	keys := i.keys
@@ -258,15 +286,18 @@ func (i *Issuer) serveJWKS(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, set)
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+func writeJSON(w http.ResponseWriter, v any) { writeJSONStatus(w, http.StatusOK, v) }
+
+func writeJSONStatus(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
 		http.Error(w, "encode response", http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	// No caching, so that a rotation is visible at once.
+	// No caching, so that a rotation is visible at once, and tokens are not kept (RFC 6749 §5.1).
 	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
 

@@ -231,7 +231,8 @@ func TestHandlerRoutes(t *testing.T) {
 		path   string
 		want   int
 	}{
-		{name: "unknown path", iss: unset, method: http.MethodGet, path: "/token", want: http.StatusNotFound},
+		{name: "unknown path", iss: unset, method: http.MethodGet, path: "/userinfo", want: http.StatusNotFound},
+		{name: "get token endpoint", iss: unset, method: http.MethodGet, path: TokenPath, want: http.StatusMethodNotAllowed},
 		{name: "post to jwks", iss: unset, method: http.MethodPost, path: JWKSPath, want: http.StatusMethodNotAllowed},
 		{name: "discovery before issuer is known", iss: unset, method: http.MethodGet, path: DiscoveryPath, want: http.StatusServiceUnavailable},
 		{name: "jwks without issuer", iss: unset, method: http.MethodGet, path: JWKSPath, want: http.StatusOK},
