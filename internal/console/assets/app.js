@@ -272,7 +272,8 @@ function renderPage() {
       h("h2", {}, "Activity log"),
       h("table", { class: "responsive", id: "activity" },
         h("thead", {}, h("tr", {}, ["Time", "Action", "Status", "By", "Message"].map((c) => h("th", { scope: "col" }, c)))),
-        h("tbody", {}))),
+        h("tbody", {})),
+      h("p", { class: "muted", id: "activity-empty" }, "Nothing happened to this environment yet.")),
     h("section", { class: "card", id: "environments-card" },
       h("h2", {}, "Environments"),
       h("table", { class: "responsive", id: "environments" },
@@ -412,6 +413,7 @@ function updateActivity() {
     cell("Status", badge(a.status)),
     cell("By", me && a.actor === me.subject ? "you" : a.actor),
     cell("Message", a.message || "—"))));
+  document.getElementById("activity-empty").hidden = state.activity.length > 0;
 }
 
 function updateEnvironments() {

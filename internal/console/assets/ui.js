@@ -30,7 +30,9 @@ export function clear(el, ...children) {
   return el;
 }
 
-const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const dateFormat = new Intl.DateTimeFormat(undefined, {
+  year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short",
+});
 export function formatTime(iso) {
   if (!iso) return "—";
   const d = new Date(iso);

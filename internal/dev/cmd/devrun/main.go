@@ -159,6 +159,7 @@ func run(args []string) error {
 	}
 	fmt.Printf(`
 The backup service is running.
+  Web console:                 %[14]s  (signs in as the demo user)
   API (local Functions host):  %[1]s/api
   Health:                      %[1]s/api/health
   OpenAPI:                     %[1]s/api/v1/openapi.json
@@ -176,7 +177,7 @@ These addresses (except %[1]s) change with every run; %[11]s has them too.
 Ctrl-C stops everything.
 `, st.URL, st.IssuerURL, st.Azurite.BlobURL, st.Azurite.TableURL, st.Postgres.Port, st.Postgres.Password,
 		demo.Namespace, demo.EnvironmentID, stack.DemoUserID, st.Azurite.ConnectionString(), filepath.Join(stateDir, runFile),
-		runSnapshotsContainer, runFileStoreContainer)
+		runSnapshotsContainer, runFileStoreContainer, st.ConsoleURL())
 	<-ctx.Done()
 	return nil
 }

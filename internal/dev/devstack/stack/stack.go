@@ -26,6 +26,9 @@ import (
 // Audience is the token audience the local service accepts.
 const Audience = "api://mendix-backups"
 
+// ConsoleClientID is the web console's client at the local issuer (CONSOLE_CLIENT_ID).
+const ConsoleClientID = "mendix-backups-console"
+
 // Service role on the PostgreSQL cluster: what the handler connects as (PG_USER).
 const (
 	serviceRole     = "backups_service"
@@ -129,6 +132,8 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		"STORAGE_CONNECTION_STRING": conn,
 		"AUTH_ISSUER_URL":           st.IssuerURL,
 		"AUTH_AUDIENCE":             Audience,
+		"CONSOLE_CLIENT_ID":         ConsoleClientID,
+		"CONSOLE_DEFAULT_NAMESPACE": DemoNamespace,
 		"PG_USER":                   serviceRole,
 		"PG_PASSWORD":               serviceRolePass,
 		"PG_SSLMODE":                "disable",
@@ -168,7 +173,7 @@ func (st *Stack) startHost(ctx context.Context, env map[string]string) error {
 		return fmt.Errorf("local functions host: %w", err)
 	}
 	st.Host, st.URL = h, h.URL()
-	return nil
+	return st.enableConsole(ctx)
 }
 
 // RestartHost replaces the local Functions host (and so the handler) by one whose handler settings are
