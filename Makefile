@@ -11,11 +11,13 @@ TEST_TIMEOUT ?= 45m
 
 all: build
 
-# npm packages (Azurite) pinned by package-lock.json; reinstalled only when the lock changes.
+# npm packages (Azurite, axe-core) pinned by package-lock.json; reinstalled only when the lock changes.
+# Chromium (Debian's package) for the console's browser tests, installed when missing.
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 deps: node_modules/.package-lock.json
 	$(GO) mod download
+	internal/dev/setup/ensure-chromium
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/handler ./handler
