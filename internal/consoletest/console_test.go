@@ -294,6 +294,13 @@ func TestConsole(t *testing.T) {
 	}
 
 	t.Log("create a backup with a comment and watch it finish")
+	// Record every status the rows show, to see the list update by itself while the backup runs.
+	p.eval(`(() => { window.seenStatuses = [];
+		new MutationObserver(() => document.querySelectorAll("#snapshots tbody tr").forEach((tr) => {
+			const s = tr.dataset.status + (tr.querySelector("progress") ? "+progress" : "");
+			if (window.seenStatuses[window.seenStatuses.length - 1] !== s) window.seenStatuses.push(s);
+		})).observe(document.querySelector("#snapshots tbody"), {subtree: true, childList: true, attributes: true});
+		return true; })()`, nil)
 	p.click("#create-backup")
 	p.run(chromedp.SendKeys(chromedp.CSS("#backup-comment"), "before the upgrade"))
 	p.click("#create-backup-confirm")
@@ -303,6 +310,11 @@ func TestConsole(t *testing.T) {
 	p.waitFor("Create Backup disabled while it runs", `document.getElementById("create-backup").disabled || document.querySelector("#snapshots tbody tr").dataset.status === "Finished"`, 10*time.Second)
 	p.waitSnapshot(manual, "Finished", 2*time.Minute)
 	p.waitFor("Create Backup enabled again", `!document.getElementById("create-backup").disabled`, 30*time.Second)
+	var seen []string
+	p.eval(`window.seenStatuses`, &seen)
+	if len(seen) < 2 || seen[0] != "Processing+progress" || seen[len(seen)-1] != "Finished" {
+		t.Errorf("the row's status went %v, want Processing with its progress, then Finished, without a reload", seen)
+	}
 	p.shot("02-backups")
 	p.accessible("the main page")
 
@@ -458,6 +470,10 @@ func TestConsole(t *testing.T) {
 		t.Errorf("the deleted snapshot answers %d, want 404", status)
 	}
 
+	p.waitFor("two backups listed", `document.querySelectorAll("#snapshots tbody tr").length === 2`, 10*time.Second)
+	p.waitFor("the messages gone", `document.querySelectorAll(".toast").length === 0`, 10*time.Second)
+	p.shot("10-backups")
+
 	t.Log("an expired session asks to sign in again and keeps the page")
 	st.Issuer.SetAccessTokenTTL(8 * time.Second)
 	p.run(chromedp.Reload())
@@ -467,7 +483,7 @@ func TestConsole(t *testing.T) {
 	p.snapshotOption(uploaded, "Details")
 	p.waitFor("the session dialog", `document.getElementById("session-dialog").open`, 30*time.Second)
 	p.waitFor("the page still showing its backups", fmt.Sprintf(`document.querySelector('tr[data-snapshot-id=%q]')`, manual), time.Second)
-	p.shot("10-session-expired")
+	p.shot("11-session-expired")
 	p.clickText("#session-dialog", "Sign in again")
 	p.waitFor("the session renewed", `!document.getElementById("session-dialog").open`, time.Minute)
 	p.waitFor("the details that waited", `document.getElementById("snapshot-details")`, 30*time.Second)
@@ -486,7 +502,7 @@ func TestConsole(t *testing.T) {
 	if overflow > 0 {
 		t.Errorf("at 390 px the page is %d px wider than the screen", overflow)
 	}
-	p.shot("11-narrow")
+	p.shot("12-narrow")
 	p.accessible("the page at 390 px")
 	if err := b.SetViewport(1280, 900); err != nil {
 		t.Fatal(err)
@@ -499,7 +515,7 @@ func TestConsole(t *testing.T) {
 	if got := p.text("#no-access"); !strings.Contains(got, "No access") || !strings.Contains(got, "Manage Apps Backups") {
 		t.Errorf("no-access page: %q", got)
 	}
-	p.shot("12-no-access")
+	p.shot("13-no-access")
 	p.accessible("the no-access page")
 
 	for _, e := range b.ConsoleErrors() {

@@ -33,6 +33,8 @@ function currentEnv() { return state.envs.find((e) => e.environment_id === state
 async function boot() {
   initDialog();
   document.getElementById("session-sign-in").addEventListener("click", renewFromDialog);
+  // Escape would close the dialog and leave the waiting calls stuck: only signing in closes it.
+  document.getElementById("session-dialog").addEventListener("cancel", (e) => e.preventDefault());
   document.getElementById("sign-out").addEventListener("click", () => { auth.signOut(); showSignedOut(); });
   if (window.name === auth.POPUP_NAME && auth.callbackParams()) {
     // A renewal popup back from the issuer: its opener reads the code from this URL and closes it.

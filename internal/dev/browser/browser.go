@@ -17,6 +17,7 @@ import (
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -174,6 +175,17 @@ func (b *Browser) onTargetEvent(ev any) {
 		if e.Type == runtime.ConsoleAPICalledTypeError {
 			b.record(msg)
 		}
+	case *cdplog.EventEntryAdded:
+		// The browser's own log: blocked loads and connections (CSP violations) and failed requests.
+		if e.Entry == nil || e.Entry.Level != cdplog.EntryLevelError {
+			return
+		}
+		msg := fmt.Sprintf("browser log (%s): %s", e.Entry.Source, e.Entry.Text)
+		if e.Entry.URL != "" {
+			msg += " [" + e.Entry.URL + "]"
+		}
+		b.logf("page: %s", msg)
+		b.record(msg)
 	case *runtime.EventExceptionThrown:
 		d := e.ExceptionDetails
 		msg := "uncaught exception: " + d.Text
@@ -191,7 +203,8 @@ func (b *Browser) record(msg string) {
 	b.mu.Unlock()
 }
 
-// ConsoleErrors returns what the page logged as errors and its uncaught exceptions, so far.
+// ConsoleErrors returns what the page logged as errors, its uncaught exceptions and the browser's
+// errors about it (Content-Security-Policy violations, failed requests), so far.
 func (b *Browser) ConsoleErrors() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()

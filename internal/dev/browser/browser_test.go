@@ -101,15 +101,18 @@ func TestConsoleErrorsAreRecorded(t *testing.T) {
 	srv := serve(t, map[string]string{
 		"/": `<!doctype html><html lang="en"><head><title>p</title><script src="/app.js"></script></head><body></body></html>`,
 		"/app.js": `console.error("broken on purpose"); console.log("not an error");
-setTimeout(() => { throw new Error("thrown on purpose"); }, 0);`,
+setTimeout(() => { throw new Error("thrown on purpose"); }, 0);
+fetch("http://127.0.0.1:9/elsewhere").catch(() => {});`,
 	})
 	navigate(t, b, srv.URL+"/")
 	deadline := time.Now().Add(10 * time.Second)
-	for len(b.ConsoleErrors()) < 2 && time.Now().Before(deadline) {
+	for len(b.ConsoleErrors()) < 3 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	got := strings.Join(b.ConsoleErrors(), "\n")
-	if !strings.Contains(got, "broken on purpose") || !strings.Contains(got, "thrown on purpose") || strings.Contains(got, "not an error") {
+	// The fetch to another origin breaks the policy's connect-src ('none' by default-src).
+	if !strings.Contains(got, "broken on purpose") || !strings.Contains(got, "thrown on purpose") ||
+		!strings.Contains(got, "Content Security Policy") || strings.Contains(got, "not an error") {
 		t.Errorf("console errors:\n%s", got)
 	}
 }
