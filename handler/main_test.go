@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -124,6 +125,22 @@ func TestServesProbeAndStopsOnSIGTERM(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Content-Type") != "application/problem+json" {
 		t.Errorf("unclean path: %d %s, want 400 application/problem+json", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	// The console is routed to its own handler: the page, and the redirect to it.
+	for path, want := range map[string]int{"/api/console/": 200, "/api/console": 301, "/api/console/config.json": 200} {
+		resp, err := noRedirect.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || resp.Header.Get("Content-Security-Policy") == "" {
+			t.Errorf("GET %s: %d (CSP %q), want %d with the console's policy: %.200s", path, resp.StatusCode, resp.Header.Get("Content-Security-Policy"), want, body)
+		}
+		// Without CONSOLE_CLIENT_ID the page's settings say why nobody can sign in.
+		if path == "/api/console/config.json" && !strings.Contains(string(body), "CONSOLE_CLIENT_ID") {
+			t.Errorf("config.json without a client id: %s", body)
+		}
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

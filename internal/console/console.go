@@ -123,6 +123,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rest, ok := strings.CutPrefix(r.URL.Path, Prefix)
 	switch {
 	case r.URL.Path == strings.TrimSuffix(Prefix, "/"):
+		h.securityHeaders(w, "")
 		target := Prefix
 		if r.URL.RawQuery != "" {
 			target += "?" + r.URL.RawQuery

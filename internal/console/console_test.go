@@ -91,8 +91,9 @@ func TestRoutes(t *testing.T) {
 func TestRedirectKeepsQuery(t *testing.T) {
 	h := newTestHandler(t, Config{ClientID: "console"})
 	resp := get(t, h, "GET", "/api/console?namespace=demo", nil)
-	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "/api/console/?namespace=demo" {
-		t.Fatalf("got %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "/api/console/?namespace=demo" ||
+		resp.Header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("got %d Location %q CSP %q", resp.StatusCode, resp.Header.Get("Location"), resp.Header.Get("Content-Security-Policy"))
 	}
 }
 
