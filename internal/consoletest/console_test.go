@@ -449,13 +449,36 @@ func TestConsole(t *testing.T) {
 	}
 	p.closeDialog()
 
+	t.Log("an error from the API is shown as its title and sentence: a restore into a running app")
+	if err := st.SetDemoState(context.Background(), demo.TestEnvironmentID, "Running"); err != nil {
+		t.Fatal(err)
+	}
+	p.run(chromedp.Reload())
+	p.waitFor("the page again", fmt.Sprintf(`document.querySelector('tr[data-snapshot-id=%q]')`, manual), time.Minute)
+	p.snapshotOption(manual, "Restore")
+	p.run(chromedp.SetValue(chromedp.CSS("#restore-target"), demo.TestEnvironmentID))
+	p.eval(`document.getElementById("restore-target").dispatchEvent(new Event("change")), true`, nil)
+	if n := p.text("#restore-notes"); !strings.Contains(n, "test is Running") {
+		t.Errorf("no warning that the target runs: %q", n)
+	}
+	p.click("#restore-confirm")
+	p.waitFor("the refusal", `document.querySelector("#dialog .problem")`, 30*time.Second)
+	if got := p.text("#dialog .problem"); !strings.Contains(got, "Invalid state") || !strings.Contains(got, "stop the app first") || strings.ContainsAny(got, "{}") {
+		t.Errorf("the refusal shows %q, want the problem's title and detail", got)
+	}
+	p.shot("09-restore-refused")
+	p.clickText("#dialog .actions", "Cancel")
+	if err := st.SetDemoState(context.Background(), demo.TestEnvironmentID, "Stopped"); err != nil {
+		t.Fatal(err)
+	}
+
 	t.Log("the target's activity log shows the restore FINISHED and the undo")
 	p.run(chromedp.SetValue(chromedp.CSS("#environment"), demo.TestEnvironmentID))
 	p.eval(`document.getElementById("environment").dispatchEvent(new Event("change")), true`, nil)
 	p.waitFor("the test environment's activity", `[...document.querySelectorAll("#activity tbody tr")].some((tr) => tr.innerText.includes("Restore") && tr.innerText.includes("FINISHED"))`, 30*time.Second)
 	p.waitFor("the undo in its activity", `[...document.querySelectorAll("#activity tbody tr")].some((tr) => tr.innerText.includes("Undo") && tr.innerText.includes("FINISHED"))`, 30*time.Second)
 	p.waitFor("the restore in its restore list, undone", `[...document.querySelectorAll("#restores tbody tr")].some((tr) => tr.dataset.undoState === "completed")`, 30*time.Second)
-	p.shot("09-activity")
+	p.shot("10-activity")
 	p.run(chromedp.SetValue(chromedp.CSS("#environment"), demo.EnvironmentID))
 	p.eval(`document.getElementById("environment").dispatchEvent(new Event("change")), true`, nil)
 	p.waitFor("the demo environment's backups", fmt.Sprintf(`document.querySelector('tr[data-snapshot-id=%q]')`, manual), 30*time.Second)
@@ -472,7 +495,7 @@ func TestConsole(t *testing.T) {
 
 	p.waitFor("two backups listed", `document.querySelectorAll("#snapshots tbody tr").length === 2`, 10*time.Second)
 	p.waitFor("the messages gone", `document.querySelectorAll(".toast").length === 0`, 10*time.Second)
-	p.shot("10-backups")
+	p.shot("11-backups")
 
 	t.Log("an expired session asks to sign in again and keeps the page")
 	st.Issuer.SetAccessTokenTTL(8 * time.Second)
@@ -483,7 +506,7 @@ func TestConsole(t *testing.T) {
 	p.snapshotOption(uploaded, "Details")
 	p.waitFor("the session dialog", `document.getElementById("session-dialog").open`, 30*time.Second)
 	p.waitFor("the page still showing its backups", fmt.Sprintf(`document.querySelector('tr[data-snapshot-id=%q]')`, manual), time.Second)
-	p.shot("11-session-expired")
+	p.shot("12-session-expired")
 	p.clickText("#session-dialog", "Sign in again")
 	p.waitFor("the session renewed", `!document.getElementById("session-dialog").open`, time.Minute)
 	p.waitFor("the details that waited", `document.getElementById("snapshot-details")`, 30*time.Second)
@@ -502,7 +525,7 @@ func TestConsole(t *testing.T) {
 	if overflow > 0 {
 		t.Errorf("at 390 px the page is %d px wider than the screen", overflow)
 	}
-	p.shot("12-narrow")
+	p.shot("13-narrow")
 	p.accessible("the page at 390 px")
 	if err := b.SetViewport(1280, 900); err != nil {
 		t.Fatal(err)
@@ -515,13 +538,14 @@ func TestConsole(t *testing.T) {
 	if got := p.text("#no-access"); !strings.Contains(got, "No access") || !strings.Contains(got, "Manage Apps Backups") {
 		t.Errorf("no-access page: %q", got)
 	}
-	p.shot("13-no-access")
+	p.shot("14-no-access")
 	p.accessible("the no-access page")
 
 	for _, e := range b.ConsoleErrors() {
-		// The refusals the test caused on purpose are logged by Chromium as failed loads; anything else
-		// (an exception, a blocked script or connection) is a fault of the page.
-		if strings.Contains(e, "status of 401") || strings.Contains(e, "status of 403") {
+		// The refusals the test caused on purpose (no access, a restore into a running app) are logged by
+		// Chromium as failed loads; anything else (an exception, a blocked script or connection, a 401
+		// the session renewal should have prevented) is a fault of the page.
+		if strings.Contains(e, "status of 403") || strings.Contains(e, "status of 409") {
 			continue
 		}
 		t.Errorf("the page logged an error: %s", e)

@@ -23,6 +23,7 @@ const state = {
   restores: [],
   activity: [],
   pollTimer: null,
+  refreshes: 0, // how many refreshes started: the newest one's number
   loadError: null,
 };
 
@@ -179,6 +180,9 @@ function showNoAccess(err) {
 // runs.
 async function refresh() {
   stopPolling();
+  // Refreshes overlap (a poll, an action's own refresh): only the newest one may write the state and
+  // poll on, so answers never arrive out of order and there is one polling loop.
+  const generation = ++state.refreshes;
   const env = currentEnv();
   if (!env) return;
   const p = envPath(state.ns, env.environment_id);
@@ -190,7 +194,7 @@ async function refresh() {
       api("GET", `${p}/restores?limit=10`),
       api("GET", `${p}/activity?limit=20`),
     ]);
-    if (env.environment_id !== state.envId) return; // the user chose another environment meanwhile
+    if (generation !== state.refreshes) return; // a newer refresh (or another environment) took over
     state.envs = envs.environments;
     state.settings = settings;
     state.snapshots = snaps.snapshots;
@@ -199,6 +203,7 @@ async function refresh() {
     state.activity = activity.entries;
     state.loadError = null;
   } catch (err) {
+    if (generation !== state.refreshes) return;
     if (err instanceof ApiError && err.status === 403) return showNoAccess(err);
     state.loadError = err;
   }

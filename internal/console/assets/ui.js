@@ -91,16 +91,14 @@ export function toast(message) {
 }
 
 // The one dialog for actions. openDialog replaces its content and shows it modally; the returned
-// object lets the action update the body while it runs.
+// object lets the action update the body while it runs, and tells it when the user closed the dialog.
 const dialog = () => document.getElementById("dialog");
-let onDialogClose = null;
 
-export function openDialog(title, body, actions, onClose) {
+export function openDialog(title, body, actions) {
   const d = dialog();
   const bodyEl = h("div", { class: "dialog-body" }, body);
   const actionsEl = h("div", { class: "actions" }, actions);
   clear(d, h("h2", { id: "dialog-title" }, title), bodyEl, actionsEl);
-  onDialogClose = onClose || null;
   if (!d.open) d.showModal();
   const first = d.querySelector("select, input, textarea, button.primary, button");
   if (first) first.focus();
@@ -119,11 +117,10 @@ export function closeDialog() {
 }
 
 export function initDialog() {
+  // The close event comes a task after close(): by then another dialog may have opened, whose content
+  // must stay.
   dialog().addEventListener("close", () => {
-    const f = onDialogClose;
-    onDialogClose = null;
-    clear(dialog());
-    if (f) f();
+    if (!dialog().open) clear(dialog());
   });
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,17 +102,8 @@ func (st *Stack) SeedDemo(ctx context.Context) (*Demo, error) {
 	permissions, _ := json.Marshal(map[string]any{"type": "namespace.permissions", "event_id": "demo-permissions-1",
 		"occurred_at": now, "namespace": DemoNamespace, "principal_id": DemoUserID, "permissions": []string{"ManageAppsBackups", "StopApps"}})
 	msgs := []funchost.PublishMessage{{Body: string(permissions), MessageID: "demo-permissions-1", ContentType: "application/json"}}
-	for _, e := range []struct{ id, name, model, db, role, container string }{
-		{DemoEnvironmentID, "acceptance", "1.0.0.40", demoDatabase, demoRole, demoContainer},
-		{DemoTestEnvironmentID, "test", "1.0.0.38", demoTestDatabase, demoTestRole, demoTestContainer},
-	} {
-		environment, _ := json.Marshal(map[string]any{"type": "environment.updated", "event_id": "demo-environment-" + e.name,
-			"occurred_at": now, "namespace": DemoNamespace, "environment_id": e.id, "app_id": "demo-app",
-			"name": e.name, "state": "Stopped", "deployed": true, "deployment_package": "DemoApp_" + e.model + ".mda",
-			"model_version": e.model,
-			"database":      map[string]any{"host": st.Postgres.Host, "port": st.Postgres.Port, "name": e.db, "role": e.role},
-			"files":         map[string]any{"container": e.container, "prefix": ""}})
-		msgs = append(msgs, funchost.PublishMessage{Body: string(environment), MessageID: "demo-environment-" + e.name, ContentType: "application/json"})
+	for _, e := range demoEnvironments {
+		msgs = append(msgs, st.demoEnvironmentEvent(e, "Stopped", "demo-environment-"+e.name, now))
 	}
 	if _, err := st.Host.Publish("environment-events", msgs); err != nil {
 		return nil, fmt.Errorf("publish demo events: %w", err)
@@ -128,6 +120,65 @@ func (st *Stack) SeedDemo(ctx context.Context) (*Demo, error) {
 		return nil, fmt.Errorf("enable backups: %d %s %v", status, body, err)
 	}
 	return d, nil
+}
+
+// demoEnvironment is one environment of the demo namespace, as its environment.updated events say.
+type demoEnvironment struct{ id, name, model, db, role, container string }
+
+var demoEnvironments = []demoEnvironment{
+	{DemoEnvironmentID, "acceptance", "1.0.0.40", demoDatabase, demoRole, demoContainer},
+	{DemoTestEnvironmentID, "test", "1.0.0.38", demoTestDatabase, demoTestRole, demoTestContainer},
+}
+
+func (st *Stack) demoEnvironmentEvent(e demoEnvironment, state, eventID string, at time.Time) funchost.PublishMessage {
+	environment, _ := json.Marshal(map[string]any{"type": "environment.updated", "event_id": eventID,
+		"occurred_at": at, "namespace": DemoNamespace, "environment_id": e.id, "app_id": "demo-app",
+		"name": e.name, "state": state, "deployed": true, "deployment_package": "DemoApp_" + e.model + ".mda",
+		"model_version": e.model,
+		"database":      map[string]any{"host": st.Postgres.Host, "port": st.Postgres.Port, "name": e.db, "role": e.role},
+		"files":         map[string]any{"container": e.container, "prefix": ""}})
+	return funchost.PublishMessage{Body: string(environment), MessageID: eventID, ContentType: "application/json"}
+}
+
+// SetDemoState tells the service, as the platform would, that a demo environment is now in state
+// (Running, Stopped, Deploying, ...), and waits until the API lists it so.
+func (st *Stack) SetDemoState(ctx context.Context, environmentID, state string) error {
+	i := slices.IndexFunc(demoEnvironments, func(e demoEnvironment) bool { return e.id == environmentID })
+	if i < 0 {
+		return fmt.Errorf("no demo environment %s", environmentID)
+	}
+	now := time.Now().UTC()
+	eventID := fmt.Sprintf("demo-environment-%s-%s-%d", demoEnvironments[i].name, state, now.UnixNano())
+	if _, err := st.Host.Publish("environment-events", []funchost.PublishMessage{st.demoEnvironmentEvent(demoEnvironments[i], state, eventID, now)}); err != nil {
+		return fmt.Errorf("publish the state of %s: %w", demoEnvironments[i].name, err)
+	}
+	token, err := st.Token(DemoUserID, DemoUserName)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		status, body, err := st.Call(ctx, token, "GET", "/api/v1/namespaces/"+DemoNamespace+"/environments", "")
+		if err == nil && status == http.StatusOK {
+			type listed struct {
+				ID    string `json:"environment_id"`
+				State string `json:"state"`
+			}
+			var list struct {
+				Environments []listed `json:"environments"`
+			}
+			if json.Unmarshal([]byte(body), &list) == nil &&
+				slices.Contains(list.Environments, listed{ID: environmentID, State: state}) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("environment %s is not %s in the API (last: %d %s %v)", environmentID, state, status, body, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // demoSpec describes one seeded environment.
