@@ -171,6 +171,10 @@ func (p *page) accessible(state string) {
 	}
 	if serious := browser.Serious(vs); len(serious) > 0 {
 		p.t.Errorf("axe on %s: serious violations:\n%s", state, serious)
+	} else if len(vs) > 0 {
+		p.t.Logf("axe on %s: no serious violation; these others:\n%s", state, browser.Violations(vs))
+	} else {
+		p.t.Logf("axe on %s: no violation", state)
 	}
 }
 
