@@ -263,9 +263,6 @@ func TestConsole(t *testing.T) {
 	ns := "/api/v1/namespaces/" + stack.DemoNamespace
 	envAPI := ns + "/environments/" + demo.EnvironmentID
 
-	// The namespace starts with backups off, as a new one does.
-	apiJSON(t, st, "PUT", ns+"/settings", `{"backups_enabled":false}`)
-
 	t.Log("sign in: the console sends the browser to the issuer and back (authorization code with PKCE)")
 	p.run(chromedp.Navigate(st.ConsoleURL()))
 	p.waitFor("the page after sign-in", `document.getElementById("environment")`, time.Minute)
@@ -283,8 +280,26 @@ func TestConsole(t *testing.T) {
 		t.Errorf("after sign-in the page is at %s: the code must be gone, the namespace kept", href)
 	}
 
+	t.Log("turn backups off with the switch, after a confirmation")
+	p.waitFor("backups on, as the demo is seeded", `document.getElementById("backups-enabled").checked`, 30*time.Second)
+	p.click("#backups-enabled")
+	p.waitFor("the confirmation", `document.getElementById("backups-off-confirm")`, 10*time.Second)
+	if !strings.Contains(p.text("#dialog"), "existing backups are kept") {
+		t.Errorf("the confirmation says %q", p.text("#dialog"))
+	}
+	p.clickText("#dialog .actions", "Cancel")
+	p.waitFor("the switch still on after Cancel", `!document.getElementById("dialog").open && document.getElementById("backups-enabled").checked`, 10*time.Second)
+	if got := apiJSON(t, st, "GET", ns+"/settings", ""); got["backups_enabled"] != true {
+		t.Fatalf("Cancel turned backups off: %v", got)
+	}
+	p.click("#backups-enabled")
+	p.click("#backups-off-confirm")
+
 	t.Log("backups are off: the page offers Try new Backup and Restore, and Create Backup says why not")
 	p.waitFor("the offer to turn backups on", `!document.getElementById("enable-backups").hidden`, 30*time.Second)
+	if got := apiJSON(t, st, "GET", ns+"/settings", ""); got["backups_enabled"] != false {
+		t.Errorf("settings after turning backups off: %v", got)
+	}
 	p.waitFor("Create Backup disabled", `document.getElementById("create-backup").disabled`, 10*time.Second)
 	if reason := p.text("#create-reason"); !strings.Contains(reason, "not enabled") && !strings.Contains(reason, "enable") {
 		t.Errorf("reason shown while backups are off: %q", reason)

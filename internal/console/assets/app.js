@@ -5,6 +5,7 @@ import * as auth from "./auth.js";
 import { api, configure, envPath, nsPath, ApiError } from "./api.js";
 import {
   h, clear, formatTime, formatBytes, badge, progressElement, problemBox, toast, initDialog, menuButton, isMenuOpen, capitalize,
+  openDialog, closeDialog, closeButton,
 } from "./ui.js";
 import { createBackup, showDetails, deleteSnapshot, restoreSnapshot, downloadSnapshot, uploadBackup, undoRestore } from "./actions.js";
 
@@ -432,16 +433,36 @@ function updateEnvironments() {
     cell("Next automatic backup", nextBackupText(e)))));
 }
 
-async function setBackupsEnabled(toggle, value) {
+// setBackupsEnabled turns the namespace's "Try new Backup and Restore" on at once, and off after a
+// confirmation in the dialog (the switch stays on until then).
+function setBackupsEnabled(toggle, value) {
   const enabled = toggle ? toggle.checked : value;
-  if (!enabled && !confirm(`Turn backups off for namespace ${state.ns}? No automatic backups are made while they are off; existing backups are kept.`)) {
-    toggle.checked = true;
-    return;
-  }
+  if (enabled) return saveBackupsEnabled(true);
+  toggle.checked = true;
+  const turnOff = h("button", { type: "button", class: "danger primary", id: "backups-off-confirm" }, "Turn backups off");
+  const errors = h("div");
+  openDialog("Turn backups off", [
+    h("p", {}, `Turn backups off for namespace ${state.ns}? While they are off, no automatic backups are made and nobody can create, restore, download or upload backups. The existing backups are kept and still expire on their dates.`),
+    errors,
+  ], [closeButton("Cancel"), turnOff]);
+  turnOff.addEventListener("click", async () => {
+    turnOff.disabled = true;
+    try {
+      await saveBackupsEnabled(false, true);
+      closeDialog();
+    } catch (err) {
+      clear(errors, problemBox(err));
+      turnOff.disabled = false;
+    }
+  });
+}
+
+async function saveBackupsEnabled(enabled, throwErrors = false) {
   try {
     state.settings = await api("PUT", `${nsPath(state.ns)}/settings`, { backups_enabled: enabled });
     toast(enabled ? `Backups are on for namespace ${state.ns}.` : `Backups are off for namespace ${state.ns}.`);
   } catch (err) {
+    if (throwErrors) throw err;
     state.loadError = err;
   }
   await refresh();
