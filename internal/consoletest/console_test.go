@@ -517,11 +517,14 @@ func TestConsole(t *testing.T) {
 	p.shot("11-backups")
 
 	t.Log("an expired session asks to sign in again and keeps the page")
-	st.Issuer.SetAccessTokenTTL(8 * time.Second)
+	// A short session: the page renews 5 s before the token's end, so 20 s leave it 15 s to load.
+	const short = 20 * time.Second
+	st.Issuer.SetAccessTokenTTL(short)
+	signedIn := time.Now()
 	p.run(chromedp.Reload())
 	p.waitFor("the page after a new sign-in", fmt.Sprintf(`document.querySelector('tr[data-snapshot-id=%q]')`, manual), time.Minute)
 	st.Issuer.SetAccessTokenTTL(time.Hour)
-	time.Sleep(9 * time.Second)
+	time.Sleep(time.Until(signedIn.Add(short + time.Second)))
 	p.snapshotOption(uploaded, "Details")
 	p.waitFor("the session dialog", `document.getElementById("session-dialog").open`, 30*time.Second)
 	p.waitFor("the page still showing its backups", fmt.Sprintf(`document.querySelector('tr[data-snapshot-id=%q]')`, manual), time.Second)
