@@ -553,6 +553,24 @@ func TestConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	t.Log("an issuer that issues tokens for another audience: the page says so instead of asking to sign in again")
+	wrong := st.ConsoleClient()
+	wrong.Audience = "api://another-api"
+	st.Issuer.RegisterClient(wrong)
+	p.run(chromedp.Reload())
+	p.waitFor("the refusal of the sign-in", `document.querySelector("#view .page-message")`, time.Minute)
+	if got := p.text("#view"); !strings.Contains(got, "does not accept your sign-in") || !strings.Contains(got, "Token audience does not match.") ||
+		!strings.Contains(got, "CONSOLE_SCOPES") {
+		t.Errorf("with tokens for another audience the page shows %q", got)
+	}
+	var dialogOpen bool
+	p.eval(`document.getElementById("session-dialog").open`, &dialogOpen)
+	if dialogOpen {
+		t.Errorf("a freshly issued token that the service refuses opened the session dialog")
+	}
+	p.shot("14-wrong-audience")
+	st.Issuer.RegisterClient(st.ConsoleClient())
+
 	t.Log("a user without permission sees a clear no-access page")
 	st.Issuer.SetSignInUser(localissuer.User{Subject: "7f000000-0000-4000-8000-0000000000aa", ObjectID: "7f000000-0000-4000-8000-0000000000aa", Name: "Guest User"})
 	p.run(chromedp.Reload())
@@ -560,14 +578,14 @@ func TestConsole(t *testing.T) {
 	if got := p.text("#no-access"); !strings.Contains(got, "No access") || !strings.Contains(got, "Manage Apps Backups") {
 		t.Errorf("no-access page: %q", got)
 	}
-	p.shot("14-no-access")
+	p.shot("15-no-access")
 	p.accessible("the no-access page")
 
 	for _, e := range b.ConsoleErrors() {
-		// The refusals the test caused on purpose (no access, a restore into a running app) are logged by
-		// Chromium as failed loads; anything else (an exception, a blocked script or connection, a 401
-		// the session renewal should have prevented) is a fault of the page.
-		if strings.Contains(e, "status of 403") || strings.Contains(e, "status of 409") {
+		// The refusals the test caused on purpose (tokens for another audience, no access, a restore into
+		// a running app) are logged by Chromium as failed loads; anything else (an exception, a blocked
+		// script or connection) is a fault of the page.
+		if strings.Contains(e, "status of 401") || strings.Contains(e, "status of 403") || strings.Contains(e, "status of 409") {
 			continue
 		}
 		t.Errorf("the page logged an error: %s", e)

@@ -9,7 +9,7 @@ const PENDING_KEY = "mxbackups.signin";
 export const POPUP_NAME = "mxbackups-signin";
 
 let config = null;
-let session = null; // {accessToken, expiresAt (ms), name, subject}
+let session = null; // {accessToken, expiresAt and obtainedAt (ms), name, subject}
 
 export function setConfig(c) { config = c; }
 
@@ -139,6 +139,7 @@ async function exchange(code, verifier, nonce) {
     accessToken: data.access_token,
     // Renew a little early, so that a request never leaves with a token about to expire.
     expiresAt: Date.now() + lifetime - 5000,
+    obtainedAt: Date.now(),
     name: claims.name || claims.preferred_username || claims.sub || "",
     subject: claims.oid || claims.sub || "",
   };
@@ -158,6 +159,8 @@ function decodeClaims(jwt) {
 
 export function currentSession() { return session; }
 export function hasValidToken() { return session !== null && Date.now() < session.expiresAt; }
+// isFreshToken: the token came from the issuer moments ago, so a refusal of it is no expiry.
+export function isFreshToken() { return session !== null && Date.now() - session.obtainedAt < 60 * 1000; }
 export function accessToken() { return session ? session.accessToken : ""; }
 export function expireSession() { if (session) session.expiresAt = 0; }
 export function signOut() { session = null; }

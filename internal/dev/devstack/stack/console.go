@@ -19,6 +19,10 @@ func (st *Stack) ConsoleURL() string {
 	return st.URL + console.Prefix + "?namespace=" + DemoNamespace
 }
 
+// ConsoleClient is the console's registration at the local issuer (tests register a changed copy to
+// see the console handle a misconfigured issuer, then this one again).
+func (st *Stack) ConsoleClient() localissuer.Client { return st.consoleClient }
+
 // enableConsole does locally what infra and the app registration do in Azure for the web console: the
 // console is a client of the issuer with its callback as redirect URI (under 127.0.0.1 and localhost,
 // whichever a browser opens), the demo user is the one the issuer signs in, and the blob service lets
@@ -33,7 +37,8 @@ func (st *Stack) enableConsole(ctx context.Context) error {
 	for _, o := range origins {
 		redirects = append(redirects, o+console.CallbackPath)
 	}
-	st.Issuer.RegisterClient(localissuer.Client{ID: ConsoleClientID, RedirectURIs: redirects, Audience: Audience})
+	st.consoleClient = localissuer.Client{ID: ConsoleClientID, RedirectURIs: redirects, Audience: Audience}
+	st.Issuer.RegisterClient(st.consoleClient)
 	st.Issuer.SetSignInUser(localissuer.User{Subject: DemoUserID, ObjectID: DemoUserID, Name: DemoUserName})
 
 	blobs, err := azblob.NewClientFromConnectionString(st.Azurite.ConnectionString(), nil)

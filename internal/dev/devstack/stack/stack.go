@@ -74,6 +74,8 @@ type Stack struct {
 	hostLog zerolog.Logger
 	env     map[string]string // the handler's settings
 	clock   funchost.Clock    // the host's; nil for the real one
+
+	consoleClient localissuer.Client // as registered at the issuer
 }
 
 // Start brings everything up. On error, whatever started is stopped again.
