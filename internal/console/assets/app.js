@@ -11,7 +11,10 @@ import { createBackup, showDetails, deleteSnapshot, restoreSnapshot, downloadSna
 
 const view = () => document.getElementById("view");
 const PAGE = 20;
+// While something runs the page polls every 2 s; otherwise once a minute, to show what others (the
+// schedule, colleagues) did, and not at all while the tab is hidden.
 const POLL_MS = 2000;
+const IDLE_POLL_MS = 60 * 1000;
 
 const state = {
   ns: "",
@@ -38,6 +41,10 @@ async function boot() {
   // Escape would close the dialog and leave the waiting calls stuck: only signing in closes it.
   document.getElementById("session-dialog").addEventListener("cancel", (e) => e.preventDefault());
   document.getElementById("sign-out").addEventListener("click", () => { auth.signOut(); showSignedOut(); });
+  // Back to a hidden tab: show what changed meanwhile (polling stopped while it was hidden).
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && document.getElementById("snapshots") && !state.pollTimer) refresh();
+  });
   if (window.name === auth.POPUP_NAME && auth.callbackParams()) {
     // A renewal popup back from the issuer: its opener reads the code from this URL and closes it.
     clear(view(), h("p", {}, "Signing you in…"));
@@ -213,6 +220,7 @@ async function refresh() {
     state.restores.some((r) => r.state === "queued" || r.state === "running" || r.undo_state === "queued" || r.undo_state === "running") ||
     state.loadError !== null;
   if (running) state.pollTimer = setTimeout(refresh, POLL_MS);
+  else if (!document.hidden) state.pollTimer = setTimeout(refresh, IDLE_POLL_MS);
 }
 
 function stopPolling() {
